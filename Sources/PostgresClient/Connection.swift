@@ -1,0 +1,276 @@
+import CLibPQ
+import Foundation
+
+/// A notice or warning the server sent (`RAISE NOTICE`, implicit index creation …). Notices are
+/// collected on the connection rather than printed to stderr.
+public struct PostgresNotice: Sendable, Hashable {
+    public let severity: String
+    public let code: String
+    public let message: String
+}
+
+private final class NoticeBox {
+    var notices: [PostgresNotice] = []
+}
+
+/// One PostgreSQL connection over libpq.
+///
+/// Not `Sendable`: a connection belongs to one thread at a time. To interrupt a statement from
+/// another thread or a signal handler, take a `CancelToken` with `makeCancelToken()`.
+/// The connection is closed when the object is released.
+public final class Connection {
+    private var handle: OpaquePointer?
+    private let noticeBox = NoticeBox()
+    private let secrets: [String]
+    /// Where this connection goes, without the password (`host=… port=… dbname=… user=…`).
+    public let target: String
+
+    /// Opens a connection.
+    ///
+    /// - Parameters:
+    ///   - conninfo: a `postgresql://` URL or `key=value` connection string; nil or empty uses
+    ///     libpq's defaults (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGSERVICE`, `~/.pgpass`).
+    ///   - applicationName: shown in `pg_stat_activity.application_name`; overrides one in `conninfo`.
+    ///   - connectTimeoutSeconds: used when the connection string sets no `connect_timeout`.
+    /// - Throws: `PostgresError` with SQLSTATE `28P01` for a rejected password and `08001` for any
+    ///   other failure to connect. The message names the target and never contains the password.
+    public init(_ conninfo: String? = nil, applicationName: String? = nil, connectTimeoutSeconds: Int = 10) throws {
+        var keys: [String] = ["connect_timeout"]
+        var values: [String] = [String(connectTimeoutSeconds)]
+        if let conninfo, !conninfo.isEmpty {
+            keys.append("dbname")
+            values.append(conninfo)
+        }
+        if let applicationName {
+            keys.append("application_name")
+            values.append(applicationName)
+        }
+        let conn = Connection.connect(keys: keys, values: values)
+        let info = ConnectionInfo(conn: conn, conninfo: conninfo)
+        self.secrets = info.secrets
+        self.target = info.target
+        guard let conn, PQstatus(conn) == CONNECTION_OK else {
+            let raw = conn.map { String(cString: PQerrorMessage($0)) } ?? "out of memory"
+            if let conn { PQfinish(conn) }
+            let message = ConnectionInfo.redact(raw.trimmingCharacters(in: .whitespacesAndNewlines), secrets: info.secrets)
+            let code: PostgresError.Code = raw.contains("password authentication failed") || raw.contains("no password supplied")
+                ? .invalidPassword : .sqlclientUnableToEstablishSqlconnection
+            throw PostgresError(
+                code: code, severity: "FATAL", message: "could not connect to \(info.target): \(message)",
+                hint: code == .invalidPassword
+                    ? "check the user and password in the database URL, PGPASSWORD or ~/.pgpass"
+                    : "check that the server is running and the host, port and database name are right")
+        }
+        self.handle = conn
+        PQsetNoticeReceiver(conn, noticeReceiver, Unmanaged.passUnretained(noticeBox).toOpaque())
+    }
+
+    private static func connect(keys: [String], values: [String]) -> OpaquePointer? {
+        let cKeys = keys.map { strdup($0) } + [nil]
+        let cValues = values.map { strdup($0) } + [nil]
+        defer {
+            cKeys.forEach { free($0) }
+            cValues.forEach { free($0) }
+        }
+        return cKeys.withUnsafeBufferPointer { k in
+            cValues.withUnsafeBufferPointer { v in
+                k.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: k.count) { kp in
+                    v.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: v.count) { vp in
+                        PQconnectdbParams(kp, vp, 1)
+                    }
+                }
+            }
+        }
+    }
+
+    deinit { close() }
+
+    /// Closes the connection now; later calls fail with a connection error.
+    public func close() {
+        if let handle { PQfinish(handle) }
+        handle = nil
+    }
+
+    /// Whether libpq still considers the connection usable.
+    public var isOpen: Bool {
+        guard let handle else { return false }
+        return PQstatus(handle) == CONNECTION_OK
+    }
+
+    /// The backend process id of this session (`pg_backend_pid()`).
+    public var backendPID: Int32 {
+        guard let handle else { return 0 }
+        return PQbackendPID(handle)
+    }
+
+    /// The server version as a number (`150018` for 15.18).
+    public var serverVersion: Int {
+        guard let handle else { return 0 }
+        return Int(PQserverVersion(handle))
+    }
+
+    /// Returns and clears the notices received so far.
+    public func drainNotices() -> [PostgresNotice] {
+        defer { noticeBox.notices.removeAll() }
+        return noticeBox.notices
+    }
+
+    /// A token that cancels the statement running on this connection, from any thread.
+    public func makeCancelToken() -> CancelToken? {
+        guard let handle, let cancel = PQgetCancel(handle) else { return nil }
+        return CancelToken(cancel)
+    }
+
+    /// Quotes an identifier with libpq's `PQescapeIdentifier` (which knows the connection's
+    /// encoding). `Identifier.quote` gives the same result without a connection.
+    public func escapeIdentifier(_ name: String) throws -> String {
+        let conn = try liveHandle()
+        guard let escaped = PQescapeIdentifier(conn, name, name.utf8.count) else {
+            throw PostgresError(code: .clientError, severity: "CLIENT", message: lastErrorMessage(conn))
+        }
+        defer { PQfreemem(escaped) }
+        return String(cString: escaped)
+    }
+
+    /// Runs one statement with parameters (`$1`, `$2` …) sent separately from the SQL text.
+    @discardableResult
+    public func query(_ sql: String, _ parameters: [PostgresValue] = []) throws -> QueryResult {
+        let conn = try liveHandle()
+        let encoded: [UnsafeMutablePointer<CChar>?] = parameters.map { $0.textEncoded.map { strdup($0) } ?? nil }
+        defer { encoded.forEach { free($0) } }
+        let result: OpaquePointer? = encoded.withUnsafeBufferPointer { buffer in
+            buffer.baseAddress.map { base in
+                base.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: buffer.count) {
+                    PQexecParams(conn, sql, Int32(parameters.count), nil, $0, nil, nil, 0)
+                }
+            } ?? PQexecParams(conn, sql, 0, nil, nil, nil, nil, 0)
+        }
+        return try consume(result, conn: conn)
+    }
+
+    /// Runs one or more statements separated by semicolons, without parameters (DDL, scripts).
+    public func execute(_ sql: String) throws {
+        let conn = try liveHandle()
+        _ = try consume(PQexec(conn, sql), conn: conn)
+    }
+
+    /// Runs `body` between `BEGIN` and `COMMIT`; rolls back and rethrows when `body` throws.
+    @discardableResult
+    public func transaction<T>(_ body: (Connection) throws -> T) throws -> T {
+        try execute("BEGIN")
+        do {
+            let value = try body(self)
+            try execute("COMMIT")
+            return value
+        } catch {
+            if isOpen { try? execute("ROLLBACK") }
+            throw error
+        }
+    }
+
+    private func liveHandle() throws -> OpaquePointer {
+        guard let handle else {
+            throw PostgresError(code: .connectionFailure, severity: "CLIENT", message: "the connection is closed")
+        }
+        return handle
+    }
+
+    private func lastErrorMessage(_ conn: OpaquePointer) -> String {
+        ConnectionInfo.redact(
+            String(cString: PQerrorMessage(conn)).trimmingCharacters(in: .whitespacesAndNewlines), secrets: secrets)
+    }
+
+    private func consume(_ result: OpaquePointer?, conn: OpaquePointer) throws -> QueryResult {
+        guard let result else {
+            throw clientError(conn)
+        }
+        defer { PQclear(result) }
+        switch PQresultStatus(result) {
+        case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY:
+            return Self.read(result)
+        default:
+            if let state = field(result, BF_DIAG_SQLSTATE) {
+                throw PostgresError(
+                    code: PostgresError.Code(state),
+                    severity: field(result, BF_DIAG_SEVERITY) ?? "ERROR",
+                    message: field(result, BF_DIAG_MESSAGE_PRIMARY) ?? lastErrorMessage(conn),
+                    detail: field(result, BF_DIAG_MESSAGE_DETAIL),
+                    hint: field(result, BF_DIAG_MESSAGE_HINT))
+            }
+            throw clientError(conn)
+        }
+    }
+
+    /// An error libpq raised itself, without a SQLSTATE from the server. When the socket broke
+    /// libpq does not always mark the connection bad before it returns, so its wording is checked
+    /// too.
+    private func clientError(_ conn: OpaquePointer) -> PostgresError {
+        let message = lastErrorMessage(conn)
+        let lost = PQstatus(conn) != CONNECTION_OK
+            || ["server closed the connection", "no connection to the server", "could not receive data",
+                "could not send data", "connection not open", "terminating connection"].contains { message.contains($0) }
+        return PostgresError(
+            code: lost ? .connectionFailure : .clientError, severity: "CLIENT", message: message)
+    }
+
+    private func field(_ result: OpaquePointer, _ code: Int32) -> String? {
+        PQresultErrorField(result, code).map { String(cString: $0) }
+    }
+
+    private static func read(_ result: OpaquePointer) -> QueryResult {
+        let columnCount = Int(PQnfields(result))
+        let rowCount = Int(PQntuples(result))
+        var columns: [String] = []
+        var types: [UInt32] = []
+        var index: [String: Int] = [:]
+        for c in 0..<columnCount {
+            let name = String(cString: PQfname(result, Int32(c)))
+            columns.append(name)
+            types.append(UInt32(PQftype(result, Int32(c))))
+            if index[name] == nil { index[name] = c }
+        }
+        var rows: [PostgresRow] = []
+        rows.reserveCapacity(rowCount)
+        for r in 0..<rowCount {
+            var cells: [PostgresCell] = []
+            cells.reserveCapacity(columnCount)
+            for c in 0..<columnCount {
+                let isNull = PQgetisnull(result, Int32(r), Int32(c)) == 1
+                let text = isNull ? nil : String(cString: PQgetvalue(result, Int32(r), Int32(c)))
+                cells.append(PostgresCell(text: text, typeOID: types[c]))
+            }
+            rows.append(PostgresRow(index: index, cells: cells))
+        }
+        let tag = String(cString: PQcmdStatus(result))
+        let affected = Int64(String(cString: PQcmdTuples(result))) ?? 0
+        return QueryResult(columns: columns, columnTypes: types, rows: rows, affectedRows: affected, commandTag: tag)
+    }
+}
+
+private let noticeReceiver: PQnoticeReceiver = { arg, result in
+    guard let arg, let result else { return }
+    let box = Unmanaged<NoticeBox>.fromOpaque(arg).takeUnretainedValue()
+    func field(_ code: Int32) -> String { PQresultErrorField(result, code).map { String(cString: $0) } ?? "" }
+    box.notices.append(
+        PostgresNotice(
+            severity: field(BF_DIAG_SEVERITY), code: field(BF_DIAG_SQLSTATE),
+            message: field(BF_DIAG_MESSAGE_PRIMARY)))
+}
+
+/// Cancels the statement running on a connection. Safe to use from any thread and from a signal
+/// handler's dispatch source: libpq documents `PQcancel` as thread-safe, and the token owns its own
+/// `PGcancel` object, independent of the connection's.
+public final class CancelToken: @unchecked Sendable {
+    private let handle: OpaquePointer
+
+    init(_ handle: OpaquePointer) { self.handle = handle }
+    deinit { PQfreeCancel(handle) }
+
+    /// Asks the server to cancel the statement in flight. Returns false if the request could not
+    /// be sent; a request that arrives when nothing runs does nothing.
+    @discardableResult
+    public func cancel() -> Bool {
+        var buffer = [CChar](repeating: 0, count: 256)
+        return PQcancel(handle, &buffer, Int32(buffer.count)) == 1
+    }
+}

@@ -1,0 +1,20 @@
+import ArgumentParser
+import BackfillCore
+
+@main
+struct Backfill: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "backfill",
+        abstract: "Run large PostgreSQL data backfills as many short, resumable, lock-friendly transactions.",
+        discussion: """
+            Exit codes: 0 done · 1 failed (committed progress kept) · 2 invalid job file, flag or \
+            database object (nothing changed) · 3 stopped before done (run again to resume) · \
+            4 another runner holds this job.
+            """,
+        version: BackfillVersion.current,
+        subcommands: [
+            Run.self, Plan.self, Status.self, Pause.self, Resume.self, Cancel.self, Verify.self,
+            Rehearse.self, Demo.self,
+        ]
+    )
+}
