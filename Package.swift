@@ -34,6 +34,11 @@ let package = Package(
             ]
         ),
         .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "LocalPostgres"]),
+        .testTarget(name: "BackfillCoreTests", dependencies: ["BackfillCore"]),
+        .testTarget(
+            name: "BackfillIntegrationTests",
+            dependencies: ["BackfillCore", "LocalPostgres", "PostgresClient"]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,84 @@
+import PostgresClient
+
+/// A key column as the catalog describes it.
+public struct KeyColumn: Sendable, Hashable {
+    public var name: String
+    /// The SQL type as `format_type` prints it (`bigint`, `text`, `timestamp with time zone`).
+    public var type: String
+    public init(name: String, type: String) {
+        self.name = name
+        self.type = type
+    }
+}
+
+/// The SQL of one job, generated from the spec and the key's catalog types. Pure: no database.
+///
+/// Every batch is bounded by a key range, `(key) > (last) AND (key) <= (upper)`, so that the
+/// planner uses an index range scan at every batch size. Key values travel as text parameters cast
+/// to the key's type; identifiers are quoted.
+public struct BatchStatements: Sendable, Hashable {
+    /// The quoted table name.
+    public let table: String
+    public let key: [KeyColumn]
+    /// The B-th key after the checkpoint, or failing that the last key after it; no row means no
+    /// key remains. Parameters: the last key's values, then the offset (B − 1).
+    public let upperBound: String
+    /// The same for the first batch of a range that has no checkpoint yet. Parameter: the offset.
+    public let upperBoundFromStart: String
+    /// The batch statement. Parameters: the last key's values, then the upper key's values.
+    public let batch: String
+    /// The batch statement of a range's first batch. Parameters: the upper key's values.
+    public let batchFromStart: String
+
+    public init(spec: JobSpec, key: [KeyColumn]) {
+        let table = Identifier.quoteQualified(spec.tableParts)
+        self.table = table
+        self.key = key
+        let n = key.count
+        let columns = key.map { Identifier.quote($0.name) }
+        let tuple = n == 1 ? columns[0] : "(" + columns.joined(separator: ", ") + ")"
+        func parameters(from first: Int) -> String {
+            let list = key.enumerated().map { i, column in "$\(first + i)::\(column.type)" }
+            return n == 1 ? list[0] : "(" + list.joined(separator: ", ") + ")"
+        }
+        let selectKeys = columns.enumerated().map { i, c in "\(c)::text AS k\(i)" }.joined(separator: ", ")
+        let ascending = columns.joined(separator: ", ")
+        let descending = columns.map { "\($0) DESC" }.joined(separator: ", ")
+
+        func upper(after lower: String?, offsetParameter: Int) -> String {
+            let filter = lower.map { " WHERE \(tuple) > \($0)" } ?? ""
+            return """
+                (SELECT \(selectKeys) FROM \(table)\(filter) ORDER BY \(ascending) OFFSET $\(offsetParameter) LIMIT 1) \
+                UNION ALL \
+                (SELECT \(selectKeys) FROM \(table)\(filter) ORDER BY \(descending) LIMIT 1) LIMIT 1
+                """
+        }
+        upperBound = upper(after: parameters(from: 1), offsetParameter: n + 1)
+        upperBoundFromStart = upper(after: nil, offsetParameter: 1)
+
+        func statement(lower: String?, upper: String) -> String {
+            var conditions: [String] = []
+            if let lower { conditions.append("\(tuple) > \(lower)") }
+            conditions.append("\(tuple) <= \(upper)")
+            if let whereClause = spec.whereClause { conditions.append("(\(whereClause))") }
+            let predicate = conditions.joined(separator: " AND ")
+            switch spec.action {
+            case .update(let assignments):
+                let sets = assignments.map { "\(Identifier.quote($0.column)) = (\($0.expression))" }.joined(separator: ", ")
+                return "UPDATE \(table) SET \(sets) WHERE \(predicate)"
+            case .delete:
+                return "DELETE FROM \(table) WHERE \(predicate)"
+            case .sql(let sql):
+                return "WITH batch AS (SELECT \(ascending) FROM \(table) WHERE \(predicate)) \(sql)"
+            }
+        }
+        batch = statement(lower: parameters(from: 1), upper: parameters(from: n + 1))
+        batchFromStart = statement(lower: nil, upper: parameters(from: 1))
+    }
+
+    /// How many rows still match `where` (at most `limit`, so that a big remainder stops early).
+    public static func remainingCount(spec: JobSpec) -> String? {
+        guard let whereClause = spec.whereClause else { return nil }
+        return "SELECT count(*) AS n FROM (SELECT 1 FROM \(Identifier.quoteQualified(spec.tableParts)) WHERE (\(whereClause)) LIMIT $1) s"
+    }
+}

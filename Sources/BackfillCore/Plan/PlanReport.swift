@@ -1,0 +1,46 @@
+import Foundation
+
+/// The text `backfill plan` prints.
+public enum PlanReport {
+    public static func render(_ plan: JobPlan, explain: String?) -> String {
+        let spec = plan.spec
+        var lines = [
+            "job:        \(spec.name) (\(spec.file))",
+            "table:      \(plan.statements.table), key (\(spec.key.joined(separator: ", "))) by unique index \(plan.keyIndex)",
+            "action:     \(spec.action.name)" + (spec.whereClause.map { " where \($0)" } ?? ""),
+            "batches:    first \(spec.batch.size) keys, then sized for \(spec.batch.targetMs) ms each (\(spec.batch.min)…\(spec.batch.max)); lock_timeout \(spec.timeouts.lockMs) ms, statement_timeout \(spec.timeouts.statementMs) ms",
+        ]
+        if let rows = plan.estimatedRows {
+            let batches = (rows + Int64(spec.batch.size) - 1) / Int64(max(spec.batch.size, 1))
+            lines.append("estimate:   ~\(rows) rows by statistics; ≤ \(batches) batches at the first size, fewer as batches grow toward \(spec.batch.targetMs) ms")
+        } else {
+            lines.append("estimate:   the table has no statistics yet (run ANALYZE for an estimate)")
+        }
+        lines += ["", "upper key of the next batch:", "  " + plan.statements.upperBound, "", "batch statement:", "  " + plan.statements.batch, ""]
+        lines.append("EXPLAIN of the first batch:")
+        lines.append(explain.map { $0.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n") } ?? "  (the table is empty: nothing to do)")
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// The table `backfill status` prints.
+public enum StatusTable {
+    public static func render(_ jobs: [JobStatus]) -> String {
+        guard !jobs.isEmpty else { return "no jobs in the checkpoint store" }
+        let header = ["JOB", "STATE", "ROWS", "BATCHES", "LAST KEY", "UPDATED", "NOTE"]
+        let rows = jobs.map { job -> [String] in
+            var note = job.lastError ?? ""
+            if let by = job.pausedBy, job.state == .paused || job.state == .cancelled {
+                note = "\(job.state.rawValue) by \(by)" + (job.pausedAt.map { " at \(RunEvent.timestamp($0))" } ?? "")
+            }
+            return [job.name, job.state.rawValue, String(job.rowsDone), String(job.batches),
+                    job.lastKey.map { "(" + $0.joined(separator: ", ") + ")" } ?? "-",
+                    job.updatedAt.map(RunEvent.timestamp) ?? "-", note]
+        }
+        let widths = header.indices.map { i in ([header] + rows).map { $0[i].count }.max() ?? 0 }
+        return ([header] + rows).map { row in
+            row.enumerated().map { i, cell in i == row.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+                .joined(separator: "  ").trimmingCharacters(in: .whitespaces)
+        }.joined(separator: "\n")
+    }
+}

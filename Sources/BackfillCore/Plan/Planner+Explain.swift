@@ -1,0 +1,33 @@
+import PostgresClient
+
+extension Planner {
+    /// `EXPLAIN` of one real batch of `size` keys, starting after the `skip`-th key (0: the first
+    /// batch). Reads only. Nil when the table has no keys there.
+    public static func explain(_ plan: JobPlan, size: Int, skip: Int = 0, analyze: Bool = false, on db: Connection) throws -> String? {
+        let statements = plan.statements
+        var lower: [PostgresValue]?
+        if skip > 0 {
+            guard let row = try db.query(statements.upperBoundFromStart, [.int(Int64(skip - 1))]).first else { return nil }
+            lower = row.cells.map { .text($0.string ?? "") }
+        }
+        let upperRow = try db.query(
+            lower == nil ? statements.upperBoundFromStart : statements.upperBound,
+            (lower ?? []) + [.int(Int64(size - 1))]).first
+        guard let upperRow else { return nil }
+        let upper = upperRow.cells.map { PostgresValue.text($0.string ?? "") }
+        let sql = (lower == nil ? statements.batchFromStart : statements.batch)
+        let prefix = analyze ? "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)" : "EXPLAIN"
+        return try db.transaction { db in
+            defer { try? db.execute("ROLLBACK") }
+            return try db.query("\(prefix) \(sql)", (lower ?? []) + upper).rows.compactMap { $0[0].string }.joined(separator: "\n")
+        }
+    }
+
+    /// How many rows match `where` now (all rows when the job has none). A full count: it reads
+    /// the table but takes no lock that blocks writers.
+    public static func countMatching(_ spec: JobSpec, on db: Connection) throws -> Int64 {
+        let table = Identifier.quoteQualified(spec.tableParts)
+        let filter = spec.whereClause.map { " WHERE (\($0))" } ?? ""
+        return try db.query("SELECT count(*) AS n FROM \(table)\(filter)").first?["n"].int64 ?? 0
+    }
+}

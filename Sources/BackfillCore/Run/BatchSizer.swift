@@ -1,0 +1,60 @@
+/// Chooses the next batch size so that each batch transaction takes about `targetMs`.
+///
+/// Pure value type: fed the keys walked and the wall time of each batch, it keeps a smoothed rate
+/// (keys per millisecond, an exponentially weighted moving average) and proposes
+/// `rate × target`, clamped to `min`…`max`, growing at most ×2 per step. An overshoot (a batch
+/// longer than the target by more than `tolerance`) shrinks the size at once in proportion; a
+/// statement timeout halves it.
+public struct BatchSizer: Sendable, Hashable {
+    public let minSize: Int
+    public let maxSize: Int
+    public let targetMs: Double
+    /// Weight of the newest measurement in the moving average.
+    public let smoothing: Double
+    /// How far over the target a batch may run before the size drops at once (1.25 = 25 %).
+    public let tolerance: Double
+    /// The size the next batch should walk.
+    public private(set) var size: Int
+    /// The smoothed rate in keys per millisecond, nil before the first measurement.
+    public private(set) var rate: Double?
+
+    public init(initial: Int, min: Int, max: Int, targetMs: Int, smoothing: Double = 0.3, tolerance: Double = 1.25) {
+        self.minSize = min
+        self.maxSize = max
+        self.targetMs = Double(targetMs)
+        self.smoothing = smoothing
+        self.tolerance = tolerance
+        self.size = Swift.min(Swift.max(initial, min), max)
+    }
+
+    /// Records a committed batch that walked `keys` keys in `durationMs`.
+    public mutating func record(keys: Int, durationMs: Double) {
+        guard keys > 0, durationMs > 0 else { return }
+        let measured = Double(keys) / durationMs
+        let smoothed = rate.map { smoothing * measured + (1 - smoothing) * $0 } ?? measured
+        rate = smoothed
+        var next = smoothed * targetMs
+        if durationMs > targetMs * tolerance {
+            // Overshoot: never let the next batch be longer than this one's rate says it would.
+            next = Swift.min(next, measured * targetMs)
+        }
+        next = Swift.min(next, Double(size) * 2)
+        size = clamp(next)
+    }
+
+    /// A statement timeout: the batch was far too large for the current conditions.
+    public mutating func halve() {
+        size = clamp(Double(size) / 2)
+        rate = rate.map { $0 / 2 }
+    }
+
+    /// Live traffic waited on the job: shrink by `factor` (0…1), and forget the rate's optimism.
+    public mutating func shrink(by factor: Double) {
+        size = clamp(Double(size) * factor)
+        rate = rate.map { $0 * factor }
+    }
+
+    private func clamp(_ value: Double) -> Int {
+        Swift.min(Swift.max(Int(value.rounded()), minSize), maxSize)
+    }
+}

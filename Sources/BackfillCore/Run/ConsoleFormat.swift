@@ -1,0 +1,40 @@
+import Foundation
+
+/// Text lines for people, made from run events. Pure, so that the CLI only prints.
+public enum ConsoleFormat {
+    /// A line for the event, or nil for events that only the progress line shows.
+    public static func line(_ event: RunEvent) -> String? {
+        func text(_ name: String) -> String {
+            switch event[name] {
+            case .string(let s): return s
+            case .int(let i): return String(i)
+            case .double(let d): return String(format: "%.1f", d)
+            case .bool(let b): return String(b)
+            case .strings(let list): return "(" + list.joined(separator: ", ") + ")"
+            case .null, nil: return "?"
+            }
+        }
+        switch event.kind {
+        case .start:
+            return "\(event.job): started on \(text("table")) (\(text("action")), ~\(text("rows_estimate")) rows by statistics, key index \(text("key_index")))"
+        case .batch:
+            return nil
+        case .retry:
+            return "\(event.job): retrying (\(text("reason"))) attempt \(text("attempt")) in \(text("delay_ms")) ms: \(text("message"))"
+        case .throttle:
+            return "\(event.job): throttled (\(text("reason"))) for \(text("wait_ms")) ms"
+        case .stop:
+            return "\(event.job): stopped (\(text("reason"))); run again to resume"
+        case .done:
+            return "\(event.job): done"
+        case .error:
+            return "\(event.job): failed: \(text("message"))"
+        }
+    }
+
+    /// A progress line: rows done, rate, batch size and the last batch's time.
+    public static func progress(job: String, rows: Int64, seconds: Double, batchSize: Int64, lastBatchMs: Double, lastKey: [String]) -> String {
+        String(format: "%@: %lld rows, %.0f rows/s, batch %lld keys, last batch %.1f ms, at key (%@)",
+               job, rows, seconds > 0 ? Double(rows) / seconds : 0, batchSize, lastBatchMs, lastKey.joined(separator: ", "))
+    }
+}

@@ -1,0 +1,76 @@
+import Foundation
+
+/// Something that happened during a run, for the console, JSON logs and metrics.
+///
+/// `kind` is one of the contract's event names (`start`, `batch`, `retry`, `throttle`, `stop`,
+/// `done`, `error`); `fields` are the event's own fields, in a stable order.
+public struct RunEvent: Sendable {
+    public enum Kind: String, Sendable, CaseIterable {
+        case start, batch, retry, throttle, stop, done, error
+    }
+
+    /// A field value, as it appears in JSON.
+    public enum Value: Sendable, Hashable {
+        case string(String)
+        case int(Int64)
+        case double(Double)
+        case bool(Bool)
+        case strings([String])
+        case null
+    }
+
+    public var kind: Kind
+    public var job: String
+    public var time: Date
+    public var fields: [(String, Value)]
+
+    public init(_ kind: Kind, job: String, time: Date = Date(), _ fields: [(String, Value)] = []) {
+        self.kind = kind
+        self.job = job
+        self.time = time
+        self.fields = fields
+    }
+
+    /// The value of a field, if present.
+    public subscript(_ name: String) -> Value? { fields.first { $0.0 == name }?.1 }
+
+    /// One JSON object on one line: `{"ts":…,"event":"batch","job":…,…}`.
+    public var jsonLine: String {
+        var parts = ["\"ts\":\(Self.json(.string(Self.timestamp(time))))", "\"event\":\"\(kind.rawValue)\"", "\"job\":\(Self.json(.string(job)))"]
+        parts += fields.map { "\(Self.json(.string($0.0))):\(Self.json($0.1))" }
+        return "{" + parts.joined(separator: ",") + "}"
+    }
+
+    /// `2026-11-21T05:03:14.123Z`.
+    public static func timestamp(_ date: Date) -> String {
+        let ms = Int64((date.timeIntervalSince1970 * 1000).rounded())
+        var t = time_t(ms / 1000)
+        var tm = tm()
+        gmtime_r(&t, &tm)
+        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03lldZ", Int(tm.tm_year) + 1900, Int(tm.tm_mon) + 1, Int(tm.tm_mday), Int(tm.tm_hour), Int(tm.tm_min), Int(tm.tm_sec), ms % 1000)
+    }
+
+    static func json(_ value: Value) -> String {
+        switch value {
+        case .null: return "null"
+        case .bool(let b): return b ? "true" : "false"
+        case .int(let i): return String(i)
+        case .double(let d): return d.isFinite ? String(format: "%.3f", d) : "null"
+        case .strings(let list): return "[" + list.map { json(.string($0)) }.joined(separator: ",") + "]"
+        case .string(let s):
+            var out = "\""
+            for scalar in s.unicodeScalars {
+                switch scalar {
+                case "\"": out += "\\\""
+                case "\\": out += "\\\\"
+                case "\n": out += "\\n"
+                case "\r": out += "\\r"
+                case "\t": out += "\\t"
+                case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
+                default: out.unicodeScalars.append(scalar)
+                }
+            }
+            return out + "\""
+        }
+    }
+}

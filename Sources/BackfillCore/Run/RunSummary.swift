@@ -1,0 +1,49 @@
+import PostgresClient
+
+/// What a run did, for the final summary line and the JSON `done`/`stop` events.
+public struct RunSummary: Sendable, Hashable {
+    public var job: String
+    public var state: JobState
+    public var rows: Int64 = 0
+    public var batches: Int64 = 0
+    public var seconds: Double = 0
+    public var batchMs: [Double] = []
+    public var retries: [RetryReason: Int] = [:]
+    public var throttledSeconds: [String: Double] = [:]
+    /// The checkpoint after the last committed batch of this run.
+    public var lastKey: [String]?
+
+    public init(job: String, state: JobState) {
+        self.job = job
+        self.state = state
+    }
+
+    public var rowsPerSecond: Double { seconds > 0 ? Double(rows) / seconds : 0 }
+
+    /// The q-quantile (0…1) of batch transaction times, nearest-rank.
+    public func batchPercentile(_ q: Double) -> Double {
+        guard !batchMs.isEmpty else { return 0 }
+        let sorted = batchMs.sorted()
+        let rank = Int((q * Double(sorted.count)).rounded(.up)) - 1
+        return sorted[min(max(rank, 0), sorted.count - 1)]
+    }
+
+    public var fields: [(String, RunEvent.Value)] {
+        [("state", .string(state.rawValue)), ("rows", .int(rows)), ("batches", .int(batches)),
+         ("seconds", .double(seconds)), ("rows_per_second", .double(rowsPerSecond)),
+         ("batch_p50_ms", .double(batchPercentile(0.5))), ("batch_p99_ms", .double(batchPercentile(0.99))),
+         ("batch_max_ms", .double(batchMs.max() ?? 0)),
+         ("retries", .int(Int64(retries.values.reduce(0, +))))]
+        + retries.sorted { $0.key.rawValue < $1.key.rawValue }.map { ("retries_\($0.key.rawValue)", .int(Int64($0.value))) }
+    }
+
+    /// `rows=… batches=… seconds=… rows/s=… batch p50/p99/max=…/…/… ms retries=…`.
+    public var line: String {
+        let retryText = retries.isEmpty ? "0" : retries.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.key.rawValue):\($0.value)" }.joined(separator: ",")
+        return String(
+            format: "%@: %@ rows=%lld batches=%lld seconds=%.1f rows/s=%.0f batch p50/p99/max=%.1f/%.1f/%.1f ms retries=%@",
+            job, state.rawValue, rows, batches, seconds, rowsPerSecond, batchPercentile(0.5), batchPercentile(0.99), batchMs.max() ?? 0, retryText)
+    }
+}
+
+import Foundation

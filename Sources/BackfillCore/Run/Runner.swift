@@ -1,0 +1,334 @@
+import Foundation
+import PostgresClient
+
+/// How a run ended; the CLI maps it to an exit code.
+public enum RunOutcome: Sendable {
+    /// Every key walked (and, where the job has `where`, no row still matches it).
+    case done(RunSummary)
+    /// Stopped before done; run again to resume.
+    case stopped(StopReason, RunSummary)
+    /// A permanent error, or the retries ran out; committed batches stay.
+    case failed(String, RunSummary)
+    /// Another runner holds the job's lease.
+    case held(LeaseHolder)
+    /// The job file or a database object is not right; nothing changed.
+    case invalid(JobFileError)
+
+    /// The contract's exit code: 0 done, 1 failed, 2 invalid, 3 stopped, 4 held.
+    public var exitCode: Int32 {
+        switch self {
+        case .done: 0
+        case .failed: 1
+        case .invalid: 2
+        case .stopped: 3
+        case .held: 4
+        }
+    }
+}
+
+/// Options of one run that do not come from the job file.
+public struct RunOptions: Sendable {
+    /// Connection string or URL; nil uses libpq's defaults.
+    public var database: String?
+    public var store = CheckpointStore()
+    /// Stop after the batch in flight once this many seconds have passed.
+    public var maxRuntime: Double?
+    /// Discard an existing checkpoint (also one made by a different spec) and start over.
+    public var restart = false
+    /// Skip the lease, to add workers to a job another process runs.
+    public var join = false
+
+    public init(database: String? = nil) { self.database = database }
+}
+
+/// Runs one job: plans it, takes the lease, and walks the key in batches until done, stopped or
+/// failed. Blocking: call it from a thread of its own, not from the cooperative pool.
+public final class Runner {
+    let spec: JobSpec
+    let options: RunOptions
+    let stop: StopSignal
+    let emit: (RunEvent) -> Void
+    private var db: Connection!
+    private var lease: Lease?
+    private var summary: RunSummary
+    private let started = ContinuousClock.now
+    private let runnerName = "\(ProcessInfo.processInfo.hostName):\(getpid())"
+    private let range = 0
+
+    public init(spec: JobSpec, options: RunOptions, stop: StopSignal = StopSignal(), emit: @escaping (RunEvent) -> Void = { _ in }) {
+        self.spec = spec
+        self.options = options
+        self.stop = stop
+        self.emit = emit
+        self.summary = RunSummary(job: spec.name, state: .running)
+    }
+
+    private var applicationName: String { "backfill:\(spec.name)" }
+
+    private func event(_ kind: RunEvent.Kind, _ fields: [(String, RunEvent.Value)] = []) {
+        emit(RunEvent(kind, job: spec.name, fields))
+    }
+
+    private var elapsed: Double {
+        let d = ContinuousClock.now - started
+        return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+    }
+
+    /// Runs the job to an outcome. Never throws: every failure becomes an outcome.
+    public func run() -> RunOutcome {
+        let outcome: RunOutcome
+        do {
+            outcome = try runChecked()
+        } catch let error as JobFileError {
+            outcome = .invalid(error)
+        } catch let error as PostgresError {
+            outcome = fail("\(error)")
+        } catch {
+            outcome = fail("\(error)")
+        }
+        switch outcome {
+        case .done(let s): event(.done, s.fields)
+        case .stopped(let reason, let s): event(.stop, [("reason", .string(reason.rawValue))] + s.fields)
+        case .failed(let message, _): event(.error, [("message", .string(message))])
+        case .held, .invalid: break
+        }
+        return outcome
+    }
+
+    private func fail(_ message: String, sqlstate: String? = nil) -> RunOutcome {
+        summary.state = .failed
+        summary.seconds = elapsed
+        if let db, db.isOpen { try? options.store.finish(spec.name, state: .failed, error: message, db: db) }
+        return .failed(message, summary)
+    }
+
+    private func runChecked() throws -> RunOutcome {
+        db = try Connection(options.database, applicationName: applicationName)
+        let store = options.store
+        try store.migrate(db)
+        let plan = try Planner.plan(spec, on: db)
+        if !options.join {
+            switch try Lease.acquire(job: spec.name, conninfo: options.database, store: store) {
+            case .success(let lease): self.lease = lease
+            case .failure(let holder): return .held(holder)
+            }
+        }
+        switch try store.prepare(spec, restart: options.restart, db: db) {
+        case .ready: break
+        case .alreadyDone:
+            summary.state = .done
+            return .done(summary)
+        case .notRunnable(let state, _):
+            summary.state = state
+            return .stopped(state == .paused ? .paused : .cancelled, summary)
+        case .specChanged:
+            throw JobFileError(
+                file: spec.file, field: nil,
+                problem: "job `\(spec.name)` has a checkpoint made by a different version of this file (its table, key, where, set, sql or action changed)",
+                fix: "run with --restart to discard the checkpoint and start over from the first key, or give the changed job a new `name`")
+        }
+        try store.markRunning(spec.name, runner: runnerName, db: db)
+        event(.start, [("table", .string(spec.table)), ("action", .string(spec.action.name)),
+                       ("rows_estimate", plan.estimatedRows.map { .int($0) } ?? .null),
+                       ("batch_size", .int(Int64(spec.batch.size))), ("key_index", .string(plan.keyIndex)),
+                       ("runner", .string(runnerName))])
+        return try loop(plan)
+    }
+
+    private enum BatchResult {
+        case committed(rows: Int64, lastKey: [String])
+        case rangeDone
+        case busy
+        case jobState(JobState)
+    }
+
+    private func loop(_ plan: JobPlan) throws -> RunOutcome {
+        var sizer = BatchSizer(initial: spec.batch.size, min: spec.batch.min, max: spec.batch.max, targetMs: spec.batch.targetMs)
+        var limiter = RateLimiter(rowsPerSecond: spec.throttle.maxRowsPerSecond)
+        let policy = RetryPolicy(spec.retry)
+        var attempt = 1
+        while true {
+            if stop.isRequested { return stopped(.signal) }
+            if let max = options.maxRuntime, elapsed >= max { return stopped(.timeBox) }
+            let size = sizer.size
+            let began = ContinuousClock.now
+            let result: BatchResult
+            do {
+                stop.setInFlight(db.makeCancelToken())
+                defer { stop.setInFlight(nil) }
+                result = try batch(plan, size: size)
+            } catch let error as PostgresError {
+                if stop.isRequested && (error.code == .queryCanceled || error.isConnectionLost) { return stopped(.signal) }
+                switch policy.decide(error, attempt: attempt, random: Double.random(in: 0..<1)) {
+                case .fail(let exhausted):
+                    let message = "batch after key \(summary.lastKeyText) failed\(exhausted ? " \(attempt) times, giving up" : ""): SQLSTATE \(error.code) \(error.message)"
+                        + (error.detail.map { " (\($0))" } ?? "")
+                    return fail(message)
+                case .retry(let reason, let delayMs, let halve, let reconnect):
+                    summary.retries[reason, default: 0] += 1
+                    if halve { sizer.halve() }
+                    event(.retry, [("reason", .string(reason.rawValue)), ("attempt", .int(Int64(attempt))),
+                                   ("duration_ms", .double((ContinuousClock.now - began).milliseconds)),
+                                   ("delay_ms", .int(Int64(delayMs))), ("batch_size", .int(Int64(sizer.size))),
+                                   ("sqlstate", .string(error.code.raw)), ("message", .string(error.message))])
+                    attempt += 1
+                    sleep(ms: delayMs)
+                    if reconnect {
+                        if let outcome = try self.reconnect() { return outcome }
+                    }
+                    continue
+                }
+            }
+            let durationMs = (ContinuousClock.now - began).milliseconds
+            switch result {
+            case .committed(let rows, let lastKey):
+                summary.rows += rows
+                summary.batches += 1
+                summary.batchMs.append(durationMs)
+                summary.lastKey = lastKey
+                sizer.record(keys: size, durationMs: durationMs)
+                event(.batch, [("rows", .int(rows)), ("batch_size", .int(Int64(size))), ("duration_ms", .double(durationMs)),
+                               ("attempt", .int(Int64(attempt))), ("last_key", .strings(lastKey)),
+                               ("rows_done", .int(summary.rows)), ("next_batch_size", .int(Int64(sizer.size)))])
+                attempt = 1
+                var restMs = Double(spec.batch.pauseMs)
+                let wait = limiter.consume(rows: Int(rows), now: elapsed) * 1000
+                if wait > 0 {
+                    summary.throttledSeconds["max_rows_per_second", default: 0] += wait / 1000
+                    event(.throttle, [("reason", .string("max_rows_per_second")), ("wait_ms", .double(wait))])
+                    restMs = max(restMs, wait)
+                }
+                if restMs > 0 { sleep(ms: Int(restMs)) }
+            case .rangeDone:
+                return try finishDone()
+            case .busy:
+                sleep(ms: 200)
+            case .jobState(let state):
+                summary.state = state
+                summary.seconds = elapsed
+                event(.stop, [("reason", .string(state.rawValue))])
+                return .stopped(state == .cancelled ? .cancelled : .paused, summary)
+            }
+        }
+    }
+
+    /// One batch transaction: claim the range, find the upper key, run the batch, move the
+    /// checkpoint, commit.
+    private func batch(_ plan: JobPlan, size: Int) throws -> BatchResult {
+        let store = options.store
+        try db.execute("BEGIN; SET LOCAL lock_timeout = '\(spec.timeouts.lockMs)ms'; SET LOCAL statement_timeout = '\(spec.timeouts.statementMs)ms'")
+        do {
+            guard let claim = try store.claim(spec.name, range: range, db: db) else {
+                try db.execute("ROLLBACK")
+                return .busy
+            }
+            if claim.jobState == .paused || claim.jobState == .cancelled {
+                try db.execute("ROLLBACK")
+                return .jobState(claim.jobState)
+            }
+            if claim.done {
+                try db.execute("ROLLBACK")
+                return .rangeDone
+            }
+            let last = claim.lastKey.map { $0.map(PostgresValue.text) }
+            let offset = PostgresValue.int(Int64(size - 1))
+            let upperRow = try db.query(
+                last == nil ? plan.statements.upperBoundFromStart : plan.statements.upperBound,
+                (last ?? []) + [offset]).first
+            guard let upperRow else {
+                try store.completeRange(spec.name, range: range, db: db)
+                try db.execute("COMMIT")
+                return .rangeDone
+            }
+            let upper = upperRow.cells.map { $0.string ?? "" }
+            let rows = try db.query(
+                last == nil ? plan.statements.batchFromStart : plan.statements.batch,
+                (last ?? []) + upper.map(PostgresValue.text)
+            ).affectedRows
+            try store.advance(spec.name, range: range, lastKey: upper, rows: rows, db: db)
+            try db.execute("COMMIT")
+            return .committed(rows: rows, lastKey: upper)
+        } catch {
+            if db.isOpen { try? db.execute("ROLLBACK") }
+            throw error
+        }
+    }
+
+    private func stopped(_ reason: StopReason) -> RunOutcome {
+        summary.state = .pending
+        summary.seconds = elapsed
+        if db.isOpen { try? options.store.finish(spec.name, state: .pending, db: db) }
+        return .stopped(reason, summary)
+    }
+
+    private func finishDone() throws -> RunOutcome {
+        summary.seconds = elapsed
+        try options.store.finish(spec.name, state: .done, db: db)
+        summary.state = .done
+        if let sql = BatchStatements.remainingCount(spec: spec), !isSQLAction {
+            let remaining = try db.query(sql, [.int(1000)]).first?["n"].int64 ?? 0
+            if remaining > 0 {
+                let message = "walked every key, but \(remaining >= 1000 ? "at least 1000" : String(remaining)) rows still match `where`; a `set` that leaves rows matching, or rows changed behind the checkpoint, cause this; check with `backfill verify`, then rerun with --restart"
+                try? options.store.finish(spec.name, state: .failed, error: message, db: db)
+                summary.state = .failed
+                return .failed(message, summary)
+            }
+        }
+        return .done(summary)
+    }
+
+    private var isSQLAction: Bool {
+        if case .sql = spec.action { return true }
+        return false
+    }
+
+    /// After a lost connection: connect again with backoff until `retry.reconnect_timeout_ms`,
+    /// and take the lease again. Returns an outcome when the run cannot go on.
+    private func reconnect() throws -> RunOutcome? {
+        let deadline = elapsed + Double(spec.retry.reconnectTimeoutMs) / 1000
+        var tries = 1
+        while true {
+            if stop.isRequested { return stopped(.signal) }
+            do {
+                db = try Connection(options.database, applicationName: applicationName)
+                break
+            } catch let error as PostgresError where error.code == .sqlclientUnableToEstablishSqlconnection || error.isConnectionLost {
+                guard elapsed < deadline else {
+                    return fail("lost the connection and could not reconnect within \(spec.retry.reconnectTimeoutMs) ms: \(error.message)")
+                }
+                event(.retry, [("reason", .string(RetryReason.connectionLost.rawValue)), ("attempt", .int(Int64(tries))),
+                               ("message", .string("reconnecting: \(error.message)"))])
+                sleep(ms: RetryPolicy(spec.retry).delay(attempt: tries, random: Double.random(in: 0.5..<1)))
+                tries += 1
+            }
+        }
+        if let lease, !lease.isHeld {
+            self.lease = nil
+            switch try Lease.acquire(job: spec.name, conninfo: options.database, store: options.store) {
+            case .success(let renewed): self.lease = renewed
+            case .failure(let holder): return .held(holder)
+            }
+        }
+        return nil
+    }
+
+    /// Sleeps in short slices so that a stop request is honoured quickly.
+    private func sleep(ms: Int) {
+        var left = ms
+        while left > 0 && !stop.isRequested {
+            let slice = min(left, 50)
+            usleep(useconds_t(slice * 1000))
+            left -= slice
+        }
+    }
+}
+
+extension RunSummary {
+    var lastKeyText: String { lastKey.map { "(" + $0.joined(separator: ", ") + ")" } ?? "(start)" }
+}
+
+extension Duration {
+    var milliseconds: Double {
+        Double(components.seconds) * 1000 + Double(components.attoseconds) / 1e15
+    }
+}

@@ -1,0 +1,28 @@
+import PostgresClient
+import Synchronization
+
+/// Why a run stops before its job is done.
+public enum StopReason: String, Sendable, Hashable {
+    case signal, timeBox = "time_box", paused, cancelled
+}
+
+/// Lets another thread or a signal source stop a run: the flag is read between batches, and
+/// `cancelInFlight` interrupts the statement running now.
+public final class StopSignal: Sendable {
+    private let requested = Atomic<Bool>(false)
+    private let inFlight = Mutex<CancelToken?>(nil)
+
+    public init() {}
+
+    /// Asks the run to stop after the batch in flight.
+    public func request() { requested.store(true, ordering: .releasing) }
+
+    public var isRequested: Bool { requested.load(ordering: .acquiring) }
+
+    /// Cancels the batch statement in flight, if any; it rolls back and the run stops.
+    public func cancelInFlight() {
+        inFlight.withLock { token in _ = token?.cancel() }
+    }
+
+    func setInFlight(_ token: CancelToken?) { inFlight.withLock { $0 = token } }
+}

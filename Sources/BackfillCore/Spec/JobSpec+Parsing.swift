@@ -1,0 +1,265 @@
+import PostgresClient
+import Yams
+
+extension JobSpec {
+    /// The fields a job file may contain, by section.
+    static let topLevelFields = ["name", "table", "key", "where", "set", "action", "sql", "batch", "timeouts", "retry", "throttle", "workers"]
+    static let batchFields = ["size", "min", "max", "target_ms", "pause_ms"]
+    static let timeoutFields = ["lock_ms", "statement_ms"]
+    static let retryFields = ["max_attempts", "backoff_ms", "max_backoff_ms", "reconnect_timeout_ms"]
+    static let throttleFields = ["max_rows_per_second", "max_replication_lag_ms", "when_blocking", "check_sql", "pause_during_autovacuum"]
+
+    /// Parses and validates a job file's text. Everything that can be checked without a database is
+    /// checked here; the first problem found is thrown as a `JobFileError`.
+    public static func parse(yaml: String, file: String) throws(JobFileError) -> JobSpec {
+        let reader = FieldReader(file: file)
+        let root: Node
+        do {
+            guard let node = try Yams.compose(yaml: yaml) else {
+                throw reader.error(nil, nil, "the file is empty", fix: "write at least `name`, `table`, `key` and one of `set`, `action: delete` or `sql` (see jobs/ for examples)")
+            }
+            root = node
+        } catch let error as JobFileError {
+            throw error
+        } catch let error as YamlError {
+            throw reader.yamlError(error)
+        } catch {
+            throw reader.error(nil, nil, "could not be read as YAML: \(error)", fix: "check the YAML syntax")
+        }
+        let fields = try reader.mapping(root, path: nil, allowed: topLevelFields)
+
+        let name = try reader.requiredString(fields, "name", fix: "add a unique name such as `name: accounts-fill-balance-cents`")
+        guard name.count <= 63, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }),
+              name.first?.isLetter == true || name.first?.isNumber == true
+        else {
+            throw reader.error("name", fields["name"], "`\(name)` is not a valid job name", fix: "use 1 to 63 letters, digits, `-`, `_` or `.`, starting with a letter or digit")
+        }
+        let table = try reader.requiredString(fields, "table", fix: "name the table to backfill, e.g. `table: public.accounts`")
+        guard let parts = Identifier.parseQualified(table), parts.count <= 2 else {
+            throw reader.error("table", fields["table"], "`\(table)` is not a table name", fix: "write `table` or `schema.table`; quote names with capitals or spaces: `\"My Schema\".\"Accounts\"`")
+        }
+        let key = try reader.key(fields)
+        let whereClause = try reader.optionalString(fields, "where")
+        if let whereClause { try reader.checkFragment(whereClause, field: "where", node: fields["where"]) }
+
+        let action = try reader.action(fields, whereClause: whereClause)
+        var spec = JobSpec(name: name, table: table, key: key, whereClause: whereClause, action: action, file: file)
+        spec.tableParts = parts
+
+        if let node = fields["batch"] {
+            let b = try reader.mapping(node, path: "batch", allowed: batchFields)
+            spec.batch.size = try reader.int(b, "batch.size", spec.batch.size, 1...10_000_000)
+            spec.batch.min = try reader.int(b, "batch.min", spec.batch.min, 1...10_000_000)
+            spec.batch.max = try reader.int(b, "batch.max", spec.batch.max, 1...10_000_000)
+            spec.batch.targetMs = try reader.int(b, "batch.target_ms", spec.batch.targetMs, 1...600_000)
+            spec.batch.pauseMs = try reader.int(b, "batch.pause_ms", spec.batch.pauseMs, 0...3_600_000)
+            guard spec.batch.min <= spec.batch.max else {
+                throw reader.error("batch.min", b["min"], "`batch.min` (\(spec.batch.min)) is larger than `batch.max` (\(spec.batch.max))", fix: "make `batch.min` at most `batch.max`")
+            }
+            guard (spec.batch.min...spec.batch.max).contains(spec.batch.size) else {
+                throw reader.error("batch.size", b["size"] ?? node, "`batch.size` (\(spec.batch.size)) is outside `batch.min`…`batch.max` (\(spec.batch.min)…\(spec.batch.max))", fix: "pick a first batch size between `batch.min` and `batch.max`")
+            }
+        }
+        if let node = fields["timeouts"] {
+            let t = try reader.mapping(node, path: "timeouts", allowed: timeoutFields)
+            spec.timeouts.lockMs = try reader.int(t, "timeouts.lock_ms", spec.timeouts.lockMs, 1...600_000)
+            spec.timeouts.statementMs = try reader.int(t, "timeouts.statement_ms", spec.timeouts.statementMs, 1...86_400_000)
+        }
+        if let node = fields["retry"] {
+            let r = try reader.mapping(node, path: "retry", allowed: retryFields)
+            spec.retry.maxAttempts = try reader.int(r, "retry.max_attempts", spec.retry.maxAttempts, 1...1000)
+            spec.retry.backoffMs = try reader.int(r, "retry.backoff_ms", spec.retry.backoffMs, 1...600_000)
+            spec.retry.maxBackoffMs = try reader.int(r, "retry.max_backoff_ms", spec.retry.maxBackoffMs, 1...3_600_000)
+            spec.retry.reconnectTimeoutMs = try reader.int(r, "retry.reconnect_timeout_ms", spec.retry.reconnectTimeoutMs, 0...86_400_000)
+        }
+        if let node = fields["throttle"] {
+            let t = try reader.mapping(node, path: "throttle", allowed: throttleFields)
+            spec.throttle.maxRowsPerSecond = try reader.int(t, "throttle.max_rows_per_second", spec.throttle.maxRowsPerSecond, 0...1_000_000_000)
+            spec.throttle.maxReplicationLagMs = try reader.int(t, "throttle.max_replication_lag_ms", spec.throttle.maxReplicationLagMs, 0...86_400_000)
+            spec.throttle.whenBlocking = try reader.bool(t, "throttle.when_blocking", spec.throttle.whenBlocking)
+            spec.throttle.pauseDuringAutovacuum = try reader.bool(t, "throttle.pause_during_autovacuum", spec.throttle.pauseDuringAutovacuum)
+            spec.throttle.checkSQL = try reader.optionalString(t, "check_sql")
+            if let sql = spec.throttle.checkSQL { try reader.checkFragment(sql, field: "throttle.check_sql", node: t["check_sql"]) }
+        }
+        spec.workers = try reader.int(fields, "workers", 1, 1...1024)
+        return spec
+    }
+}
+
+/// Reads typed fields out of YAML nodes, turning every problem into a `JobFileError` that names
+/// the field, its line and the fix.
+struct FieldReader {
+    let file: String
+
+    func error(_ field: String?, _ node: Node?, _ problem: String, fix: String) -> JobFileError {
+        JobFileError(file: file, field: field, line: node?.mark?.line, problem: problem, fix: fix)
+    }
+
+    func yamlError(_ error: YamlError) -> JobFileError {
+        switch error {
+        case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):
+            return JobFileError(file: file, field: nil, line: mark.line, problem: "is not valid YAML: \(problem) (line \(mark.line), column \(mark.column))", fix: "correct the YAML at that line; indent nested fields with spaces, not tabs")
+        case .duplicatedKeysInMapping(let duplicates, _):
+            return JobFileError(file: file, field: duplicates.sorted().first, problem: "a field is given twice: \(duplicates.sorted().joined(separator: ", "))", fix: "keep one of them")
+        default:
+            return JobFileError(file: file, field: nil, problem: "is not valid YAML: \(error)", fix: "check the YAML syntax")
+        }
+    }
+
+    private func dotted(_ path: String?, _ name: String) -> String { path.map { "\($0).\(name)" } ?? name }
+
+    func mapping(_ node: Node, path: String?, allowed: [String]) throws(JobFileError) -> [String: Node] {
+        guard case .mapping(let mapping) = node else {
+            throw error(path, node, path == nil ? "must be a mapping of fields (`name: …`, `table: …`)" : "must be a mapping of fields", fix: path == nil ? "start the file with `name:`, `table:`, `key:`" : "indent its fields under `\(path!):`, e.g. `  \(allowed[0]): …`")
+        }
+        var result: [String: Node] = [:]
+        for (keyNode, value) in mapping {
+            guard case .scalar(let scalar) = keyNode else { throw error(path, keyNode, "field names must be plain words", fix: "write `field: value`") }
+            let key = scalar.string
+            guard allowed.contains(key) else {
+                let suggestion = allowed.min { editDistance($0, key) < editDistance($1, key) }
+                let near = suggestion.flatMap { editDistance($0, key) <= max(2, key.count / 3) ? $0 : nil }
+                throw error(
+                    dotted(path, key), keyNode, "unknown field `\(key)`" + (near.map { " (did you mean `\($0)`?)" } ?? ""),
+                    fix: near.map { "rename it to `\($0)`" } ?? "remove it; the fields here are: \(allowed.joined(separator: ", "))")
+            }
+            result[key] = value
+        }
+        return result
+    }
+
+    func optionalString(_ fields: [String: Node], _ name: String) throws(JobFileError) -> String? {
+        guard let node = fields[name] else { return nil }
+        guard case .scalar(let scalar) = node else {
+            throw error(name, node, "must be text", fix: "write it on one line, or as a `|` block for several lines")
+        }
+        let text = scalar.string.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !text.isEmpty, !(scalar.tag.description.hasSuffix(":null")) else {
+            throw error(name, node, "is empty", fix: "give it a value or remove the field")
+        }
+        return text
+    }
+
+    func requiredString(_ fields: [String: Node], _ name: String, fix: String) throws(JobFileError) -> String {
+        guard let text = try optionalString(fields, name) else {
+            throw error(name, nil, "is required but missing", fix: fix)
+        }
+        return text
+    }
+
+    func int(_ fields: [String: Node], _ dottedName: String, _ defaultValue: Int, _ range: ClosedRange<Int>) throws(JobFileError) -> Int {
+        let name = String(dottedName.split(separator: ".").last!)
+        guard let node = fields[name] else { return defaultValue }
+        guard case .scalar(let scalar) = node, let value = Int(scalar.string.replacingOccurrences(of: "_", with: "")) else {
+            throw error(dottedName, node, "must be a whole number, got `\(node.scalar?.string ?? "a list or mapping")`", fix: "write a number from \(range.lowerBound) to \(range.upperBound), e.g. `\(name): \(defaultValue)`")
+        }
+        guard range.contains(value) else {
+            throw error(dottedName, node, "\(value) is out of range", fix: "use a number from \(range.lowerBound) to \(range.upperBound) (default \(defaultValue))")
+        }
+        return value
+    }
+
+    func bool(_ fields: [String: Node], _ dottedName: String, _ defaultValue: Bool) throws(JobFileError) -> Bool {
+        let name = String(dottedName.split(separator: ".").last!)
+        guard let node = fields[name] else { return defaultValue }
+        switch node.scalar?.string.lowercased() {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default: throw error(dottedName, node, "must be true or false, got `\(node.scalar?.string ?? "a list or mapping")`", fix: "write `\(name): \(defaultValue)`")
+        }
+    }
+
+    func key(_ fields: [String: Node]) throws(JobFileError) -> [String] {
+        let fix = "name the key columns in index order, e.g. `key: [id]` or `key: [tenant_id, id]`"
+        guard let node = fields["key"] else { throw error("key", nil, "is required but missing", fix: fix) }
+        var names: [String] = []
+        switch node {
+        case .scalar(let scalar): names = [scalar.string]
+        case .sequence(let sequence):
+            for item in sequence {
+                guard case .scalar(let scalar) = item else { throw error("key", item, "must be a list of column names", fix: fix) }
+                names.append(scalar.string)
+            }
+        default: throw error("key", node, "must be a list of column names", fix: fix)
+        }
+        names = names.map { $0.trimmingCharacters(in: .whitespaces) }
+        guard !names.isEmpty, names.allSatisfy({ !$0.isEmpty }) else { throw error("key", node, "is empty", fix: fix) }
+        guard Set(names).count == names.count else { throw error("key", node, "names a column twice", fix: fix) }
+        return names
+    }
+
+    func action(_ fields: [String: Node], whereClause: String?) throws(JobFileError) -> JobSpec.Action {
+        let actionName = try optionalString(fields, "action")
+        let sql = try optionalString(fields, "sql")
+        let setNode = fields["set"]
+        let oneOf = "give exactly one of `set:` (update columns), `action: delete` (purge rows matching `where`) or `sql:` (a statement over the CTE `batch`)"
+        if let actionName, !["update", "delete", "sql"].contains(actionName) {
+            throw error("action", fields["action"], "unknown action `\(actionName)`", fix: "use `update` (with `set`), `delete` or `sql` (with `sql`)")
+        }
+        let given = [setNode != nil, actionName == "delete", sql != nil].filter { $0 }.count
+        guard given == 1 else {
+            throw error(given == 0 ? "set" : nil, nil, given == 0 ? "the job does nothing" : "the job has more than one action", fix: oneOf)
+        }
+        if let setNode {
+            if let actionName, actionName != "update" { throw error("action", fields["action"], "`action: \(actionName)` does not go with `set`", fix: oneOf) }
+            guard case .mapping(let mapping) = setNode else {
+                throw error("set", setNode, "must map column names to SQL expressions", fix: "write e.g. `set:` then `  balance_cents: (balance * 100)::bigint`")
+            }
+            var assignments: [JobSpec.Assignment] = []
+            for (columnNode, valueNode) in mapping {
+                guard let column = columnNode.scalar?.string, !column.isEmpty else { throw error("set", columnNode, "column names must be plain text", fix: "write `column: expression`") }
+                guard let expression = valueNode.scalar?.string.trimmingCharacters(in: .whitespacesAndNewlines), !expression.isEmpty,
+                      !(valueNode.scalar?.tag.description.hasSuffix(":null") ?? false) || valueNode.scalar?.string == "NULL"
+                else {
+                    throw error("set.\(column)", valueNode, "needs a SQL expression", fix: "write e.g. `\(column): NULL` or `\(column): now()`; quote expressions that YAML would misread")
+                }
+                try checkFragment(expression, field: "set.\(column)", node: valueNode)
+                assignments.append(.init(column: column, expression: expression))
+            }
+            guard !assignments.isEmpty else {
+                throw error("set", setNode, "is empty", fix: "list at least one `column: expression`")
+            }
+            return .update(assignments)
+        }
+        if actionName == "delete" {
+            guard whereClause != nil else {
+                throw error("where", nil, "`action: delete` needs `where` (the rows to purge)", fix: "add `where:`; to delete every row on purpose, write `where: 'true'`")
+            }
+            return .delete
+        }
+        if let actionName, actionName != "sql" { throw error("action", fields["action"], "`action: \(actionName)` does not go with `sql`", fix: oneOf) }
+        try checkFragment(sql!, field: "sql", node: fields["sql"], allowTrailingSemicolon: true)
+        return .sql(sql!.hasSuffix(";") ? String(sql!.dropLast()) : sql!)
+    }
+
+    func checkFragment(_ text: String, field: String, node: Node?, allowTrailingSemicolon: Bool = false) throws(JobFileError) {
+        if let problem = SQLFragment.problem(in: text, allowTrailingSemicolon: allowTrailingSemicolon) {
+            throw error(field, node, problem, fix: "write one SQL \(field == "sql" ? "statement" : "expression") with balanced parentheses and quotes")
+        }
+    }
+}
+
+extension Node {
+    fileprivate var scalar: Node.Scalar? {
+        if case .scalar(let s) = self { return s }
+        return nil
+    }
+}
+
+/// Levenshtein distance, for "did you mean" suggestions.
+func editDistance(_ a: String, _ b: String) -> Int {
+    let a = Array(a), b = Array(b)
+    if a.isEmpty { return b.count }
+    if b.isEmpty { return a.count }
+    var previous = Array(0...b.count)
+    for i in 1...a.count {
+        var current = [i] + Array(repeating: 0, count: b.count)
+        for j in 1...b.count {
+            current[j] = Swift.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+        }
+        previous = current
+    }
+    return previous[b.count]
+}
+
+import Foundation

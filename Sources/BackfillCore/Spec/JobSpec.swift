@@ -1,0 +1,120 @@
+/// A validated job file: what to change, in which table, walked by which key, and how gently.
+///
+/// Build one with `JobSpec.parse(yaml:file:)`, which checks everything that can be checked without
+/// a database; `Planner` checks the rest against the live catalog.
+public struct JobSpec: Sendable, Hashable {
+    /// What a batch does to the rows of its key range.
+    public enum Action: Sendable, Hashable {
+        /// `UPDATE … SET column = expression …`, in the order the file lists them.
+        case update([Assignment])
+        /// `DELETE` the rows matching `where`.
+        case delete
+        /// Any statement over the CTE `batch`, which holds the keys of the batch range.
+        case sql(String)
+
+        /// The name used in the job file and in output.
+        public var name: String {
+            switch self {
+            case .update: "update"
+            case .delete: "delete"
+            case .sql: "sql"
+            }
+        }
+    }
+
+    /// One `set` entry: a column and the SQL expression that fills it.
+    public struct Assignment: Sendable, Hashable {
+        public var column: String
+        public var expression: String
+        public init(column: String, expression: String) {
+            self.column = column
+            self.expression = expression
+        }
+    }
+
+    /// `batch:`: how many keys a batch walks and how the size adapts.
+    public struct Batch: Sendable, Hashable {
+        public var size = 1000
+        public var min = 100
+        public var max = 50_000
+        public var targetMs = 50
+        public var pauseMs = 0
+        public init() {}
+    }
+
+    /// `timeouts:`: applied with `SET LOCAL` in every batch transaction.
+    public struct Timeouts: Sendable, Hashable {
+        public var lockMs = 100
+        public var statementMs = 5000
+        public init() {}
+    }
+
+    /// `retry:`: how often and how patiently a failed batch is tried again.
+    public struct Retry: Sendable, Hashable {
+        public var maxAttempts = 8
+        public var backoffMs = 100
+        public var maxBackoffMs = 10_000
+        public var reconnectTimeoutMs = 60_000
+        public init() {}
+    }
+
+    /// `throttle:`: health signals that slow or pause the job.
+    public struct Throttle: Sendable, Hashable {
+        public var maxRowsPerSecond = 0
+        public var maxReplicationLagMs = 10_000
+        public var whenBlocking = true
+        public var checkSQL: String?
+        public var pauseDuringAutovacuum = false
+        public init() {}
+    }
+
+    /// Unique job name; names the checkpoint and the lease.
+    public var name: String
+    /// The table as written in the file (`public.accounts`).
+    public var table: String
+    /// The table's name parts as PostgreSQL reads them (`["public", "accounts"]`).
+    public var tableParts: [String]
+    /// The key columns, in index order.
+    public var key: [String]
+    /// The optional predicate selecting rows that still need work.
+    public var whereClause: String?
+    public var action: Action
+    public var batch = Batch()
+    public var timeouts = Timeouts()
+    public var retry = Retry()
+    public var throttle = Throttle()
+    public var workers = 1
+    /// The file the spec came from, for messages.
+    public var file: String
+
+    public init(name: String, table: String, key: [String], whereClause: String? = nil, action: Action, file: String = "(inline)") {
+        self.name = name
+        self.table = table
+        self.tableParts = Identifier.parseQualified(table) ?? [table]
+        self.key = key
+        self.whereClause = whereClause
+        self.action = action
+        self.file = file
+    }
+
+    /// A fingerprint of everything that decides what rows get: table, key, where, action and its
+    /// SQL. A checkpoint made under another fingerprint is not resumed without `--restart`.
+    public var fingerprint: String {
+        var parts = ["table=\(tableParts.joined(separator: "."))", "key=\(key.joined(separator: ","))",
+                     "where=\(whereClause ?? "")", "action=\(action.name)"]
+        switch action {
+        case .update(let assignments): parts += assignments.map { "set \($0.column)=\($0.expression)" }
+        case .sql(let sql): parts.append("sql=\(sql)")
+        case .delete: break
+        }
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in parts.joined(separator: "\u{1F}").utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01b3
+        }
+        let hex = String(hash, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+}
+
+import PostgresClient

@@ -1,0 +1,123 @@
+import BackfillCore
+import PostgresClient
+import Testing
+
+@Suite("SQL generation, batch sizing, retries, rate limit")
+struct BatchLogicTests {
+    @Test("single-key batches are bounded by a quoted key range")
+    func singleKeySQL() throws {
+        let spec = try JobSpec.parse(yaml: "name: j\ntable: public.accounts\nkey: [id]\nwhere: c IS NULL\nset: {c: 'b * 2'}", file: "j.yaml")
+        let sql = BatchStatements(spec: spec, key: [KeyColumn(name: "id", type: "bigint")])
+        #expect(sql.batch == #"UPDATE "public"."accounts" SET "c" = (b * 2) WHERE "id" > $1::bigint AND "id" <= $2::bigint AND (c IS NULL)"#)
+        #expect(sql.batchFromStart == #"UPDATE "public"."accounts" SET "c" = (b * 2) WHERE "id" <= $1::bigint AND (c IS NULL)"#)
+        #expect(sql.upperBound.contains(#"WHERE "id" > $1::bigint ORDER BY "id" OFFSET $2 LIMIT 1"#))
+        #expect(sql.upperBound.contains(#"ORDER BY "id" DESC LIMIT 1"#))
+        #expect(!sql.upperBoundFromStart.contains("WHERE"))
+    }
+
+    @Test("composite keys use row comparison; delete and sql actions")
+    func compositeKeySQL() throws {
+        let key = [KeyColumn(name: "tenant", type: "text"), KeyColumn(name: "a\"b", type: "timestamp with time zone")]
+        let delete = try JobSpec.parse(yaml: "name: j\ntable: t\nkey: [tenant, 'a\"b']\naction: delete\nwhere: old", file: "j.yaml")
+        let sql = BatchStatements(spec: delete, key: key)
+        #expect(sql.batch == #"DELETE FROM "t" WHERE ("tenant", "a""b") > ($1::text, $2::timestamp with time zone) AND ("tenant", "a""b") <= ($3::text, $4::timestamp with time zone) AND (old)"#)
+        let custom = try JobSpec.parse(yaml: "name: j\ntable: t\nkey: [tenant, 'a\"b']\nsql: UPDATE t SET x = 1 FROM batch", file: "j.yaml")
+        #expect(BatchStatements(spec: custom, key: key).batchFromStart
+            == #"WITH batch AS (SELECT "tenant", "a""b" FROM "t" WHERE ("tenant", "a""b") <= ($1::text, $2::timestamp with time zone)) UPDATE t SET x = 1 FROM batch"#)
+    }
+
+    @Test("steady timings converge on the target")
+    func sizerSteady() {
+        var sizer = BatchSizer(initial: 1000, min: 100, max: 50_000, targetMs: 50)
+        // The table takes 0.01 ms per key: 5,000 keys fill 50 ms.
+        for _ in 0..<20 { sizer.record(keys: sizer.size, durationMs: Double(sizer.size) * 0.01) }
+        #expect(abs(sizer.size - 5000) <= 50)
+    }
+
+    @Test("growth is at most ×2 a step, clamped to max")
+    func sizerGrowth() {
+        var sizer = BatchSizer(initial: 1000, min: 100, max: 3000, targetMs: 50)
+        sizer.record(keys: 1000, durationMs: 1)
+        #expect(sizer.size == 2000)
+        sizer.record(keys: 2000, durationMs: 1)
+        #expect(sizer.size == 3000)
+    }
+
+    @Test("a sudden slowdown shrinks at once; a timeout halves; min holds")
+    func sizerSlowdown() {
+        var sizer = BatchSizer(initial: 1000, min: 100, max: 50_000, targetMs: 50)
+        for _ in 0..<10 { sizer.record(keys: sizer.size, durationMs: Double(sizer.size) * 0.01) }
+        let before = sizer.size
+        sizer.record(keys: before, durationMs: Double(before) * 0.1) // ten times slower
+        #expect(sizer.size <= before / 9)
+        let shrunk = sizer.size
+        sizer.halve()
+        #expect(sizer.size == max(100, shrunk / 2))
+        for _ in 0..<10 { sizer.halve() }
+        #expect(sizer.size == 100)
+    }
+
+    @Test("noisy timings stay near the target")
+    func sizerNoisy() {
+        var sizer = BatchSizer(initial: 1000, min: 100, max: 50_000, targetMs: 50)
+        var generator = SplitMix(seed: 7)
+        var durations: [Double] = []
+        for _ in 0..<200 {
+            let noise = 0.7 + 0.6 * generator.nextDouble()
+            let ms = Double(sizer.size) * 0.01 * noise
+            durations.append(ms)
+            sizer.record(keys: sizer.size, durationMs: ms)
+        }
+        let tail = durations.suffix(150).sorted()
+        #expect(abs(tail[tail.count / 2] - 50) < 15)
+        #expect(tail.last! < 50 * 1.5 * 1.3)
+    }
+
+    @Test("retry decisions by SQLSTATE, attempts and jittered backoff")
+    func retryPolicy() {
+        let policy = RetryPolicy(maxAttempts: 4, baseMs: 100, capMs: 1000)
+        let lock = PostgresError(code: .lockNotAvailable, message: "lock")
+        #expect(policy.decide(lock, attempt: 1, random: 1) == .retry(reason: .lockTimeout, delayMs: 100, halveBatch: false, reconnect: false))
+        #expect(policy.decide(lock, attempt: 3, random: 0.5) == .retry(reason: .lockTimeout, delayMs: 200, halveBatch: false, reconnect: false))
+        #expect(policy.decide(lock, attempt: 4, random: 0.5) == .fail(exhausted: true))
+        #expect(policy.decide(PostgresError(code: .queryCanceled, message: "t"), attempt: 1, random: 0) == .retry(reason: .statementTimeout, delayMs: 0, halveBatch: true, reconnect: false))
+        #expect(policy.decide(PostgresError(code: .adminShutdown, message: "t"), attempt: 2, random: 1) == .retry(reason: .connectionLost, delayMs: 200, halveBatch: false, reconnect: true))
+        #expect(policy.decide(PostgresError(code: .uniqueViolation, message: "u"), attempt: 1, random: 0) == .fail(exhausted: false))
+        #expect(policy.delay(attempt: 30, random: 1) == 1000)
+    }
+
+    @Test("the token bucket holds the rate over time")
+    func rateLimiter() {
+        var limiter = RateLimiter(rowsPerSecond: 1000)
+        var now = 0.0
+        var rows = 0
+        while now < 10 {
+            now += limiter.consume(rows: 250, now: now) + 0.01
+            rows += 250
+        }
+        #expect(abs(Double(rows) / now - 1000) / 1000 < 0.05)
+        var unlimited = RateLimiter(rowsPerSecond: 0)
+        #expect(unlimited.consume(rows: 1_000_000, now: 0) == 0)
+    }
+
+    @Test("JSON event lines escape text and keep the contract's fields")
+    func eventJSON() {
+        let event = RunEvent(.batch, job: "j\"1", [("rows", .int(5)), ("batch_size", .int(10)), ("duration_ms", .double(1.5)), ("attempt", .int(1)), ("last_key", .strings(["a\nb"]))])
+        let line = event.jsonLine
+        #expect(line.contains(#""event":"batch","job":"j\"1","rows":5,"batch_size":10,"duration_ms":1.500,"attempt":1,"last_key":["a\nb"]"#))
+        #expect(!line.contains("\n"))
+    }
+}
+
+/// A small deterministic generator for noisy synthetic timings.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func nextDouble() -> Double {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return Double((z ^ (z >> 31)) >> 11) / Double(1 << 53)
+    }
+}

@@ -1,0 +1,134 @@
+import BackfillCore
+import Foundation
+import LocalPostgres
+import PostgresClient
+import Testing
+
+/// The `backfill` executable built next to the test bundle.
+let backfillExecutable: String = {
+    let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    return URL(fileURLWithPath: me).deletingLastPathComponent().appendingPathComponent("backfill").path
+}()
+
+/// The package's root folder (for `jobs/`).
+let packageRoot: String = {
+    var url = URL(fileURLWithPath: #filePath)
+    for _ in 0..<3 { url.deleteLastPathComponent() }
+    return url.path
+}()
+
+/// A run of the CLI as a child process.
+final class CLIProcess: @unchecked Sendable {
+    let process = Process()
+    let outPath = NSTemporaryDirectory() + "backfill-out-\(UUID().uuidString)"
+    let errPath = NSTemporaryDirectory() + "backfill-err-\(UUID().uuidString)"
+
+    init(_ arguments: [String], environment: [String: String] = [:]) throws {
+        process.executableURL = URL(fileURLWithPath: backfillExecutable)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env.removeValue(forKey: "DATABASE_URL")
+        for (k, v) in environment { env[k] = v }
+        process.environment = env
+        FileManager.default.createFile(atPath: outPath, contents: nil)
+        FileManager.default.createFile(atPath: errPath, contents: nil)
+        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
+        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+    }
+
+    var pid: Int32 { process.processIdentifier }
+
+    /// Waits for the exit code (at most `timeout` seconds, then kills the process).
+    @discardableResult
+    func wait(timeout: Double = 240) -> Int32 {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning {
+            kill(pid, SIGKILL)
+            Issue.record("backfill \(process.arguments ?? []) did not finish in \(timeout) s")
+        }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    var stdout: String { (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "" }
+    var stderr: String { (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "" }
+
+    /// The JSON events written with `--log-format json`.
+    var events: [[String: Any]] {
+        stderr.split(separator: "\n").compactMap { line in
+            (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
+        }
+    }
+
+    deinit {
+        if process.isRunning { kill(pid, SIGKILL) }
+        unlink(outPath)
+        unlink(errPath)
+    }
+}
+
+/// Runs the CLI to completion.
+func backfill(_ arguments: [String], timeout: Double = 240) throws -> (code: Int32, out: String, err: String, events: [[String: Any]]) {
+    let p = try CLIProcess(arguments)
+    let code = p.wait(timeout: timeout)
+    return (code, p.stdout, p.stderr, p.events)
+}
+
+/// Writes a job file to a temporary path.
+func jobFile(_ yaml: String) throws -> String {
+    let path = NSTemporaryDirectory() + "backfill-job-\(UUID().uuidString).yaml"
+    try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+    return path
+}
+
+/// `items(id bigint primary key, payload text, filled bigint, writes int)`, `rows` rows.
+/// A job that sets `writes = writes + 1` without a `where` shows every row was written exactly once.
+func seedItems(_ db: Connection, rows: Int, table: String = "items") throws {
+    try db.execute(
+        """
+        CREATE TABLE \(table) (id bigint PRIMARY KEY, payload text NOT NULL, filled bigint, writes int NOT NULL DEFAULT 0, touched int NOT NULL DEFAULT 0);
+        INSERT INTO \(table) (id, payload) SELECT g, md5(g::text) || md5((g * 7)::text) FROM generate_series(1, \(rows)) g;
+        ANALYZE \(table);
+        """)
+}
+
+/// The job that fills `items.filled` and counts writes.
+func itemsJob(name: String, table: String = "items", extra: String = "") -> String {
+    """
+    name: \(name)
+    table: \(table)
+    key: [id]
+    set:
+      filled: id * 2
+      writes: writes + 1
+    \(extra)
+    """
+}
+
+/// Asserts every row of `items` was written exactly once and filled right.
+func expectExactlyOnce(_ db: Connection, rows: Int, table: String = "items", sourceLocation: SourceLocation = #_sourceLocation) throws {
+    let row = try #require(try db.query(
+        "SELECT count(*) AS n, count(*) FILTER (WHERE writes = 1) AS once, count(*) FILTER (WHERE filled = id * 2) AS right, max(writes) AS most FROM \(table)"
+    ).first, sourceLocation: sourceLocation)
+    #expect(row["n"].int64 == Int64(rows), sourceLocation: sourceLocation)
+    #expect(row["once"].int64 == Int64(rows), "max writes per row: \(row["most"])", sourceLocation: sourceLocation)
+    #expect(row["right"].int64 == Int64(rows), sourceLocation: sourceLocation)
+}
+
+/// Polls until `condition` holds or `timeout` passes.
+func waitFor(_ timeout: Double, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if try condition() { return true }
+        usleep(50_000)
+    }
+    return false
+}
+
+/// Rows done so far according to the checkpoint store.
+func rowsDone(_ db: Connection, job: String) -> Int64 {
+    (try? db.query("SELECT coalesce(sum(rows_done), 0)::bigint AS n FROM backfill.ranges WHERE job = $1", [.text(job)]).first?["n"].int64) ?? 0
+}
