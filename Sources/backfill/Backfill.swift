@@ -1,5 +1,6 @@
 import ArgumentParser
 import BackfillCore
+import Foundation
 
 @main
 struct Backfill: ParsableCommand {
@@ -17,6 +18,21 @@ struct Backfill: ParsableCommand {
             Rehearse.self, Demo.self,
         ]
     )
+
+    /// Parses and runs the command, mapping a bad flag or argument to exit 2 as the contract
+    /// says (ArgumentParser's own code for it is 64).
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            if exitCode(for: error) == .validationFailure {
+                printError(fullMessage(for: error))
+                Foundation.exit(2)
+            }
+            exit(withError: error)
+        }
+    }
 }
 
 /// `rehearse` arrives with the operator-experience work; until then it says so.

@@ -105,8 +105,8 @@ public final class Runner {
     private func runChecked() throws -> RunOutcome {
         db = try Connection(options.database, applicationName: applicationName)
         let store = options.store
-        try store.migrate(db)
         let plan = try Planner.plan(spec, on: db)
+        try store.migrate(db)
         if !options.join {
             switch try Lease.acquire(job: spec.name, conninfo: options.database, store: store) {
             case .success(let lease): self.lease = lease
