@@ -62,7 +62,14 @@ public final class LocalPostgres: Sendable {
         throw lastError ?? Failure(description: "could not start PostgreSQL")
     }
 
-    private init(bin: String, runAsPostgres: Bool, durable: Bool, settings: [String: String]) throws {
+    /// How a new cluster's data directory comes to be.
+    private enum Origin {
+        case initdb
+        /// A streaming-replication standby of the cluster with this socket directory and port.
+        case standby(socketDirectory: String, port: Int)
+    }
+
+    private init(bin: String, runAsPostgres: Bool, durable: Bool, settings: [String: String], origin: Origin = .initdb) throws {
         let fm = FileManager.default
         let root = try Self.makeTemporaryDirectory()
         self.rootDirectory = root
@@ -77,10 +84,18 @@ public final class LocalPostgres: Sendable {
         if runAsPostgres { try Self.chownToPostgres([root, socketDirectory, root + "/owner.pid"]) }
 
         do {
-            try run(
-                "initdb",
-                ["-D", dataDirectory, "-U", Self.superuser, "-E", "UTF8", "--no-locale", "--no-sync",
-                 "--auth-local=trust", "--auth-host=scram-sha-256", "--pwfile=" + (try writePasswordFile())])
+            switch origin {
+            case .initdb:
+                try run(
+                    "initdb",
+                    ["-D", dataDirectory, "-U", Self.superuser, "-E", "UTF8", "--no-locale", "--no-sync",
+                     "--auth-local=trust", "--auth-host=scram-sha-256", "--pwfile=" + (try writePasswordFile())])
+            case .standby(let primarySocket, let primaryPort):
+                try run(
+                    "pg_basebackup",
+                    ["-D", dataDirectory, "-h", primarySocket, "-p", String(primaryPort), "-U", Self.superuser,
+                     "-R", "-X", "stream", "--no-sync", "-c", "fast"])
+            }
             var conf: [String: String] = [
                 "port": String(port),
                 "listen_addresses": "'127.0.0.1'",
@@ -88,6 +103,7 @@ public final class LocalPostgres: Sendable {
                 "max_connections": "200",
                 "logging_collector": "off",
                 "log_min_messages": "warning",
+                "wal_receiver_status_interval": "'1s'",
             ]
             if !durable {
                 conf["fsync"] = "off"
@@ -105,6 +121,16 @@ public final class LocalPostgres: Sendable {
             try? fm.removeItem(atPath: root)
             throw Failure(description: "\(error)\n\(log.suffix(2000))")
         }
+    }
+
+    /// Starts a streaming-replication standby of this cluster (`pg_basebackup -R`), for tests of
+    /// replica-lag throttling. Stop it before the primary.
+    public func startStandby() throws -> LocalPostgres {
+        let standby = try LocalPostgres(
+            bin: binDirectory, runAsPostgres: runAsPostgres, durable: false, settings: [:],
+            origin: .standby(socketDirectory: socketDirectory, port: port))
+        ExitRegistry.register(standby)
+        return standby
     }
 
     deinit { stop() }

@@ -17,6 +17,12 @@ public struct BatchSizer: Sendable, Hashable {
     public private(set) var size: Int
     /// The smoothed rate in keys per millisecond, nil before the first measurement.
     public private(set) var rate: Double?
+    /// Batches left during which growth is held to `calmGrowth` after live traffic waited.
+    public private(set) var recoveringBatches = 0
+    /// The growth per step while recovering (the usual cap is ×2).
+    public let calmGrowth = 1.25
+    /// How many batches growth stays calm after a shrink for live traffic.
+    public let recoveryLength = 10
 
     public init(initial: Int, min: Int, max: Int, targetMs: Int, smoothing: Double = 0.3, tolerance: Double = 1.25) {
         self.minSize = min
@@ -38,7 +44,9 @@ public struct BatchSizer: Sendable, Hashable {
             // Overshoot: never let the next batch be longer than this one's rate says it would.
             next = Swift.min(next, measured * targetMs)
         }
-        next = Swift.min(next, Double(size) * 2)
+        let growth = recoveringBatches > 0 ? calmGrowth : 2
+        if recoveringBatches > 0 { recoveringBatches -= 1 }
+        next = Swift.min(next, Double(size) * growth)
         size = clamp(next)
     }
 
@@ -48,10 +56,12 @@ public struct BatchSizer: Sendable, Hashable {
         rate = rate.map { $0 / 2 }
     }
 
-    /// Live traffic waited on the job: shrink by `factor` (0…1), and forget the rate's optimism.
+    /// Live traffic waited on the job: shrink by `factor` (0…1), forget the rate's optimism, and
+    /// grow back gently (at most ×1.25 a step) for the next `recoveryLength` batches.
     public mutating func shrink(by factor: Double) {
         size = clamp(Double(size) * factor)
         rate = rate.map { $0 * factor }
+        recoveringBatches = recoveryLength
     }
 
     private func clamp(_ value: Double) -> Int {

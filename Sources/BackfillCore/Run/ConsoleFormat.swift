@@ -22,9 +22,20 @@ public enum ConsoleFormat {
         case .retry:
             return "\(event.job): retrying (\(text("reason"))) attempt \(text("attempt")) in \(text("delay_ms")) ms: \(text("message"))"
         case .throttle:
-            return "\(event.job): throttled (\(text("reason"))) for \(text("wait_ms")) ms"
+            switch (event["reason"], event["state"]) {
+            case (.string("max_rows_per_second"), _): return nil  // every batch: the progress line shows the rate
+            case (_, .string("waiting")): return "\(event.job): throttled (\(text("reason"))): \(text("detail")); waiting"
+            case (_, .string("resumed")): return "\(event.job): resumed after \(text("wait_ms")) ms throttled (\(text("reason")))"
+            default: return "\(event.job): throttled (\(text("reason"))): \(text("waiters")) sessions waited on the last batch; batch now \(text("batch_size")) keys, resting \(text("wait_ms")) ms"
+            }
         case .stop:
-            return "\(event.job): stopped (\(text("reason"))); run again to resume"
+            let next: String
+            switch event["reason"] {
+            case .string("paused"): next = "`backfill resume \(event.job)`, then run again to continue"
+            case .string("cancelled"): next = "the job was cancelled; run with --restart to start it over"
+            default: next = "run again to resume from the checkpoint"
+            }
+            return "\(event.job): stopped (\(text("reason"))); \(next)"
         case .done:
             return "\(event.job): done"
         case .error:

@@ -136,7 +136,7 @@ public final class Runner {
     }
 
     private enum BatchResult {
-        case committed(rows: Int64, lastKey: [String])
+        case committed(rows: Int64, lastKey: [String], waiters: Int)
         case rangeDone
         case busy
         case jobState(JobState)
@@ -146,6 +146,7 @@ public final class Runner {
         var sizer = BatchSizer(initial: spec.batch.size, min: spec.batch.min, max: spec.batch.max, targetMs: spec.batch.targetMs)
         var limiter = RateLimiter(rowsPerSecond: spec.throttle.maxRowsPerSecond)
         let policy = RetryPolicy(spec.retry)
+        var gate = HealthGate(throttle: spec.throttle, tableOID: plan.tableOID)
         var attempt = 1
         while true {
             if stop.isRequested { return stopped(.signal) }
@@ -154,6 +155,7 @@ public final class Runner {
             let began = ContinuousClock.now
             let result: BatchResult
             do {
+                if gate.isDue(at: elapsed), let outcome = try waitUntilHealthy(&gate) { return outcome }
                 stop.setInFlight(db.makeCancelToken())
                 defer { stop.setInFlight(nil) }
                 result = try batch(plan, size: size)
@@ -181,7 +183,7 @@ public final class Runner {
             }
             let durationMs = (ContinuousClock.now - began).milliseconds
             switch result {
-            case .committed(let rows, let lastKey):
+            case .committed(let rows, let lastKey, let waiters):
                 summary.rows += rows
                 summary.batches += 1
                 summary.batchMs.append(durationMs)
@@ -192,6 +194,15 @@ public final class Runner {
                                ("rows_done", .int(summary.rows)), ("next_batch_size", .int(Int64(sizer.size)))])
                 attempt = 1
                 var restMs = Double(spec.batch.pauseMs)
+                if waiters > 0 && spec.throttle.whenBlocking {
+                    // Live traffic waited on this batch's locks: halve the batch, and let them through.
+                    sizer.shrink(by: 0.5)
+                    let rest = max(durationMs, Double(spec.batch.targetMs))
+                    summary.throttledSeconds["blocking", default: 0] += rest / 1000
+                    event(.throttle, [("reason", .string("blocking")), ("waiters", .int(Int64(waiters))),
+                                      ("wait_ms", .double(rest)), ("batch_size", .int(Int64(sizer.size)))])
+                    restMs = max(restMs, rest)
+                }
                 let wait = limiter.consume(rows: Int(rows), now: elapsed) * 1000
                 if wait > 0 {
                     summary.throttledSeconds["max_rows_per_second", default: 0] += wait / 1000
@@ -245,13 +256,44 @@ public final class Runner {
                 last == nil ? plan.statements.batchFromStart : plan.statements.batch,
                 (last ?? []) + upper.map(PostgresValue.text)
             ).affectedRows
-            try store.advance(spec.name, range: range, lastKey: upper, rows: rows, db: db)
+            let waiters = try store.advance(spec.name, range: range, lastKey: upper, rows: rows, countWaiters: spec.throttle.whenBlocking, db: db)
             try db.execute("COMMIT")
-            return .committed(rows: rows, lastKey: upper)
+            return .committed(rows: rows, lastKey: upper, waiters: waiters)
         } catch {
             if db.isOpen { try? db.execute("ROLLBACK") }
             throw error
         }
+    }
+
+    /// Waits while a health throttle says so (replica lag, `check_sql`, autovacuum), holding no
+    /// locks, re-checking every second; a stop, the time box, or a pause or cancel ends the wait.
+    private func waitUntilHealthy(_ gate: inout HealthGate) throws -> RunOutcome? {
+        guard var (reason, detail) = try gate.check(at: elapsed, db: db) else { return nil }
+        let store = options.store
+        let since = elapsed
+        try store.setThrottle(spec.name, reason: reason.rawValue, db: db)
+        event(.throttle, [("reason", .string(reason.rawValue)), ("detail", .string(detail)), ("state", .string("waiting"))])
+        defer { summary.throttledSeconds[reason.rawValue, default: 0] += elapsed - since }
+        while true {
+            sleep(ms: Int(gate.interval * 1000))
+            if stop.isRequested { return stopped(.signal) }
+            if let max = options.maxRuntime, elapsed >= max { return stopped(.timeBox) }
+            if let state = try store.state(spec.name, db: db), state == .paused || state == .cancelled {
+                summary.state = state
+                summary.seconds = elapsed
+                try store.setThrottle(spec.name, reason: nil, db: db)
+                return .stopped(state == .paused ? .paused : .cancelled, summary)
+            }
+            guard let next = try gate.check(at: elapsed, db: db) else { break }
+            if next.0 != reason {
+                (reason, detail) = next
+                try store.setThrottle(spec.name, reason: reason.rawValue, db: db)
+                event(.throttle, [("reason", .string(reason.rawValue)), ("detail", .string(detail)), ("state", .string("waiting"))])
+            }
+        }
+        try store.setThrottle(spec.name, reason: nil, db: db)
+        event(.throttle, [("reason", .string(reason.rawValue)), ("state", .string("resumed")), ("wait_ms", .double((elapsed - since) * 1000))])
+        return nil
     }
 
     private func stopped(_ reason: StopReason) -> RunOutcome {

@@ -23,12 +23,15 @@ public struct JobStatus: Sendable, Hashable, Codable {
     public var finishedAt: Date?
     public var rangesDone: Int
     public var ranges: Int
+    /// Why the job is paused by a throttle right now (`replication_lag`, `check_sql`, `autovacuum`).
+    public var throttleReason: String?
+    public var throttledSince: Date?
 
     enum CodingKeys: String, CodingKey {
         case name, state, table, batches, runner, ranges
         case rowsDone = "rows_done", lastKey = "last_key", lastError = "last_error", pausedBy = "paused_by"
         case pausedAt = "paused_at", startedAt = "started_at", updatedAt = "updated_at", finishedAt = "finished_at"
-        case rangesDone = "ranges_done"
+        case rangesDone = "ranges_done", throttleReason = "throttle_reason", throttledSince = "throttled_since"
     }
 }
 
@@ -71,6 +74,8 @@ public struct CheckpointStore: Sendable {
         ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS runner text;
         ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS paused_by text;
         ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS paused_at timestamptz;
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS throttle_reason text;
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS throttled_since timestamptz;
         CREATE TABLE IF NOT EXISTS \(ranges) (
             job text NOT NULL REFERENCES \(jobs) (name) ON DELETE CASCADE,
             range_id integer NOT NULL,
@@ -146,7 +151,7 @@ public struct CheckpointStore: Sendable {
         try db.query(
             """
             UPDATE \(jobs) j SET state = CASE WHEN j.state IN ('paused', 'cancelled') AND $2 = 'pending' THEN j.state ELSE $2 END,
-                last_error = $3, updated_at = now(),
+                last_error = $3, updated_at = now(), throttle_reason = NULL, throttled_since = NULL,
                 finished_at = CASE WHEN $2 = 'done' THEN now() END,
                 rows_done = r.rows_done, batches = r.batches, last_key = r.last_key
             FROM (SELECT coalesce(sum(rows_done), 0)::bigint AS rows_done, coalesce(sum(batches), 0)::bigint AS batches,
@@ -172,10 +177,28 @@ public struct CheckpointStore: Sendable {
     }
 
     /// Moves the range's checkpoint; runs inside the batch transaction, after the batch statement.
-    public func advance(_ job: String, range: Int, lastKey: [String], rows: Int64, db: Connection) throws {
+    /// With `countWaiters`, the same statement also returns how many sessions are waiting on this
+    /// transaction's locks right now, at the end of the batch, when it holds the most of them.
+    @discardableResult
+    public func advance(_ job: String, range: Int, lastKey: [String], rows: Int64, countWaiters: Bool = false, db: Connection) throws -> Int {
+        let waiters = countWaiters
+            ? "(SELECT count(*) FROM pg_stat_activity a WHERE a.wait_event_type = 'Lock' AND pg_backend_pid() = ANY (pg_blocking_pids(a.pid)))::int"
+            : "0"
+        return try db.query(
+            "UPDATE \(ranges) SET last_key = $3::jsonb, rows_done = rows_done + $4, batches = batches + 1, updated_at = now() WHERE job = $1 AND range_id = $2 RETURNING \(waiters) AS waiters",
+            [.text(job), .int(Int64(range)), .text(Self.encodeKey(lastKey)), .int(rows)]).first?["waiters"].int ?? 0
+    }
+
+    /// Records why the job is throttled (nil when it no longer is), for `status`.
+    public func setThrottle(_ job: String, reason: String?, db: Connection) throws {
         try db.query(
-            "UPDATE \(ranges) SET last_key = $3::jsonb, rows_done = rows_done + $4, batches = batches + 1, updated_at = now() WHERE job = $1 AND range_id = $2",
-            [.text(job), .int(Int64(range)), .text(Self.encodeKey(lastKey)), .int(rows)])
+            "UPDATE \(jobs) SET throttle_reason = $2, throttled_since = CASE WHEN $2::text IS NULL THEN NULL ELSE now() END WHERE name = $1",
+            [.text(job), reason.map { .text($0) } ?? .null])
+    }
+
+    /// The job's state, read outside a batch (while throttled).
+    public func state(_ job: String, db: Connection) throws -> JobState? {
+        try db.query("SELECT state FROM \(jobs) WHERE name = $1", [.text(job)]).first.flatMap { JobState(rawValue: $0["state"].string ?? "") }
     }
 
     /// Marks the range walked to its end.
@@ -204,6 +227,7 @@ public struct CheckpointStore: Sendable {
         return try db.query(
             """
             SELECT j.name, j.state, j.table_name, j.last_error, j.runner, j.paused_by, j.paused_at, j.started_at, j.finished_at,
+                   j.throttle_reason, j.throttled_since,
                    coalesce(r.rows_done, 0) AS rows_done, coalesce(r.batches, 0) AS batches, r.last_key::text AS last_key,
                    greatest(j.updated_at, r.updated_at) AS updated_at, coalesce(r.ranges, 0) AS ranges, coalesce(r.ranges_done, 0) AS ranges_done
             FROM \(jobs) j LEFT JOIN LATERAL (
@@ -221,7 +245,8 @@ public struct CheckpointStore: Sendable {
                 lastKey: try row["last_key"].string.map(Self.decodeKey), lastError: row["last_error"].string,
                 runner: row["runner"].string, pausedBy: row["paused_by"].string, pausedAt: row["paused_at"].date,
                 startedAt: row["started_at"].date, updatedAt: row["updated_at"].date, finishedAt: row["finished_at"].date,
-                rangesDone: row["ranges_done"].int ?? 0, ranges: row["ranges"].int ?? 0)
+                rangesDone: row["ranges_done"].int ?? 0, ranges: row["ranges"].int ?? 0,
+                throttleReason: row["throttle_reason"].string, throttledSince: row["throttled_since"].date)
         }
     }
 
