@@ -62,7 +62,7 @@ struct ThrottleTests {
         }
         writers.forEach { $0.start() }
         defer { done.set(true) }
-        let (outcome, events) = try runJob(itemsJob(name: "blocking") + "\nbatch: {size: 5000, target_ms: 100}\nthrottle: {max_rows_per_second: 25000}", url: url)
+        let (outcome, events) = try runJob(itemsJob(name: "blocking") + "\nbatch: {size: 5000, target_ms: 100}\nthrottle: {max_rows_per_second: 25000, blocking_wait_ms: 1}", url: url)
         done.set(true)
         #expect(outcome.exitCode == 0, "\(outcome)")
         let blocking = events.filter { $0.kind == .throttle && $0["reason"] == .string("blocking") }

@@ -76,6 +76,18 @@ public struct BatchStatements: Sendable, Hashable {
         batchFromStart = statement(lower: nil, upper: parameters(from: 1))
     }
 
+    /// `SELECT lo, hi` of the first key column as float8, when it is a number or a timestamp
+    /// (min and max come from the two ends of the key's index); nil for other types.
+    public var numericKeyBounds: String? {
+        let first = key[0]
+        let numeric = ["smallint", "integer", "bigint", "real", "double precision"].contains(first.type) || first.type.hasPrefix("numeric")
+        let temporal = first.type.hasPrefix("timestamp") || first.type == "date"
+        guard numeric || temporal else { return nil }
+        let column = Identifier.quote(first.name)
+        let value = { (agg: String) in temporal ? "extract(epoch FROM \(agg)(\(column)))::float8" : "\(agg)(\(column))::float8" }
+        return "SELECT \(value("min")) AS lo, \(value("max")) AS hi FROM \(table)"
+    }
+
     /// How many rows still match `where` (at most `limit`, so that a big remainder stops early).
     public static func remainingCount(spec: JobSpec) -> String? {
         guard let whereClause = spec.whereClause else { return nil }

@@ -37,6 +37,10 @@ public struct RunOptions: Sendable {
     public var restart = false
     /// Skip the lease, to add workers to a job another process runs.
     public var join = false
+    /// Roll every batch back instead of committing it (staging rehearsal of a database that must
+    /// not change). Locks are real, writes are not kept; nothing is written to the checkpoint
+    /// store, the lease is not taken, and the walk's position is kept in memory.
+    public var dryRun = false
 
     public init(database: String? = nil) { self.database = database }
 }
@@ -54,6 +58,7 @@ public final class Runner {
     private let started = ContinuousClock.now
     private let runnerName = "\(ProcessInfo.processInfo.hostName):\(getpid())"
     private let range = 0
+    private var dryRunKey: [String]?
 
     public init(spec: JobSpec, options: RunOptions, stop: StopSignal = StopSignal(), emit: @escaping (RunEvent) -> Void = { _ in }) {
         self.spec = spec
@@ -98,7 +103,7 @@ public final class Runner {
     private func fail(_ message: String, sqlstate: String? = nil) -> RunOutcome {
         summary.state = .failed
         summary.seconds = elapsed
-        if let db, db.isOpen { try? options.store.finish(spec.name, state: .failed, error: message, db: db) }
+        if let db, db.isOpen, !options.dryRun { try? options.store.finish(spec.name, state: .failed, error: message, db: db) }
         return .failed(message, summary)
     }
 
@@ -106,6 +111,10 @@ public final class Runner {
         db = try Connection(options.database, applicationName: applicationName)
         let store = options.store
         let plan = try Planner.plan(spec, on: db)
+        if options.dryRun {
+            event(.start, try startFields(plan, rowsBefore: 0) + [("dry_run", .bool(true))])
+            return try loop(plan)
+        }
         try store.migrate(db)
         if !options.join {
             switch try Lease.acquire(job: spec.name, conninfo: options.database, store: store) {
@@ -128,15 +137,29 @@ public final class Runner {
                 fix: "run with --restart to discard the checkpoint and start over from the first key, or give the changed job a new `name`")
         }
         try store.markRunning(spec.name, runner: runnerName, db: db)
-        event(.start, [("table", .string(spec.table)), ("action", .string(spec.action.name)),
-                       ("rows_estimate", plan.estimatedRows.map { .int($0) } ?? .null),
-                       ("batch_size", .int(Int64(spec.batch.size))), ("key_index", .string(plan.keyIndex)),
-                       ("runner", .string(runnerName))])
+        let before = try store.status(job: spec.name, db: db).first?.rowsDone ?? 0
+        event(.start, try startFields(plan, rowsBefore: before))
         return try loop(plan)
     }
 
+    /// The `start` event's fields, with the key's numeric bounds when the first key column has
+    /// them (read from the index's two ends), for progress and ETA.
+    private func startFields(_ plan: JobPlan, rowsBefore: Int64) throws -> [(String, RunEvent.Value)] {
+        var fields: [(String, RunEvent.Value)] = [
+            ("table", .string(spec.table)), ("action", .string(spec.action.name)),
+            ("rows_estimate", plan.estimatedRows.map { .int($0) } ?? .null), ("rows_done_before", .int(rowsBefore)),
+            ("batch_size", .int(Int64(spec.batch.size))), ("key_index", .string(plan.keyIndex)),
+            ("runner", .string(runnerName)),
+        ]
+        if let bounds = try plan.statements.numericKeyBounds.flatMap({ try db.query($0).first }),
+           let lo = bounds["lo"].double, let hi = bounds["hi"].double {
+            fields += [("key_min", .double(lo)), ("key_max", .double(hi))]
+        }
+        return fields
+    }
+
     private enum BatchResult {
-        case committed(rows: Int64, lastKey: [String], waiters: Int)
+        case committed(rows: Int64, lastKey: [String], waiters: Waiters)
         case rangeDone
         case busy
         case jobState(JobState)
@@ -194,12 +217,14 @@ public final class Runner {
                                ("rows_done", .int(summary.rows)), ("next_batch_size", .int(Int64(sizer.size)))])
                 attempt = 1
                 var restMs = Double(spec.batch.pauseMs)
-                if waiters > 0 && spec.throttle.whenBlocking {
-                    // Live traffic waited on this batch's locks: halve the batch, and let them through.
+                if spec.throttle.whenBlocking && waiters.count > 0 && waiters.longestMs >= Double(spec.throttle.blockingWaitMs ?? spec.batch.targetMs) {
+                    // Live traffic waited on this batch's locks longer than allowed: halve the
+                    // batch, and rest so that the waiters get through.
                     sizer.shrink(by: 0.5)
                     let rest = max(durationMs, Double(spec.batch.targetMs))
                     summary.throttledSeconds["blocking", default: 0] += rest / 1000
-                    event(.throttle, [("reason", .string("blocking")), ("waiters", .int(Int64(waiters))),
+                    event(.throttle, [("reason", .string("blocking")), ("waiters", .int(Int64(waiters.count))),
+                                      ("longest_wait_ms", .double(waiters.longestMs)),
                                       ("wait_ms", .double(rest)), ("batch_size", .int(Int64(sizer.size)))])
                     restMs = max(restMs, rest)
                 }
@@ -229,6 +254,7 @@ public final class Runner {
         let store = options.store
         try db.execute("BEGIN; SET LOCAL lock_timeout = '\(spec.timeouts.lockMs)ms'; SET LOCAL statement_timeout = '\(spec.timeouts.statementMs)ms'")
         do {
+            if options.dryRun { return try dryRunBatch(plan, size: size) }
             guard let claim = try store.claim(spec.name, range: range, db: db) else {
                 try db.execute("ROLLBACK")
                 return .busy
@@ -265,6 +291,26 @@ public final class Runner {
         }
     }
 
+    /// A rehearsal batch: the same statements and locks, then ROLLBACK; the position stays in memory.
+    private func dryRunBatch(_ plan: JobPlan, size: Int) throws -> BatchResult {
+        let last = dryRunKey.map { $0.map(PostgresValue.text) }
+        let upperRow = try db.query(
+            last == nil ? plan.statements.upperBoundFromStart : plan.statements.upperBound,
+            (last ?? []) + [.int(Int64(size - 1))]).first
+        guard let upperRow else {
+            try db.execute("ROLLBACK")
+            return .rangeDone
+        }
+        let upper = upperRow.cells.map { $0.string ?? "" }
+        let rows = try db.query(
+            last == nil ? plan.statements.batchFromStart : plan.statements.batch, (last ?? []) + upper.map(PostgresValue.text)
+        ).affectedRows
+        let waiters = Waiters(spec.throttle.whenBlocking ? try db.query("SELECT \(CheckpointStore.waitersExpression)").first : nil)
+        try db.execute("ROLLBACK")
+        dryRunKey = upper
+        return .committed(rows: rows, lastKey: upper, waiters: waiters)
+    }
+
     /// Waits while a health throttle says so (replica lag, `check_sql`, autovacuum), holding no
     /// locks, re-checking every second; a stop, the time box, or a pause or cancel ends the wait.
     private func waitUntilHealthy(_ gate: inout HealthGate) throws -> RunOutcome? {
@@ -299,14 +345,15 @@ public final class Runner {
     private func stopped(_ reason: StopReason) -> RunOutcome {
         summary.state = .pending
         summary.seconds = elapsed
-        if db.isOpen { try? options.store.finish(spec.name, state: .pending, db: db) }
+        if db.isOpen && !options.dryRun { try? options.store.finish(spec.name, state: .pending, db: db) }
         return .stopped(reason, summary)
     }
 
     private func finishDone() throws -> RunOutcome {
         summary.seconds = elapsed
-        try options.store.finish(spec.name, state: .done, db: db)
         summary.state = .done
+        if options.dryRun { return .done(summary) }
+        try options.store.finish(spec.name, state: .done, db: db)
         if let sql = BatchStatements.remainingCount(spec: spec), !isSQLAction {
             let remaining = try db.query(sql, [.int(1000)]).first?["n"].int64 ?? 0
             if remaining > 0 {

@@ -7,7 +7,7 @@ extension JobSpec {
     static let batchFields = ["size", "min", "max", "target_ms", "pause_ms"]
     static let timeoutFields = ["lock_ms", "statement_ms"]
     static let retryFields = ["max_attempts", "backoff_ms", "max_backoff_ms", "reconnect_timeout_ms"]
-    static let throttleFields = ["max_rows_per_second", "max_replication_lag_ms", "when_blocking", "check_sql", "pause_during_autovacuum"]
+    static let throttleFields = ["max_rows_per_second", "max_replication_lag_ms", "when_blocking", "blocking_wait_ms", "check_sql", "pause_during_autovacuum"]
 
     /// Parses and validates a job file's text. Everything that can be checked without a database is
     /// checked here; the first problem found is thrown as a `JobFileError`.
@@ -77,6 +77,9 @@ extension JobSpec {
             spec.throttle.maxRowsPerSecond = try reader.int(t, "throttle.max_rows_per_second", spec.throttle.maxRowsPerSecond, 0...1_000_000_000)
             spec.throttle.maxReplicationLagMs = try reader.int(t, "throttle.max_replication_lag_ms", spec.throttle.maxReplicationLagMs, 0...86_400_000)
             spec.throttle.whenBlocking = try reader.bool(t, "throttle.when_blocking", spec.throttle.whenBlocking)
+            if t["blocking_wait_ms"] != nil {
+                spec.throttle.blockingWaitMs = try reader.int(t, "throttle.blocking_wait_ms", spec.batch.targetMs, 0...600_000)
+            }
             spec.throttle.pauseDuringAutovacuum = try reader.bool(t, "throttle.pause_during_autovacuum", spec.throttle.pauseDuringAutovacuum)
             spec.throttle.checkSQL = try reader.optionalString(t, "check_sql")
             if let sql = spec.throttle.checkSQL { try reader.checkFragment(sql, field: "throttle.check_sql", node: t["check_sql"]) }

@@ -63,6 +63,9 @@ public struct JobSpec: Sendable, Hashable {
         public var maxRowsPerSecond = 0
         public var maxReplicationLagMs = 10_000
         public var whenBlocking = true
+        /// How long a session may wait on a batch's locks before the job backs off; nil means
+        /// `batch.target_ms`.
+        public var blockingWaitMs: Int?
         public var checkSQL: String?
         public var pauseDuringAutovacuum = false
         public init() {}

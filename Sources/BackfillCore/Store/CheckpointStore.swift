@@ -35,6 +35,17 @@ public struct JobStatus: Sendable, Hashable, Codable {
     }
 }
 
+/// Who was waiting on a batch's locks as it ended.
+public struct Waiters: Sendable, Hashable {
+    public var count: Int
+    public var longestMs: Double
+
+    init(_ row: PostgresRow?) {
+        count = row?["waiters"].int ?? 0
+        longestMs = row?["longest_wait_ms"].double ?? 0
+    }
+}
+
 /// The job's checkpoint as a batch transaction reads it, under the range's row lock.
 public struct RangeClaim: Sendable, Hashable {
     public var lastKey: [String]?
@@ -180,14 +191,21 @@ public struct CheckpointStore: Sendable {
     /// With `countWaiters`, the same statement also returns how many sessions are waiting on this
     /// transaction's locks right now, at the end of the batch, when it holds the most of them.
     @discardableResult
-    public func advance(_ job: String, range: Int, lastKey: [String], rows: Int64, countWaiters: Bool = false, db: Connection) throws -> Int {
-        let waiters = countWaiters
-            ? "(SELECT count(*) FROM pg_stat_activity a WHERE a.wait_event_type = 'Lock' AND pg_backend_pid() = ANY (pg_blocking_pids(a.pid)))::int"
-            : "0"
-        return try db.query(
-            "UPDATE \(ranges) SET last_key = $3::jsonb, rows_done = rows_done + $4, batches = batches + 1, updated_at = now() WHERE job = $1 AND range_id = $2 RETURNING \(waiters) AS waiters",
-            [.text(job), .int(Int64(range)), .text(Self.encodeKey(lastKey)), .int(rows)]).first?["waiters"].int ?? 0
+    public func advance(_ job: String, range: Int, lastKey: [String], rows: Int64, countWaiters: Bool = false, db: Connection) throws -> Waiters {
+        let waiters = countWaiters ? Self.waitersExpression : "0 AS waiters, 0::float8 AS longest_wait_ms"
+        let row = try db.query(
+            "UPDATE \(ranges) SET last_key = $3::jsonb, rows_done = rows_done + $4, batches = batches + 1, updated_at = now() WHERE job = $1 AND range_id = $2 RETURNING \(waiters)",
+            [.text(job), .int(Int64(range)), .text(Self.encodeKey(lastKey)), .int(rows)]).first
+        return Waiters(row)
     }
+
+    /// Sessions waiting on this transaction's locks right now, and the longest any of them has
+    /// waited so far (since its statement started); the columns `waiters` and `longest_wait_ms`.
+    static let waitersExpression = """
+        (SELECT count(*) FROM pg_stat_activity a WHERE a.wait_event_type = 'Lock' AND pg_backend_pid() = ANY (pg_blocking_pids(a.pid)))::int AS waiters, \
+        (SELECT coalesce(max(extract(epoch FROM clock_timestamp() - a.query_start)) * 1000, 0) FROM pg_stat_activity a \
+         WHERE a.wait_event_type = 'Lock' AND pg_backend_pid() = ANY (pg_blocking_pids(a.pid)))::float8 AS longest_wait_ms
+        """
 
     /// Records why the job is throttled (nil when it no longer is), for `status`.
     public func setThrottle(_ job: String, reason: String?, db: Connection) throws {

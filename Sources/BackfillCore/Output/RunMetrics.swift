@@ -1,0 +1,78 @@
+import CoreMetrics
+import Foundation
+
+/// Turns run events into swift-metrics: rows and batches, batch duration and size, retries and
+/// throttled seconds by reason, progress, state and the time of the last committed batch.
+/// Whatever `MetricsSystem` backend the process bootstrapped receives them (Prometheus in the CLI).
+public final class RunMetrics {
+    private let job: String
+    private let rows: Counter
+    private let batches: Counter
+    private let batchDuration: CoreMetrics.Timer
+    private let batchSize: Gauge
+    private let progress: Gauge
+    private let lastSuccess: Gauge
+    private var retries: [String: Counter] = [:]
+    private var throttled: [String: FloatingPointCounter] = [:]
+    private var states: [String: Gauge] = [:]
+    private var tracker = ProgressTracker()
+
+    /// The states the `backfill_state` gauge reports, one series each (1 for the current one).
+    public static let stateNames = ["running", "throttled", "retrying", "stopped", "done", "failed"]
+
+    public init(job: String) {
+        self.job = job
+        let dims = [("job", job)]
+        rows = Counter(label: "backfill_rows_total", dimensions: dims)
+        batches = Counter(label: "backfill_batches_total", dimensions: dims)
+        batchDuration = CoreMetrics.Timer(label: "backfill_batch_duration_seconds", dimensions: dims)
+        batchSize = Gauge(label: "backfill_batch_size", dimensions: dims)
+        progress = Gauge(label: "backfill_progress_ratio", dimensions: dims)
+        lastSuccess = Gauge(label: "backfill_last_success_timestamp_seconds", dimensions: dims)
+        for state in Self.stateNames {
+            states[state] = Gauge(label: "backfill_state", dimensions: dims + [("state", state)])
+        }
+        setState("running")
+    }
+
+    private func setState(_ current: String) {
+        for (name, gauge) in states { gauge.record(name == current ? 1 : 0) }
+    }
+
+    public func record(_ event: RunEvent) {
+        tracker.consume(event)
+        switch event.kind {
+        case .start:
+            setState("running")
+        case .batch:
+            if case .int(let n) = event["rows"] { rows.increment(by: Int(n)) }
+            batches.increment()
+            if case .double(let ms) = event["duration_ms"] { batchDuration.recordNanoseconds(Int64(ms * 1_000_000)) }
+            if case .int(let n) = event["next_batch_size"] { batchSize.record(Double(n)) }
+            lastSuccess.record(event.time.timeIntervalSince1970)
+            setState("running")
+        case .retry:
+            if case .string(let reason) = event["reason"] {
+                let counter = retries[reason] ?? Counter(label: "backfill_retries_total", dimensions: [("job", job), ("reason", reason)])
+                retries[reason] = counter
+                counter.increment()
+            }
+            setState("retrying")
+        case .throttle:
+            if case .string(let reason) = event["reason"] {
+                var seconds = 0.0
+                if case .double(let ms) = event["wait_ms"] { seconds = ms / 1000 }
+                if seconds > 0 {
+                    let counter = throttled[reason] ?? FloatingPointCounter(label: "backfill_throttled_seconds_total", dimensions: [("job", job), ("reason", reason)])
+                    throttled[reason] = counter
+                    counter.increment(by: seconds)
+                }
+            }
+            setState(event["state"] == .string("resumed") ? "running" : "throttled")
+        case .stop: setState("stopped")
+        case .done: setState("done")
+        case .error: setState("failed")
+        }
+        if let f = tracker.fraction { progress.record(f) }
+    }
+}

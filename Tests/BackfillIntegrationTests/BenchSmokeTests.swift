@@ -1,0 +1,29 @@
+import Foundation
+import Testing
+
+@Suite("Benchmark harness smoke run")
+struct BenchSmokeTests {
+    @Test("backfill-bench --rows 20000 --live-clients 2: every strategy fills the table right")
+    func smoke() throws {
+        let bench = URL(fileURLWithPath: backfillExecutable).deletingLastPathComponent().appendingPathComponent("backfill-bench").path
+        let output = NSTemporaryDirectory() + "backfill-bench-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: output) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: bench)
+        process.arguments = ["--rows", "20000", "--live-clients", "2", "--baseline", "1", "--series", "5000", "--output-dir", output, "--no-markdown-file"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+        let data = try Data(contentsOf: URL(fileURLWithPath: output + "/results/latest.json"))
+        let report = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let main = try #require(report["main"] as? [String: Any])
+        let results = try #require(main["results"] as? [[String: Any]])
+        #expect(results.compactMap { $0["strategy"] as? String } == ["single-update", "offset-5k", "cte-1k", "backfill-defaults", "backfill-tuned"])
+        #expect(results.allSatisfy { ($0["rows"] as? Int) == 20000 && (($0["rows_per_second"] as? Double) ?? 0) > 0 })
+        #expect(results.allSatisfy { (($0["live"] as? [String: Any])?["transactions"] as? Int ?? 0) > 0 })
+        #expect((report["series"] as? [[String: Any]])?.first?["rows"] as? Int == 5000)
+        #expect(FileManager.default.fileExists(atPath: output + "/RESULTS.md") == false)
+    }
+}

@@ -1,0 +1,68 @@
+import Foundation
+
+/// Everything one benchmark run measured, as JSON and as Markdown.
+struct Report: Encodable, Sendable {
+    var date: String
+    var command: String
+    var machine: [String: String]
+    var main: SizeRun
+    var quiet: SizeRun?
+    var series: [SizeRun]
+    var offsetLimit: Int
+
+    enum CodingKeys: String, CodingKey { case date, command, machine, main, quiet, series, offsetLimit = "offset_limit" }
+
+    var markdown: String {
+        var lines = [
+            "# Benchmark results",
+            "",
+            "Written by `backfill-bench`; never edited by hand.",
+            "",
+            "- date: \(date)",
+            "- command: `\(command)`",
+            "- machine: \(machine["cores"] ?? "?") cores, \(machine["memory"] ?? "?"), \(machine["cpu"] ?? "?")",
+            "- server: \(machine["postgresql"] ?? "?")",
+            "- settings: " + machine.keys.filter { $0.hasPrefix("setting.") }.sorted().map { "\($0.dropFirst(8))=\(machine[$0]!)" }.joined(separator: ", "),
+            "",
+        ]
+        lines += table(main, heading: "## \(main.rows) rows, \(String(format: "%.0f", Double(main.tableBytes) / 1_048_576)) MB, under live traffic")
+        if let quiet {
+            lines += [""] + table(quiet, heading: "## \(quiet.rows) rows, no live traffic (raw throughput)")
+        }
+        if !series.isEmpty {
+            lines += ["", "## Scale series", "",
+                      "Seconds and the worst live wait (ms) for each strategy as the table grows (OFFSET skipped above \(offsetLimit) rows: its cost grows with the square of the table).", ""]
+            let strategies = Strategy.allCases.filter { s in series.contains { $0.results.contains { $0.strategy == s } } }
+            lines.append("| rows | " + strategies.map { "\($0.rawValue) s / worst wait ms" }.joined(separator: " | ") + " |")
+            lines.append("|---:|" + strategies.map { _ in "---:|" }.joined())
+            for run in series {
+                let cells = strategies.map { s -> String in
+                    guard let r = run.results.first(where: { $0.strategy == s }) else { return "skipped" }
+                    return String(format: "%.1f / %.0f", r.seconds, r.live?.maxMs ?? 0)
+                }
+                lines.append("| \(run.rows) | " + cells.joined(separator: " | ") + " |")
+            }
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    private func table(_ run: SizeRun, heading: String) -> [String] {
+        var lines = [heading, ""]
+        if let b = run.baseline {
+            lines.append(String(format: "Live traffic alone (baseline): %.0f TPS, p50 %.2f ms, p99 %.2f ms, max %.1f ms.", b.tps, b.p50Ms, b.p99Ms, b.maxMs))
+            lines.append("")
+        }
+        lines.append("| strategy | seconds | rows/s | × single UPDATE | batches | batch p50 / p99 / max ms | live p50 / p99 / max ms | live TPS (× baseline) | WAL MB | first 10% / last 10% batch p50 ms |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in run.results {
+            let live = r.live.map { String(format: "%.2f / %.2f / %.1f", $0.p50Ms, $0.p99Ms, $0.maxMs) } ?? "-"
+            let tps = r.live.map { l in String(format: "%.0f (%.2f)", l.tps, run.baseline.map { l.tps / max($0.tps, 1) } ?? 0) } ?? "-"
+            lines.append(String(
+                format: "| %@ | %.2f | %.0f | %@ | %d | %.1f / %.1f / %.1f | %@ | %@ | %.0f | %.1f / %.1f |",
+                r.title, r.seconds, r.rowsPerSecond, r.ratioToSingleUpdate.map { String(format: "%.2f", $0) } ?? "-", r.batches,
+                r.batchP50Ms, r.batchP99Ms, r.batchMaxMs, live, tps, Double(r.walBytes) / 1_048_576,
+                r.first10pctBatchP50Ms, r.last10pctBatchP50Ms))
+        }
+        return lines
+    }
+}
