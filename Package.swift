@@ -60,7 +60,7 @@ let package = Package(
         .testTarget(name: "BackfillCoreTests", dependencies: ["BackfillCore"]),
         .testTarget(
             name: "BackfillIntegrationTests",
-            dependencies: ["BackfillCore", "LocalPostgres", "PostgresClient"]
+            dependencies: ["BackfillCore", "LocalPostgres", "PostgresClient", .product(name: "Yams", package: "Yams")]
         ),
     ],
     swiftLanguageModes: [.v6]

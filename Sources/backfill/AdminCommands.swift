@@ -41,10 +41,15 @@ struct Status: ParsableCommand {
 
     func run() throws {
         let conn = try connect(db, as: "status")
-        let jobs = try db.store.status(job: job, db: conn)
+        var jobs = try db.store.status(job: job, db: conn)
         if let job, jobs.isEmpty {
             printError("backfill: no job named `\(job)` in schema `\(db.schema)`")
             throw ExitCode(2)
+        }
+        if let job {
+            let details = try db.store.details(job: job, db: conn)
+            jobs[0].rangeList = details.ranges
+            jobs[0].workers = details.workers
         }
         switch format {
         case .json:

@@ -35,12 +35,3 @@ struct Backfill: ParsableCommand {
     }
 }
 
-/// `rehearse` arrives with the operator-experience work; until then it says so.
-struct Rehearse: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Staging load rehearsal (not built yet: exits 2).")
-    @Argument var file: String
-    func run() throws {
-        printError("backfill rehearse: not built yet in this version; see README.md for what works today")
-        throw ExitCode(2)
-    }
-}

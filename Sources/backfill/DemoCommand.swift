@@ -10,8 +10,7 @@ struct Demo: ParsableCommand {
     @Option(name: .long, help: "Rows in the sample table.")
     var rows: Int = 1_000_000
 
-    @Option(name: .long, help: "Log format on stderr: text or json.")
-    var logFormat: LogFormat = .text
+    @OptionGroup var output: OutputOptions
 
     func run() throws {
         printError("demo: starting a throwaway PostgreSQL cluster…")
@@ -30,9 +29,11 @@ struct Demo: ParsableCommand {
         let stop = StopSignal()
         let signals = SignalHandling.install(stop: stop)
         defer { withExtendedLifetime(signals) {} }
-        let reporter = Reporter(format: logFormat)
-        let outcome = Runner(spec: spec, options: RunOptions(database: conninfo), stop: stop, emit: reporter.handle).run()
-        reporter.finish(outcome)
+        let outcome = try output.withConsole { console, emit in
+            let outcome = Runner(spec: spec, options: RunOptions(database: conninfo), stop: stop, emit: emit).run()
+            console.finish(outcome, job: spec.name)
+            return outcome
+        }
         if case .done = outcome {
             let left = try Planner.countMatching(spec, on: try Connection(conninfo))
             printError("demo: verified: \(left) rows still match `\(spec.whereClause ?? "")`; removing the cluster")

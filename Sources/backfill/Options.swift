@@ -33,12 +33,14 @@ func printError(_ line: String) {
 }
 
 /// Parses `90s`, `10m`, `2h`, `1h30m`, `500ms` into seconds.
-struct DurationArgument: ExpressibleByArgument {
+struct DurationArgument: ExpressibleByArgument, CustomStringConvertible {
     let seconds: Double
+    let description: String
 
     init?(argument: String) {
         guard let value = BackfillCore.parseDuration(argument) else { return nil }
         seconds = value
+        description = argument
     }
 
     static var defaultCompletionKind: CompletionKind { .default }

@@ -3,6 +3,47 @@ import BackfillCore
 import Dispatch
 import Foundation
 
+/// Flags of the operator's view shared by `run` and `demo`.
+struct OutputOptions: ParsableArguments {
+    @Option(name: .long, help: "Log format on stderr: text (for people) or json (one object per event).")
+    var logFormat: LogFormat = .text
+
+    @Option(name: .long, help: "Progress line: auto (redrawn on a terminal, every 10 s otherwise, off with json logs), always, never.")
+    var progress: ProgressMode = .auto
+
+    @Option(name: .long, help: "Write Prometheus metrics to this file (atomically, every 5 s and at exit), for node_exporter's textfile collector.")
+    var metricsFile: String?
+
+    @Option(name: .long, help: "Serve Prometheus metrics at http://0.0.0.0:PORT/metrics while the job runs.")
+    var metricsPort: Int?
+
+    func validate() throws {
+        if let metricsPort, !(1...65535).contains(metricsPort) { throw ValidationError("--metrics-port must be from 1 to 65535") }
+    }
+
+    /// Runs `body` with a console and, when asked for, metrics; the exporter writes its last file at the end.
+    func withConsole<T>(_ body: (Console, @escaping (RunEvent) -> Void) throws -> T) throws -> T {
+        let exporter: MetricsExporter?
+        do {
+            exporter = try MetricsSetup.start(file: metricsFile, port: metricsPort)
+        } catch {
+            printError("backfill: \(error)")
+            throw ExitCode(2)
+        }
+        defer { exporter?.stop() }
+        let console = Console(logFormat: logFormat, progress: progress)
+        var metrics: [String: RunMetrics] = [:]
+        return try body(console) { event in
+            console.handle(event)
+            if exporter != nil {
+                let recorder = metrics[event.job] ?? RunMetrics(job: event.job)
+                metrics[event.job] = recorder
+                recorder.record(event)
+            }
+        }
+    }
+}
+
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run one or more job files, one after another.",
@@ -12,84 +53,42 @@ struct Run: ParsableCommand {
     var files: [String]
 
     @OptionGroup var db: DatabaseOptions
+    @OptionGroup var output: OutputOptions
 
     @Option(name: .long, help: "Stop after the batch in flight once this much time has passed (90s, 10m, 2h); exit 3, resumable.")
     var maxRuntime: DurationArgument?
 
-    @Option(name: .long, help: "Log format on stderr: text or json (one object per event).")
-    var logFormat: LogFormat = .text
-
     @Flag(name: .long, help: "Discard the job's checkpoint (also one made by a changed job file) and start from the first key.")
     var restart = false
 
-    @Flag(name: .long, help: "Skip the lease and add this process's worker to a job another runner holds.")
+    @Flag(name: .long, help: "Skip the lease and add this process's workers to a job another runner holds (from any machine).")
     var join = false
 
+    @Option(name: .long, help: "Workers in this process, each on its own connection and thread (default: the job file's `workers`).")
+    var workers: Int?
+
     func validate() throws {
-        guard !files.isEmpty else { throw ValidationError("name at least one job file") }
+        if let workers, !(1...1024).contains(workers) { throw ValidationError("--workers must be from 1 to 1024") }
     }
 
     func run() throws {
-        var specs: [JobSpec] = []
-        for file in files {
-            do {
-                specs.append(try JobSpec.load(path: file))
-            } catch {
-                printError("backfill: invalid job file: \(error)")
-                throw ExitCode(2)
-            }
-        }
+        let specs = try files.map(loadSpec)
         let stop = StopSignal()
         let signals = SignalHandling.install(stop: stop)
         defer { withExtendedLifetime(signals) {} }
         let started = Date()
-        for spec in specs {
-            var options = RunOptions(database: db.conninfo)
-            options.store = db.store
-            options.maxRuntime = maxRuntime.map { max(0, $0.seconds - Date().timeIntervalSince(started)) }
-            options.restart = restart
-            options.join = join
-            let reporter = Reporter(format: logFormat)
-            let outcome = Runner(spec: spec, options: options, stop: stop, emit: reporter.handle).run()
-            reporter.finish(outcome)
-            if outcome.exitCode != 0 { throw ExitCode(outcome.exitCode) }
-        }
-    }
-}
-
-/// Prints run events: every event as a JSON line, or text lines with a progress line at most
-/// once a second.
-final class Reporter {
-    let format: LogFormat
-    private var lastProgress = Date.distantPast
-    private let started = Date()
-
-    init(format: LogFormat) { self.format = format }
-
-    func handle(_ event: RunEvent) {
-        if format == .json {
-            printError(event.jsonLine)
-            return
-        }
-        if let line = ConsoleFormat.line(event) {
-            printError(line)
-        } else if event.kind == .batch, Date().timeIntervalSince(lastProgress) >= 1 {
-            lastProgress = Date()
-            if case .int(let rows) = event["rows_done"], case .int(let size) = event["batch_size"],
-               case .double(let ms) = event["duration_ms"], case .strings(let key) = event["last_key"] {
-                printError(ConsoleFormat.progress(job: event.job, rows: rows, seconds: Date().timeIntervalSince(started), batchSize: size, lastBatchMs: ms, lastKey: key))
+        try output.withConsole { console, emit in
+            for spec in specs {
+                var options = RunOptions(database: db.conninfo)
+                options.store = db.store
+                options.maxRuntime = maxRuntime.map { max(0, $0.seconds - Date().timeIntervalSince(started)) }
+                options.restart = restart
+                options.join = join
+                options.workers = workers
+                let outcome = Runner(spec: spec, options: options, stop: stop, emit: emit).run()
+                console.finish(outcome, job: spec.name)
+                if outcome.exitCode != 0 { throw ExitCode(outcome.exitCode) }
             }
-        }
-    }
-
-    func finish(_ outcome: RunOutcome) {
-        switch outcome {
-        case .done(let s), .stopped(_, let s), .failed(_, let s):
-            if format == .text { printError("summary: " + s.line) }
-        case .held(let holder):
-            printError("backfill: another runner holds this job: \(holder); it exits when done, or wait for it (exit 4)")
-        case .invalid(let error):
-            printError("backfill: invalid: \(error)")
         }
     }
 }

@@ -121,3 +121,39 @@ struct SplitMix {
         return Double((z ^ (z >> 31)) >> 11) / Double(1 << 53)
     }
 }
+
+@Suite("Range splitting")
+struct RangeSplitterTests {
+    @Test("range count: a few minutes of work each, at least four per worker")
+    func counts() {
+        #expect(RangeSplitter.rangeCount(estimatedRows: 2_000_000, workers: 1) == 4)
+        #expect(RangeSplitter.rangeCount(estimatedRows: 2_000_000, workers: 4) == 16)
+        #expect(RangeSplitter.rangeCount(estimatedRows: 1_000_000_000, workers: 2) == 100)
+        #expect(RangeSplitter.rangeCount(estimatedRows: nil, workers: 1) == 4)
+        #expect(RangeSplitter.rangeCount(estimatedRows: 100_000_000_000, workers: 1) == 1024)
+    }
+
+    @Test("boundaries at even quantiles, without repeats for skewed keys")
+    func boundaries() {
+        let sample = (1...100).map { [String(format: "%03d", $0)] }
+        #expect(RangeSplitter.boundaries(sample: sample, count: 4) == [["026"], ["051"], ["076"]])
+        let skewed = Array(repeating: ["a"], count: 90) + (1...10).map { ["b\($0)"] }
+        let b = RangeSplitter.boundaries(sample: skewed, count: 4)
+        #expect(b == [["a"]])
+        #expect(RangeSplitter.boundaries(sample: [], count: 4).isEmpty)
+        #expect(RangeSplitter.boundaries(sample: sample, count: 1).isEmpty)
+        #expect(RangeSplitter.samplePercent(estimatedRows: 2_000_000) == 1)
+        #expect(RangeSplitter.samplePercent(estimatedRows: 1000) == 100)
+    }
+
+    @Test("upper-bound queries below a ceiling keep the parameter order last, ceiling, offset")
+    func ceilingSQL() throws {
+        let spec = try JobSpec.parse(yaml: "name: j\ntable: t\nkey: [a, b]\nset: {c: 1}", file: "j.yaml")
+        let sql = BatchStatements(spec: spec, key: [KeyColumn(name: "a", type: "int"), KeyColumn(name: "b", type: "text")])
+        #expect(sql.upperBound(afterKey: true, belowCeiling: true).contains(#"WHERE ("a", "b") > ($1::int, $2::text) AND ("a", "b") <= ($3::int, $4::text) ORDER BY "a", "b" OFFSET $5 LIMIT 1"#))
+        #expect(sql.upperBound(afterKey: false, belowCeiling: true).contains(#"WHERE ("a", "b") <= ($1::int, $2::text) ORDER BY "a", "b" OFFSET $3"#))
+        #expect(sql.upperBound(afterKey: false, belowCeiling: false) == sql.upperBoundFromStart)
+        #expect(sql.sampleKeys(percent: 2.5).contains("TABLESAMPLE SYSTEM (2.500000) ORDER BY \"a\", \"b\""))
+        #expect(!sql.sampleKeys(percent: 100).contains("TABLESAMPLE"))
+    }
+}

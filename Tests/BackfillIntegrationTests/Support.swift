@@ -23,8 +23,8 @@ final class CLIProcess: @unchecked Sendable {
     let outPath = NSTemporaryDirectory() + "backfill-out-\(UUID().uuidString)"
     let errPath = NSTemporaryDirectory() + "backfill-err-\(UUID().uuidString)"
 
-    init(_ arguments: [String], environment: [String: String] = [:]) throws {
-        process.executableURL = URL(fileURLWithPath: backfillExecutable)
+    init(_ arguments: [String], environment: [String: String] = [:], executable: String = backfillExecutable) throws {
+        process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
         env.removeValue(forKey: "DATABASE_URL")

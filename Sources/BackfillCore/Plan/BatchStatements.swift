@@ -25,6 +25,14 @@ public struct BatchStatements: Sendable, Hashable {
     public let upperBound: String
     /// The same for the first batch of a range that has no checkpoint yet. Parameter: the offset.
     public let upperBoundFromStart: String
+    /// `upperBound` within a range that ends at a ceiling key (inclusive). Parameters: the last
+    /// key's values, the ceiling's values, the offset.
+    public let upperBoundBelowCeiling: String
+    /// `upperBoundFromStart` below a ceiling. Parameters: the ceiling's values, the offset.
+    public let upperBoundFromStartBelowCeiling: String
+    /// Key tuples of a sample of the table's pages, in key order, for splitting it into ranges.
+    /// `%PERCENT%` stands for the TABLESAMPLE SYSTEM percentage.
+    let sampleTemplate: String
     /// The batch statement. Parameters: the last key's values, then the upper key's values.
     public let batch: String
     /// The batch statement of a range's first batch. Parameters: the upper key's values.
@@ -45,16 +53,20 @@ public struct BatchStatements: Sendable, Hashable {
         let ascending = columns.joined(separator: ", ")
         let descending = columns.map { "\($0) DESC" }.joined(separator: ", ")
 
-        func upper(after lower: String?, offsetParameter: Int) -> String {
-            let filter = lower.map { " WHERE \(tuple) > \($0)" } ?? ""
+        func upper(after lower: String?, ceiling: String?, offsetParameter: Int) -> String {
+            let bounds = [lower.map { "\(tuple) > \($0)" }, ceiling.map { "\(tuple) <= \($0)" }].compactMap { $0 }
+            let filter = bounds.isEmpty ? "" : " WHERE " + bounds.joined(separator: " AND ")
             return """
                 (SELECT \(selectKeys) FROM \(table)\(filter) ORDER BY \(ascending) OFFSET $\(offsetParameter) LIMIT 1) \
                 UNION ALL \
                 (SELECT \(selectKeys) FROM \(table)\(filter) ORDER BY \(descending) LIMIT 1) LIMIT 1
                 """
         }
-        upperBound = upper(after: parameters(from: 1), offsetParameter: n + 1)
-        upperBoundFromStart = upper(after: nil, offsetParameter: 1)
+        upperBound = upper(after: parameters(from: 1), ceiling: nil, offsetParameter: n + 1)
+        upperBoundFromStart = upper(after: nil, ceiling: nil, offsetParameter: 1)
+        upperBoundBelowCeiling = upper(after: parameters(from: 1), ceiling: parameters(from: n + 1), offsetParameter: 2 * n + 1)
+        upperBoundFromStartBelowCeiling = upper(after: nil, ceiling: parameters(from: 1), offsetParameter: n + 1)
+        sampleTemplate = "SELECT \(selectKeys) FROM \(table) TABLESAMPLE SYSTEM (%PERCENT%) ORDER BY \(ascending)"
 
         func statement(lower: String?, upper: String) -> String {
             var conditions: [String] = []
@@ -74,6 +86,24 @@ public struct BatchStatements: Sendable, Hashable {
         }
         batch = statement(lower: parameters(from: 1), upper: parameters(from: n + 1))
         batchFromStart = statement(lower: nil, upper: parameters(from: 1))
+    }
+
+    /// The upper-bound query for a range position: after a last key or from the start, below a
+    /// ceiling or open-ended. Parameters in order: last key, ceiling, offset.
+    public func upperBound(afterKey: Bool, belowCeiling: Bool) -> String {
+        switch (afterKey, belowCeiling) {
+        case (true, true): upperBoundBelowCeiling
+        case (true, false): upperBound
+        case (false, true): upperBoundFromStartBelowCeiling
+        case (false, false): upperBoundFromStart
+        }
+    }
+
+    /// A sample of key tuples in key order from about `percent` % of the table's pages.
+    public func sampleKeys(percent: Double) -> String {
+        percent >= 100
+            ? sampleTemplate.replacingOccurrences(of: " TABLESAMPLE SYSTEM (%PERCENT%)", with: "")
+            : sampleTemplate.replacingOccurrences(of: "%PERCENT%", with: String(format: "%.6f", max(percent, 0.000001)))
     }
 
     /// `SELECT lo, hi` of the first key column as float8, when it is a number or a timestamp

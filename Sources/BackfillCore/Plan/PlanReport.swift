@@ -40,8 +40,24 @@ public enum StatusTable {
                     job.lastKey.map { "(" + $0.joined(separator: ", ") + ")" } ?? "-",
                     job.updatedAt.map(RunEvent.timestamp) ?? "-", note]
         }
-        let widths = header.indices.map { i in ([header] + rows).map { $0[i].count }.max() ?? 0 }
-        return ([header] + rows).map { row in
+        var text = columns([header] + rows)
+        if jobs.count == 1, let ranges = jobs[0].rangeList, ranges.count > 1 || !(jobs[0].workers ?? []).isEmpty {
+            func key(_ k: [String]?) -> String { k.map { "(" + $0.joined(separator: ", ") + ")" } ?? "-" }
+            text += "\n\nRANGES\n" + columns([["RANGE", "FROM (EXCL)", "TO (INCL)", "AT KEY", "ROWS", "DONE", "LAST WORKER"]] + ranges.map {
+                [String($0.range), key($0.lowerKey), $0.upperKey == nil ? "(end)" : key($0.upperKey), key($0.lastKey), String($0.rowsDone), $0.done ? "yes" : "no", $0.worker ?? "-"]
+            })
+            if let workers = jobs[0].workers, !workers.isEmpty {
+                text += "\n\nWORKERS (seen in the last 30 s)\n" + columns([["WORKER (HOST:PID:N)", "RANGE", "ROWS", "ROWS/S", "LAST SEEN"]] + workers.map {
+                    [$0.worker, $0.range.map(String.init) ?? "-", String($0.rowsDone), String(format: "%.0f", $0.rowsPerSecond), $0.lastSeen.map(RunEvent.timestamp) ?? "-"]
+                })
+            }
+        }
+        return text
+    }
+
+    private static func columns(_ rows: [[String]]) -> String {
+        let widths = rows[0].indices.map { i in rows.map { $0[i].count }.max() ?? 0 }
+        return rows.map { row in
             row.enumerated().map { i, cell in i == row.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
                 .joined(separator: "  ").trimmingCharacters(in: .whitespaces)
         }.joined(separator: "\n")

@@ -35,14 +35,16 @@ public struct RunSummary: Sendable, Hashable {
          ("batch_max_ms", .double(batchMs.max() ?? 0)),
          ("retries", .int(Int64(retries.values.reduce(0, +))))]
         + retries.sorted { $0.key.rawValue < $1.key.rawValue }.map { ("retries_\($0.key.rawValue)", .int(Int64($0.value))) }
+        + throttledSeconds.sorted { $0.key < $1.key }.map { ("throttled_seconds_\($0.key)", .double($0.value)) }
     }
 
     /// `rows=… batches=… seconds=… rows/s=… batch p50/p99/max=…/…/… ms retries=…`.
     public var line: String {
         let retryText = retries.isEmpty ? "0" : retries.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.key.rawValue):\($0.value)" }.joined(separator: ",")
+        let throttleText = throttledSeconds.isEmpty ? "0" : throttledSeconds.sorted { $0.key < $1.key }.map { String(format: "%@:%.1fs", $0.key, $0.value) }.joined(separator: ",")
         return String(
-            format: "%@: %@ rows=%lld batches=%lld seconds=%.1f rows/s=%.0f batch p50/p99/max=%.1f/%.1f/%.1f ms retries=%@",
-            job, state.rawValue, rows, batches, seconds, rowsPerSecond, batchPercentile(0.5), batchPercentile(0.99), batchMs.max() ?? 0, retryText)
+            format: "%@: %@ rows=%lld batches=%lld seconds=%.1f rows/s=%.0f batch p50/p99/max=%.1f/%.1f/%.1f ms retries=%@ throttled=%@",
+            job, state.rawValue, rows, batches, seconds, rowsPerSecond, batchPercentile(0.5), batchPercentile(0.99), batchMs.max() ?? 0, retryText, throttleText)
     }
 }
 

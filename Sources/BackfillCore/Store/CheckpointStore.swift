@@ -6,6 +6,36 @@ public enum JobState: String, Sendable, Codable, CaseIterable {
     case pending, running, paused, done, failed, cancelled
 }
 
+/// One range of a job, for `status`.
+public struct RangeStatus: Sendable, Hashable, Codable {
+    public var range: Int
+    public var lowerKey: [String]?
+    public var upperKey: [String]?
+    public var lastKey: [String]?
+    public var done: Bool
+    public var rowsDone: Int64
+    public var worker: String?
+
+    enum CodingKeys: String, CodingKey {
+        case range, done, worker
+        case lowerKey = "lower_key", upperKey = "upper_key", lastKey = "last_key", rowsDone = "rows_done"
+    }
+}
+
+/// A worker that reported progress in the last 30 seconds, for `status`.
+public struct WorkerStatus: Sendable, Hashable, Codable {
+    public var worker: String
+    public var range: Int?
+    public var rowsDone: Int64
+    public var rowsPerSecond: Double
+    public var lastSeen: Date?
+
+    enum CodingKeys: String, CodingKey {
+        case worker, range
+        case rowsDone = "rows_done", rowsPerSecond = "rows_per_second", lastSeen = "last_seen"
+    }
+}
+
 /// One row of `status`: a job and its progress, summed over its ranges.
 public struct JobStatus: Sendable, Hashable, Codable {
     public var name: String
@@ -26,12 +56,17 @@ public struct JobStatus: Sendable, Hashable, Codable {
     /// Why the job is paused by a throttle right now (`replication_lag`, `check_sql`, `autovacuum`).
     public var throttleReason: String?
     public var throttledSince: Date?
+    /// Per-range progress (filled when one job is asked for).
+    public var rangeList: [RangeStatus]?
+    /// Workers seen in the last 30 s (filled when one job is asked for).
+    public var workers: [WorkerStatus]?
 
     enum CodingKeys: String, CodingKey {
         case name, state, table, batches, runner, ranges
         case rowsDone = "rows_done", lastKey = "last_key", lastError = "last_error", pausedBy = "paused_by"
         case pausedAt = "paused_at", startedAt = "started_at", updatedAt = "updated_at", finishedAt = "finished_at"
         case rangesDone = "ranges_done", throttleReason = "throttle_reason", throttledSince = "throttled_since"
+        case rangeList = "range_list", workers
     }
 }
 
@@ -46,10 +81,14 @@ public struct Waiters: Sendable, Hashable {
     }
 }
 
-/// The job's checkpoint as a batch transaction reads it, under the range's row lock.
+/// A range as a batch transaction claimed it, under the range's row lock.
 public struct RangeClaim: Sendable, Hashable {
-    public var lastKey: [String]?
-    public var done: Bool
+    public var range: Int
+    /// Where the next batch starts (exclusive): the range's checkpoint, else its lower bound;
+    /// nil at the start of the table.
+    public var lower: [String]?
+    /// Where the range ends (inclusive); nil for the open-ended last range.
+    public var ceiling: [String]?
     public var jobState: JobState
 }
 
@@ -61,6 +100,7 @@ public struct CheckpointStore: Sendable {
     public let schema: String
     private var jobs: String { "\(Identifier.quote(schema)).jobs" }
     private var ranges: String { "\(Identifier.quote(schema)).ranges" }
+    private var workers: String { "\(Identifier.quote(schema)).workers" }
 
     public init(schema: String = "backfill") { self.schema = schema }
 
@@ -99,6 +139,20 @@ public struct CheckpointStore: Sendable {
             updated_at timestamptz NOT NULL DEFAULT now(),
             PRIMARY KEY (job, range_id)
         );
+        ALTER TABLE \(ranges) ADD COLUMN IF NOT EXISTS estimated_rows bigint;
+        ALTER TABLE \(ranges) ADD COLUMN IF NOT EXISTS worker text;
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS bucket_tokens float8;
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS bucket_at timestamptz;
+        CREATE TABLE IF NOT EXISTS \(workers) (
+            job text NOT NULL REFERENCES \(jobs) (name) ON DELETE CASCADE,
+            worker text NOT NULL,
+            range_id integer,
+            rows_done bigint NOT NULL DEFAULT 0,
+            rows_per_second float8 NOT NULL DEFAULT 0,
+            started_at timestamptz NOT NULL DEFAULT now(),
+            last_seen timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (job, worker)
+        );
         """
     }
 
@@ -124,7 +178,7 @@ public struct CheckpointStore: Sendable {
 
     /// Registers the job (or finds it), checks its spec fingerprint, and makes sure it has a range.
     /// With `restart`, an existing checkpoint is discarded and the job starts from the first key.
-    public func prepare(_ spec: JobSpec, restart: Bool, db: Connection) throws -> Preparation {
+    public func prepare(_ spec: JobSpec, plan: JobPlan, workers: Int, restart: Bool, db: Connection) throws -> Preparation {
         try db.transaction { db in
             let existing = try db.query(
                 "SELECT spec_hash, state, paused_by FROM \(jobs) WHERE name = $1 FOR UPDATE", [.text(spec.name)]
@@ -144,9 +198,28 @@ public struct CheckpointStore: Sendable {
             try db.query(
                 "INSERT INTO \(jobs) (name, spec_hash, table_name) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
                 [.text(spec.name), .text(spec.fingerprint), .text(spec.table)])
-            try db.query(
-                "INSERT INTO \(ranges) (job, range_id) VALUES ($1, 0) ON CONFLICT DO NOTHING", [.text(spec.name)])
+            let hasRanges = try db.query("SELECT EXISTS (SELECT 1 FROM \(ranges) WHERE job = $1) AS present", [.text(spec.name)]).first?["present"].bool ?? false
+            if !hasRanges { try createRanges(spec.name, plan: plan, workers: workers, db: db) }
             return .ready
+        }
+    }
+
+    /// Splits the key space at quantiles of a sample of the key (read through TABLESAMPLE, so it
+    /// works for any key type and for skewed keys) and stores the ranges.
+    func createRanges(_ job: String, plan: JobPlan, workers: Int, db: Connection) throws {
+        let count = RangeSplitter.rangeCount(estimatedRows: plan.estimatedRows, workers: workers)
+        var sample: [[String]] = []
+        if count > 1 {
+            sample = try db.query(plan.statements.sampleKeys(percent: RangeSplitter.samplePercent(estimatedRows: plan.estimatedRows)))
+                .rows.map { $0.cells.map { $0.string ?? "" } }
+        }
+        let bounds = RangeSplitter.boundaries(sample: sample, count: count)
+        let perRange = (plan.estimatedRows ?? 0) / Int64(bounds.count + 1)
+        for i in 0...bounds.count {
+            try db.query(
+                "INSERT INTO \(ranges) (job, range_id, lower_key, upper_key, estimated_rows) VALUES ($1, $2, $3::jsonb, $4::jsonb, $5)",
+                [.text(job), .int(Int64(i)), i == 0 ? .null : .text(Self.encodeKey(bounds[i - 1])),
+                 i == bounds.count ? .null : .text(Self.encodeKey(bounds[i])), .int(perRange)])
         }
     }
 
@@ -175,27 +248,99 @@ public struct CheckpointStore: Sendable {
     /// Claims the range for one batch: locks its row (`FOR UPDATE SKIP LOCKED`) for the rest of the
     /// batch transaction and reads the checkpoint and the job's state. Nil when another
     /// transaction holds the range.
-    public func claim(_ job: String, range: Int, db: Connection) throws -> RangeClaim? {
+    public func claim(_ job: String, preferring preferred: Int?, db: Connection) throws -> RangeClaim? {
         guard let row = try db.query(
             """
-            SELECT r.last_key::text AS last_key, r.done, j.state FROM \(ranges) r JOIN \(jobs) j ON j.name = r.job
-            WHERE r.job = $1 AND r.range_id = $2 FOR UPDATE OF r SKIP LOCKED
-            """, [.text(job), .int(Int64(range))]).first
+            SELECT r.range_id, r.lower_key::text AS lower_key, r.upper_key::text AS upper_key, r.last_key::text AS last_key, j.state
+            FROM \(ranges) r JOIN \(jobs) j ON j.name = r.job
+            WHERE r.job = $1 AND NOT r.done
+            ORDER BY r.range_id = $2 DESC, r.range_id
+            LIMIT 1 FOR UPDATE OF r SKIP LOCKED
+            """, [.text(job), .int(Int64(preferred ?? -1))]).first
         else { return nil }
         return RangeClaim(
-            lastKey: try row["last_key"].string.map(Self.decodeKey), done: row["done"].bool ?? false,
+            range: row["range_id"].int ?? 0,
+            lower: try (row["last_key"].string ?? row["lower_key"].string).map(Self.decodeKey),
+            ceiling: try row["upper_key"].string.map(Self.decodeKey),
             jobState: JobState(rawValue: row["state"].string ?? "") ?? .running)
+    }
+
+    /// How many of the job's ranges are not walked to their end yet.
+    public func openRanges(_ job: String, db: Connection) throws -> Int {
+        try db.query("SELECT count(*) FILTER (WHERE NOT done)::int AS n FROM \(ranges) WHERE job = $1", [.text(job)]).first?["n"].int ?? 0
+    }
+
+    /// Work stealing: splits the open range with the most rows left (by its estimate) in two at
+    /// its middle key, so that an idle worker can take the second half. Waits for the range's
+    /// current batch (its row lock) and reads its committed checkpoint, so no key is skipped or
+    /// walked twice. Returns false when no range is worth splitting (fewer than `minimumRows` left).
+    public func splitLargestRange(_ job: String, plan: JobPlan, minimumRows: Int64, db: Connection) throws -> Bool {
+        try db.transaction { db in
+            guard let row = try db.query(
+                """
+                SELECT range_id, coalesce(last_key, lower_key)::text AS lower, upper_key::text AS ceiling,
+                       greatest(coalesce(estimated_rows, 0) - rows_done, 0)::bigint AS remaining
+                FROM \(ranges) WHERE job = $1 AND NOT done
+                ORDER BY greatest(coalesce(estimated_rows, 0) - rows_done, 0) DESC, range_id LIMIT 1
+                """, [.text(job)]).first,
+                let range = row["range_id"].int
+            else { return false }
+            // Lock it (after the batch in flight commits) and read the committed position again.
+            guard let locked = try db.query(
+                "SELECT coalesce(last_key, lower_key)::text AS lower, upper_key::text AS ceiling, done, greatest(coalesce(estimated_rows, 0) - rows_done, 0)::bigint AS remaining FROM \(ranges) WHERE job = $1 AND range_id = $2 FOR UPDATE",
+                [.text(job), .int(Int64(range))]).first, locked["done"].bool == false
+            else { return false }
+            let remaining = locked["remaining"].int64 ?? 0
+            guard remaining >= minimumRows else { return false }
+            let lower = try locked["lower"].string.map(Self.decodeKey)
+            let ceiling = try locked["ceiling"].string.map(Self.decodeKey)
+            let values = (lower ?? []).map(PostgresValue.text) + (ceiling ?? []).map(PostgresValue.text) + [.int(remaining / 2)]
+            guard let mid = try db.query(plan.statements.upperBound(afterKey: lower != nil, belowCeiling: ceiling != nil), values).first?
+                .cells.map({ $0.string ?? "" }), mid != ceiling
+            else { return false }
+            let next = try db.query("SELECT max(range_id) + 1 AS id FROM \(ranges) WHERE job = $1", [.text(job)]).first?["id"].int ?? 0
+            try db.query(
+                "UPDATE \(ranges) SET upper_key = $3::jsonb, estimated_rows = rows_done + $4 WHERE job = $1 AND range_id = $2",
+                [.text(job), .int(Int64(range)), .text(Self.encodeKey(mid)), .int(remaining / 2)])
+            try db.query(
+                "INSERT INTO \(ranges) (job, range_id, lower_key, upper_key, estimated_rows) VALUES ($1, $2, $3::jsonb, $4::jsonb, $5)",
+                [.text(job), .int(Int64(next)), .text(Self.encodeKey(mid)), ceiling.map { .text(Self.encodeKey($0)) } ?? .null, .int(remaining - remaining / 2)])
+            return true
+        }
+    }
+
+    /// Records a worker's progress for `status` (a few times a minute, outside batch transactions).
+    public func heartbeat(_ job: String, worker: String, range: Int?, rowsDone: Int64, rowsPerSecond: Double, db: Connection) throws {
+        try db.query(
+            """
+            INSERT INTO \(workers) (job, worker, range_id, rows_done, rows_per_second) VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT (job, worker) DO UPDATE SET range_id = excluded.range_id, rows_done = excluded.rows_done,
+                rows_per_second = excluded.rows_per_second, last_seen = now()
+            """, [.text(job), .text(worker), range.map { .int(Int64($0)) } ?? .null, .int(rowsDone), .double(rowsPerSecond)])
+    }
+
+    /// The job-wide token bucket for `throttle.max_rows_per_second`, shared by every worker of
+    /// every process: takes `rows` and returns how long to wait before the next batch.
+    public func consumeRate(_ job: String, rows: Int64, rowsPerSecond: Int, db: Connection) throws -> Double {
+        let tokens = try db.query(
+            """
+            UPDATE \(jobs) SET
+                bucket_tokens = least($3::float8, coalesce(bucket_tokens, 0) + coalesce(extract(epoch FROM clock_timestamp() - bucket_at), 0) * $3::float8) - $2,
+                bucket_at = clock_timestamp()
+            WHERE name = $1 RETURNING bucket_tokens
+            """, [.text(job), .int(rows), .int(Int64(rowsPerSecond))]).first?["bucket_tokens"].double ?? 0
+        return tokens >= 0 ? 0 : -tokens / Double(rowsPerSecond)
     }
 
     /// Moves the range's checkpoint; runs inside the batch transaction, after the batch statement.
     /// With `countWaiters`, the same statement also returns how many sessions are waiting on this
     /// transaction's locks right now, at the end of the batch, when it holds the most of them.
     @discardableResult
-    public func advance(_ job: String, range: Int, lastKey: [String], rows: Int64, countWaiters: Bool = false, db: Connection) throws -> Waiters {
+    public func advance(_ job: String, range: Int, lastKey: [String], rows: Int64, worker: String, countWaiters: Bool = false, db: Connection) throws -> Waiters {
         let waiters = countWaiters ? Self.waitersExpression : "0 AS waiters, 0::float8 AS longest_wait_ms"
         let row = try db.query(
-            "UPDATE \(ranges) SET last_key = $3::jsonb, rows_done = rows_done + $4, batches = batches + 1, updated_at = now() WHERE job = $1 AND range_id = $2 RETURNING \(waiters)",
-            [.text(job), .int(Int64(range)), .text(Self.encodeKey(lastKey)), .int(rows)]).first
+            "UPDATE \(ranges) SET last_key = $3::jsonb, rows_done = rows_done + $4, batches = batches + 1, worker = $5, updated_at = now() WHERE job = $1 AND range_id = $2 RETURNING \(waiters)",
+            [.text(job), .int(Int64(range)), .text(Self.encodeKey(lastKey)), .int(rows), .text(worker)]).first
         return Waiters(row)
     }
 
@@ -266,6 +411,27 @@ public struct CheckpointStore: Sendable {
                 rangesDone: row["ranges_done"].int ?? 0, ranges: row["ranges"].int ?? 0,
                 throttleReason: row["throttle_reason"].string, throttledSince: row["throttled_since"].date)
         }
+    }
+
+    /// The job's ranges and its recently seen workers.
+    public func details(job: String, db: Connection) throws -> (ranges: [RangeStatus], workers: [WorkerStatus]) {
+        let ranges = try db.query(
+            "SELECT range_id, lower_key::text AS lo, upper_key::text AS hi, last_key::text AS last, done, rows_done, worker FROM \(self.ranges) WHERE job = $1 ORDER BY range_id",
+            [.text(job)]
+        ).rows.map { row in
+            RangeStatus(
+                range: row["range_id"].int ?? 0, lowerKey: try row["lo"].string.map(Self.decodeKey), upperKey: try row["hi"].string.map(Self.decodeKey),
+                lastKey: try row["last"].string.map(Self.decodeKey), done: row["done"].bool ?? false, rowsDone: row["rows_done"].int64 ?? 0,
+                worker: row["worker"].string)
+        }
+        let seen = try db.query(
+            "SELECT worker, range_id, rows_done, rows_per_second, last_seen FROM \(workers) WHERE job = $1 AND last_seen > now() - interval '30 seconds' ORDER BY worker",
+            [.text(job)]
+        ).rows.map { row in
+            WorkerStatus(worker: row["worker"].string ?? "", range: row["range_id"].int, rowsDone: row["rows_done"].int64 ?? 0,
+                         rowsPerSecond: row["rows_per_second"].double ?? 0, lastSeen: row["last_seen"].date)
+        }
+        return (ranges, seen)
     }
 
     static func encodeKey(_ key: [String]) -> String {

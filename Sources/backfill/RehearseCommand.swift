@@ -1,0 +1,73 @@
+import ArgumentParser
+import BackfillCore
+import Foundation
+
+struct Rehearse: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Staging load rehearsal: synthetic live traffic, first alone, then during the job; report what it felt.",
+        discussion: """
+            Default traffic takes the row locks a writer would without changing data (SELECT … FOR NO KEY UPDATE of \
+            random existing keys, rolled back). With --max-live-p99-ms / --max-lock-wait-ms it is a gate: exit 1 \
+            when exceeded. --dry-run rolls every batch back: locks are real, writes are not kept.
+            """)
+
+    @Argument(help: "The job file.") var file: String
+    @OptionGroup var db: DatabaseOptions
+    @Option(help: "Live traffic clients.") var clients = 4
+    @Option(help: "Baseline window of traffic alone (15s, 1m).") var baseline = DurationArgument(argument: "15s")!
+    @Option(help: "The operator's own traffic: a file of SQL statements separated by `;`, `:key` standing for a random existing key.") var trafficSQL: String?
+    @Option(help: "Production row count, for the run-time estimate (default: this table's).") var rowsEstimate: Int64?
+    @Option(help: "Gate: exit 1 when the live p99 during the job exceeds this.") var maxLiveP99Ms: Double?
+    @Option(help: "Gate: exit 1 when any live transaction waited longer than this.") var maxLockWaitMs: Double?
+    @Flag(help: "Roll back every batch (the staging database must not change).") var dryRun = false
+    @Option(help: "Report format: text or json.") var format: ReportFormat = .text
+    @Option(name: .long, help: "Log format of the run's events on stderr.") var logFormat: LogFormat = .text
+
+    enum ReportFormat: String, ExpressibleByArgument, CaseIterable { case text, json }
+
+    func validate() throws {
+        guard (1...256).contains(clients) else { throw ValidationError("--clients must be from 1 to 256") }
+    }
+
+    func run() throws {
+        let spec = try loadSpec(file)
+        var options = RehearsalOptions(database: db.conninfo)
+        options.store = db.store
+        options.clients = clients
+        options.baselineSeconds = baseline.seconds
+        if let trafficSQL {
+            guard let text = try? String(contentsOfFile: trafficSQL, encoding: .utf8) else {
+                printError("backfill: --traffic-sql \(trafficSQL): cannot read the file")
+                throw ExitCode(2)
+            }
+            options.trafficSQL = text
+        }
+        options.rowsEstimate = rowsEstimate
+        options.maxLiveP99Ms = maxLiveP99Ms
+        options.maxLockWaitMs = maxLockWaitMs
+        options.dryRun = dryRun
+        let stop = StopSignal()
+        let signals = SignalHandling.install(stop: stop)
+        defer { withExtendedLifetime(signals) {} }
+        let console = Console(logFormat: logFormat, progress: .never)
+        let (report, outcome): (RehearsalReport, RunOutcome)
+        do {
+            (report, outcome) = try Rehearsal.run(spec: spec, options: options, stop: stop, emit: console.handle)
+        } catch let error as JobFileError {
+            printError("backfill: invalid: \(error)")
+            throw ExitCode(2)
+        }
+        switch format {
+        case .text: print(report.text)
+        case .json:
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        }
+        if outcome.exitCode != 0 {
+            console.finish(outcome, job: spec.name)
+            throw ExitCode(outcome.exitCode)
+        }
+        if !report.passed { throw ExitCode(1) }
+    }
+}
