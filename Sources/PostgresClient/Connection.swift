@@ -21,6 +21,8 @@ private final class NoticeBox {
 public final class Connection {
     private var handle: OpaquePointer?
     private let noticeBox = NoticeBox()
+    /// Statements prepared on this session by `query(_:_:prepared:)`, by SQL text.
+    private var preparedNames: [String: String] = [:]
     private let secrets: [String]
     /// Where this connection goes, without the password (`host=… port=… dbname=… user=…`).
     public let target: String
@@ -133,17 +135,30 @@ public final class Connection {
     }
 
     /// Runs one statement with parameters (`$1`, `$2` …) sent separately from the SQL text.
+    ///
+    /// With `prepared`, the statement is parsed and planned once per session (`PQprepare`) and
+    /// then only executed: for small statements run many times, such as checkpoint updates,
+    /// whose generic plan is as good as a custom one.
     @discardableResult
-    public func query(_ sql: String, _ parameters: [PostgresValue] = []) throws -> QueryResult {
+    public func query(_ sql: String, _ parameters: [PostgresValue] = [], prepared: Bool = false) throws -> QueryResult {
         let conn = try liveHandle()
+        var name: String?
+        if prepared {
+            if let known = preparedNames[sql] {
+                name = known
+            } else {
+                let fresh = "backfill_\(preparedNames.count)"
+                _ = try consume(PQprepare(conn, fresh, sql, Int32(parameters.count), nil), conn: conn)
+                preparedNames[sql] = fresh
+                name = fresh
+            }
+        }
         let encoded: [UnsafeMutablePointer<CChar>?] = parameters.map { $0.textEncoded.map { strdup($0) } ?? nil }
         defer { encoded.forEach { free($0) } }
         let result: OpaquePointer? = encoded.withUnsafeBufferPointer { buffer in
-            buffer.baseAddress.map { base in
-                base.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: buffer.count) {
-                    PQexecParams(conn, sql, Int32(parameters.count), nil, $0, nil, nil, 0)
-                }
-            } ?? PQexecParams(conn, sql, 0, nil, nil, nil, nil, 0)
+            let values = buffer.baseAddress.map { UnsafeRawPointer($0).assumingMemoryBound(to: UnsafePointer<CChar>?.self) }
+            if let name { return PQexecPrepared(conn, name, Int32(parameters.count), values, nil, nil, 0) }
+            return PQexecParams(conn, sql, Int32(parameters.count), nil, values, nil, nil, 0)
         }
         return try consume(result, conn: conn)
     }

@@ -20,7 +20,7 @@ struct BenchSmokeTests {
         let report = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
         let main = try #require(report["main"] as? [String: Any])
         let results = try #require(main["results"] as? [[String: Any]])
-        #expect(results.compactMap { $0["strategy"] as? String } == ["single-update", "offset-5k", "cte-1k", "backfill-defaults", "backfill-tuned"])
+        #expect(results.compactMap { $0["strategy"] as? String } == ["single-update", "offset-5k", "cte-1k", "backfill-defaults", "backfill-tuned", "backfill-2-workers"])
         #expect(results.allSatisfy { ($0["rows"] as? Int) == 20000 && (($0["rows_per_second"] as? Double) ?? 0) > 0 })
         #expect(results.allSatisfy { (($0["live"] as? [String: Any])?["transactions"] as? Int ?? 0) > 0 })
         #expect((report["series"] as? [[String: Any]])?.first?["rows"] as? Int == 5000)

@@ -31,6 +31,23 @@ struct KeyAndActionTests {
         #expect(row?["ok"].int64 == 20000 && row?["n"].int64 == 20000)
     }
 
+    @Test("a key column named like an output alias (k0) still walks the index, never a sort")
+    func aliasNamedKey() throws {
+        let url = try TestDatabases.create("k0key")
+        let db = try Connection(url)
+        try db.execute("""
+            CREATE TABLE t (k0 int PRIMARY KEY, v int, writes int NOT NULL DEFAULT 0);
+            INSERT INTO t (k0) SELECT g FROM generate_series(1, 30000) g; ANALYZE t;
+            """)
+        let yaml = "name: k\ntable: t\nkey: [k0]\nset: {v: 1, writes: writes + 1}"
+        let plan = try Planner.plan(try JobSpec.parse(yaml: yaml, file: "k.yaml"), on: db)
+        let upper = try db.query("EXPLAIN " + plan.statements.upperBound, [.text("100"), .int(999)]).rows.compactMap { $0[0].string }.joined(separator: "\n")
+        #expect(upper.contains("Index Only Scan") && !upper.contains("Sort"), "\(upper)")
+        let (outcome, _) = try runJob(yaml, url: url)
+        #expect(outcome.exitCode == 0)
+        #expect(try db.query("SELECT count(*) AS n FROM t WHERE writes = 1").first?["n"].int64 == 30000)
+    }
+
     @Test("uuid key")
     func uuidKey() throws {
         let url = try TestDatabases.create("uuid")

@@ -105,13 +105,8 @@ public struct ProgressTracker: Sendable {
 
     static func numeric(_ text: String) -> Double? {
         if let v = Double(text) { return v }
-        return PostgresTimestampValue.epoch(text)
+        return PostgresTimestamp.parse(text)?.timeIntervalSince1970
     }
 }
 
 import PostgresClient
-
-/// Timestamps in key values, read as seconds since 1970 for progress.
-enum PostgresTimestampValue {
-    static func epoch(_ text: String) -> Double? { PostgresTimestamp.parse(text)?.timeIntervalSince1970 }
-}

@@ -50,8 +50,10 @@ public struct BatchStatements: Sendable, Hashable {
             return n == 1 ? list[0] : "(" + list.joined(separator: ", ") + ")"
         }
         let selectKeys = columns.enumerated().map { i, c in "\(c)::text AS k\(i)" }.joined(separator: ", ")
-        let ascending = columns.joined(separator: ", ")
-        let descending = columns.map { "\($0) DESC" }.joined(separator: ", ")
+        // ORDER BY names the table's columns qualified: a bare name would mean an output column
+        // first, and a key column called `k0` would then sort by its text (a full sort).
+        let ascending = columns.map { "\(table).\($0)" }.joined(separator: ", ")
+        let descending = columns.map { "\(table).\($0) DESC" }.joined(separator: ", ")
 
         func upper(after lower: String?, ceiling: String?, offsetParameter: Int) -> String {
             let bounds = [lower.map { "\(tuple) > \($0)" }, ceiling.map { "\(tuple) <= \($0)" }].compactMap { $0 }
@@ -81,7 +83,7 @@ public struct BatchStatements: Sendable, Hashable {
             case .delete:
                 return "DELETE FROM \(table) WHERE \(predicate)"
             case .sql(let sql):
-                return "WITH batch AS (SELECT \(ascending) FROM \(table) WHERE \(predicate)) \(sql)"
+                return "WITH batch AS (SELECT \(columns.joined(separator: ", ")) FROM \(table) WHERE \(predicate)) \(sql)"
             }
         }
         batch = statement(lower: parameters(from: 1), upper: parameters(from: n + 1))

@@ -29,23 +29,11 @@ public enum ConsoleFormat {
             default: return "\(event.job): throttled (\(text("reason"))): \(text("waiters")) sessions waited on the last batch; batch now \(text("batch_size")) keys, resting \(text("wait_ms")) ms"
             }
         case .stop:
-            let next: String
-            switch event["reason"] {
-            case .string("paused"): next = "`backfill resume \(event.job)`, then run again to continue"
-            case .string("cancelled"): next = "the job was cancelled; run with --restart to start it over"
-            default: next = "run again to resume from the checkpoint"
-            }
-            return "\(event.job): stopped (\(text("reason"))); \(next)"
+            return "\(event.job): stopped (\(text("reason")))"
         case .done:
             return "\(event.job): done"
         case .error:
             return "\(event.job): failed: \(text("message"))"
         }
-    }
-
-    /// A progress line: rows done, rate, batch size and the last batch's time.
-    public static func progress(job: String, rows: Int64, seconds: Double, batchSize: Int64, lastBatchMs: Double, lastKey: [String]) -> String {
-        String(format: "%@: %lld rows, %.0f rows/s, batch %lld keys, last batch %.1f ms, at key (%@)",
-               job, rows, seconds > 0 ? Double(rows) / seconds : 0, batchSize, lastBatchMs, lastKey.joined(separator: ", "))
     }
 }

@@ -10,7 +10,7 @@ public enum StopReason: String, Sendable, Hashable {
 /// `cancelInFlight` interrupts the statement running now.
 public final class StopSignal: Sendable {
     private let requested = Atomic<Bool>(false)
-    private let inFlight = Mutex<CancelToken?>(nil)
+    private let inFlight = Mutex<[Int: CancelToken]>([:])
 
     public init() {}
 
@@ -19,10 +19,11 @@ public final class StopSignal: Sendable {
 
     public var isRequested: Bool { requested.load(ordering: .acquiring) }
 
-    /// Cancels the batch statement in flight, if any; it rolls back and the run stops.
+    /// Cancels the batch statements in flight, if any (one per worker); they roll back and the
+    /// run stops.
     public func cancelInFlight() {
-        inFlight.withLock { token in _ = token?.cancel() }
+        inFlight.withLock { tokens in tokens.values.forEach { _ = $0.cancel() } }
     }
 
-    func setInFlight(_ token: CancelToken?) { inFlight.withLock { $0 = token } }
+    func setInFlight(_ token: CancelToken?, worker: Int) { inFlight.withLock { $0[worker] = token } }
 }

@@ -39,8 +39,6 @@ final class Worker {
         do {
             db = try Connection(options.database, applicationName: context.applicationName)
             return try loop()
-        } catch let error as PostgresError {
-            return .failed("worker \(index): \(error)")
         } catch {
             return .failed("worker \(index): \(error)")
         }
@@ -57,13 +55,14 @@ final class Worker {
             let rest = context.sharedRest
             if rest > .zero { sleep(ms: Int(rest.milliseconds)) }
             let size = sizer.size
-            let began = ContinuousClock.now
+            var began = ContinuousClock.now
             do {
                 if gate.isDue(at: context.elapsed), let outcome = try waitUntilHealthy(&gate) { return outcome }
                 heartbeat()
-                context.stop.setInFlight(db.makeCancelToken())
+                context.stop.setInFlight(db.makeCancelToken(), worker: index)
+                began = ContinuousClock.now
                 let result = try batch(size: size)
-                context.stop.setInFlight(nil)
+                context.stop.setInFlight(nil, worker: index)
                 let durationMs = (ContinuousClock.now - began).milliseconds
                 switch result {
                 case .committed(let rows, let lastKey, let range, let waiters):
@@ -91,7 +90,7 @@ final class Worker {
             } catch let error as PostgresError {
                 // Nothing is retried blindly: every iteration starts again from the committed
                 // checkpoint, so trying again after any failure never applies a batch twice.
-                context.stop.setInFlight(nil)
+                context.stop.setInFlight(nil, worker: index)
                 if context.shouldStop && (error.code == .queryCanceled || error.isConnectionLost) { return .stopped(.signal) }
                 switch policy.decide(error, attempt: attempt, random: Double.random(in: 0..<1)) {
                 case .fail(let exhausted):
@@ -184,7 +183,7 @@ final class Worker {
             ).affectedRows
             let waiters: Waiters
             if options.dryRun {
-                waiters = Waiters(spec.throttle.whenBlocking ? try db.query("SELECT \(CheckpointStore.waitersExpression)").first : nil)
+                waiters = Waiters(spec.throttle.whenBlocking ? try db.query(CheckpointStore.waitersQuery).first : nil)
                 try db.execute("ROLLBACK")
                 dryRunKey = upper
             } else {

@@ -256,7 +256,7 @@ public struct CheckpointStore: Sendable {
             WHERE r.job = $1 AND NOT r.done
             ORDER BY r.range_id = $2 DESC, r.range_id
             LIMIT 1 FOR UPDATE OF r SKIP LOCKED
-            """, [.text(job), .int(Int64(preferred ?? -1))]).first
+            """, [.text(job), .int(Int64(preferred ?? -1))], prepared: true).first
         else { return nil }
         return RangeClaim(
             range: row["range_id"].int ?? 0,
@@ -337,19 +337,20 @@ public struct CheckpointStore: Sendable {
     /// transaction's locks right now, at the end of the batch, when it holds the most of them.
     @discardableResult
     public func advance(_ job: String, range: Int, lastKey: [String], rows: Int64, worker: String, countWaiters: Bool = false, db: Connection) throws -> Waiters {
-        let waiters = countWaiters ? Self.waitersExpression : "0 AS waiters, 0::float8 AS longest_wait_ms"
+        let (from, returning) = countWaiters
+            ? (" FROM (\(Self.waitersQuery)) w", "w.waiters, w.longest_wait_ms")
+            : ("", "0 AS waiters, 0::float8 AS longest_wait_ms")
         let row = try db.query(
-            "UPDATE \(ranges) SET last_key = $3::jsonb, rows_done = rows_done + $4, batches = batches + 1, worker = $5, updated_at = now() WHERE job = $1 AND range_id = $2 RETURNING \(waiters)",
-            [.text(job), .int(Int64(range)), .text(Self.encodeKey(lastKey)), .int(rows), .text(worker)]).first
+            "UPDATE \(ranges) SET last_key = $3::jsonb, rows_done = rows_done + $4, batches = batches + 1, worker = $5, updated_at = now()\(from) WHERE job = $1 AND range_id = $2 RETURNING \(returning)",
+            [.text(job), .int(Int64(range)), .text(Self.encodeKey(lastKey)), .int(rows), .text(worker)], prepared: true).first
         return Waiters(row)
     }
 
     /// Sessions waiting on this transaction's locks right now, and the longest any of them has
     /// waited so far (since its statement started); the columns `waiters` and `longest_wait_ms`.
-    static let waitersExpression = """
-        (SELECT count(*) FROM pg_stat_activity a WHERE a.wait_event_type = 'Lock' AND pg_backend_pid() = ANY (pg_blocking_pids(a.pid)))::int AS waiters, \
-        (SELECT coalesce(max(extract(epoch FROM clock_timestamp() - a.query_start)) * 1000, 0) FROM pg_stat_activity a \
-         WHERE a.wait_event_type = 'Lock' AND pg_backend_pid() = ANY (pg_blocking_pids(a.pid)))::float8 AS longest_wait_ms
+    static let waitersQuery = """
+        SELECT count(*)::int AS waiters, coalesce(max(extract(epoch FROM clock_timestamp() - a.query_start)) * 1000, 0)::float8 AS longest_wait_ms \
+        FROM pg_stat_activity a WHERE a.wait_event_type = 'Lock' AND pg_backend_pid() = ANY (pg_blocking_pids(a.pid))
         """
 
     /// Records why the job is throttled (nil when it no longer is), for `status`.

@@ -88,12 +88,15 @@ struct StrategyResult: Encodable, Sendable {
     var walBytes: Int64
     var first10pctBatchP50Ms: Double
     var last10pctBatchP50Ms: Double
+    /// Backfill only: seconds from the last batch to `done`, the full-scan check that no row still matches `where`.
+    var verifySeconds: Double?
 
     enum CodingKeys: String, CodingKey {
         case strategy, title, rows, seconds, batches, live
         case rowsPerSecond = "rows_per_second", ratioToSingleUpdate = "ratio_to_single_update"
         case batchP50Ms = "batch_p50_ms", batchP99Ms = "batch_p99_ms", batchMaxMs = "batch_max_ms", walBytes = "wal_bytes"
         case first10pctBatchP50Ms = "first_10pct_batch_p50_ms", last10pctBatchP50Ms = "last_10pct_batch_p50_ms"
+        case verifySeconds = "verify_seconds"
     }
 }
 
@@ -169,7 +172,8 @@ struct Bench {
             let wal0 = try db.query("SELECT pg_current_wal_lsn()::text AS l").first!["l"].string!
             let traffic = clients > 0 ? liveTraffic(rows: rows) : nil
             let t0 = ContinuousClock.now
-            let samples = try execute(strategy, conninfo: conninfo, rows: rows)
+            let execution = try execute(strategy, conninfo: conninfo, rows: rows)
+            let samples = execution.samples
             let d = (ContinuousClock.now - t0).components
             let seconds = Double(d.seconds) + Double(d.attoseconds) / 1e18
             let live = traffic?.stop()
@@ -188,7 +192,8 @@ struct Bench {
                 strategy: strategy, title: strategy.title, rows: rows, seconds: seconds,
                 rowsPerSecond: Double(rows) / seconds, ratioToSingleUpdate: nil, batches: samples.count,
                 batchP50Ms: percentile(ms, 0.5), batchP99Ms: percentile(ms, 0.99), batchMaxMs: ms.last ?? 0,
-                live: live, walBytes: wal, first10pctBatchP50Ms: percentile(first, 0.5), last10pctBatchP50Ms: percentile(last, 0.5))
+                live: live, walBytes: wal, first10pctBatchP50Ms: percentile(first, 0.5), last10pctBatchP50Ms: percentile(last, 0.5),
+                verifySeconds: execution.verifySeconds)
             if let single = results.first(where: { $0.strategy == .singleUpdate }) {
                 result.ratioToSingleUpdate = result.rowsPerSecond / single.rowsPerSecond
             } else if strategy == .singleUpdate {

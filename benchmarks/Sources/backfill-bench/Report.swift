@@ -63,6 +63,10 @@ struct Report: Encodable, Sendable {
                 r.batchP50Ms, r.batchP99Ms, r.batchMaxMs, live, tps, Double(r.walBytes) / 1_048_576,
                 r.first10pctBatchP50Ms, r.last10pctBatchP50Ms))
         }
+        let checks = run.results.compactMap { r in r.verifySeconds.map { String(format: "%@ %.2f s", r.strategy.rawValue, $0) } }
+        if !checks.isEmpty {
+            lines += ["", "Backfill's seconds include its end-of-job check that no row still matches `where` (a full scan the other strategies skip): " + checks.joined(separator: ", ") + "."]
+        }
         return lines
     }
 }

@@ -9,6 +9,7 @@ enum Strategy: String, CaseIterable, Codable, Sendable {
     case cte = "cte-1k"
     case backfillDefaults = "backfill-defaults"
     case backfillTuned = "backfill-tuned"
+    case backfillWorkers = "backfill-2-workers"
 
     var title: String {
         switch self {
@@ -17,6 +18,7 @@ enum Strategy: String, CaseIterable, Codable, Sendable {
         case .cte: "3. row-list CTE, 1,000/batch (pgroll, reshape)"
         case .backfillDefaults: "4. Backfill, job defaults"
         case .backfillTuned: "5. Backfill, tuned (\(Self.tunedSettings))"
+        case .backfillWorkers: "6. Backfill, defaults, 2 workers"
         }
     }
 
@@ -36,6 +38,7 @@ enum Strategy: String, CaseIterable, Codable, Sendable {
 
             """
         if strategy == .backfillTuned { yaml += "batch: {target_ms: 100, max: 100000}\n" }
+        if strategy == .backfillWorkers { yaml += "workers: 2\n" }
         return yaml
     }
 }
@@ -46,8 +49,15 @@ struct BatchSample: Sendable {
     var position: Double
 }
 
+/// What a strategy's run produced: its batches, and for Backfill the seconds from its last batch
+/// to `done` (the end-of-job check that no row still matches `where`, a full scan).
+struct Execution: Sendable {
+    var samples: [BatchSample]
+    var verifySeconds: Double?
+}
+
 /// Runs a strategy to completion on `db`, returning its batches.
-func execute(_ strategy: Strategy, conninfo: String, rows: Int) throws -> [BatchSample] {
+func execute(_ strategy: Strategy, conninfo: String, rows: Int) throws -> Execution {
     let table = Strategy.table
     let set = "balance_cents = \(Strategy.setExpression)"
     let filter = Strategy.whereClause
@@ -61,7 +71,7 @@ func execute(_ strategy: Strategy, conninfo: String, rows: Int) throws -> [Batch
     case .singleUpdate:
         let db = try Connection(conninfo, applicationName: "backfill-bench")
         let ms = try timed { try db.query("UPDATE \(table) SET \(set) WHERE \(filter)") }
-        return [BatchSample(ms: ms, position: 1)]
+        return Execution(samples: [BatchSample(ms: ms, position: 1)])
     case .offset:
         let db = try Connection(conninfo, applicationName: "backfill-bench")
         var samples: [BatchSample] = []
@@ -74,7 +84,7 @@ func execute(_ strategy: Strategy, conninfo: String, rows: Int) throws -> [Batch
             offset += 5000
             samples.append(BatchSample(ms: ms, position: Double(min(offset, rows)) / Double(rows)))
         }
-        return samples
+        return Execution(samples: samples)
     case .cte:
         let db = try Connection(conninfo, applicationName: "backfill-bench")
         var samples: [BatchSample] = []
@@ -91,17 +101,21 @@ func execute(_ strategy: Strategy, conninfo: String, rows: Int) throws -> [Batch
             last = next
             samples.append(BatchSample(ms: ms, position: Double(next) / Double(rows)))
         }
-        return samples
-    case .backfillDefaults, .backfillTuned:
+        return Execution(samples: samples)
+    case .backfillDefaults, .backfillTuned, .backfillWorkers:
         let spec = try JobSpec.parse(yaml: Strategy.jobYAML(strategy), file: "bench-\(strategy.rawValue).yaml")
         var samples: [BatchSample] = []
+        var lastBatch = Date()
+        var finished = Date()
         let outcome = Runner(spec: spec, options: RunOptions(database: conninfo)) { event in
+            if event.kind == .done { finished = event.time }
             guard event.kind == .batch, case .double(let ms) = event["duration_ms"], case .strings(let key) = event["last_key"],
                   let last = key.first.flatMap(Double.init) else { return }
+            lastBatch = event.time
             samples.append(BatchSample(ms: ms, position: last / Double(rows)))
         }.run()
         guard case .done = outcome else { throw BenchError("Backfill did not finish: \(outcome)") }
-        return samples
+        return Execution(samples: samples, verifySeconds: finished.timeIntervalSince(lastBatch))
     }
 }
 
