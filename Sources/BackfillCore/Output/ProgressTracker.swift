@@ -97,7 +97,7 @@ public struct ProgressTracker: Sendable {
                       job, percent, rowsBefore + rowsDone, total, rate(at: now), eta, batchSize, lastBatchMs, state)
     }
 
-    /// `1:02:03` or `4:05`.
+    /// `1:02:03` (h:mm:ss) from an hour up, `4:05` (m:ss) below.
     public static func clock(_ seconds: Double) -> String {
         let s = Int(seconds.rounded())
         return s >= 3600 ? String(format: "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60) : String(format: "%d:%02d", s / 60, s % 60)

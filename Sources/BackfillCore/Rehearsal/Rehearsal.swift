@@ -96,7 +96,7 @@ public struct RehearsalReport: Encodable, Sendable {
                 + "; throttled: " + (throttledSeconds.isEmpty ? "never" : throttledSeconds.sorted { $0.key < $1.key }.map { String(format: "%@ %.1f s", $0.key, $0.value) }.joined(separator: ", ")),
         ]
         if let productionRows, let productionSecondsEstimate {
-            lines.append("production estimate: \(productionRows) rows at \(String(format: "%.0f", rowsPerSecond)) rows/s ≈ \(ProgressTracker.clock(productionSecondsEstimate)) (h:mm:ss)")
+            lines.append("production estimate: \(productionRows) rows at \(String(format: "%.0f", rowsPerSecond)) rows/s ≈ \(String(format: "%.0f", productionSecondsEstimate)) s (\(ProgressTracker.clock(productionSecondsEstimate)))")
         }
         for gate in gates {
             lines.append(String(format: "gate %@ ≤ %.1f ms: %@ (measured %.1f ms)", gate.name, gate.limitMs, gate.passed ? "passed" : "FAILED", gate.measuredMs))
