@@ -123,3 +123,30 @@ struct WorkerTests {
         try expectExactlyOnce(db, rows: 200_000)
     }
 }
+
+@Suite("Work stealing")
+struct WorkStealingTests {
+    @Test("splitting the largest open range keeps the ranges tiling the keys; the run still writes every row once")
+    func split() throws {
+        let url = try TestDatabases.create("steal")
+        let db = try Connection(url)
+        try seedItems(db, rows: 40_000)
+        let spec = try JobSpec.parse(yaml: itemsJob(name: "steal"), file: "steal.yaml")
+        let plan = try Planner.plan(spec, on: db)
+        let store = CheckpointStore()
+        try store.migrate(db)
+        #expect(try store.prepare(spec, plan: plan, workers: 1, restart: false, db: db) == .ready)
+        let before = try store.details(job: "steal", db: db).ranges
+        #expect(before.count == 4)
+        #expect(try store.splitLargestRange("steal", plan: plan, minimumRows: 1000, db: db))
+        let after = try store.details(job: "steal", db: db).ranges.sorted { ($0.lowerKey.map { Int($0[0]) ?? 0 } ?? 0) < ($1.lowerKey.map { Int($0[0]) ?? 0 } ?? 0) }
+        #expect(after.count == 5)
+        #expect(after.first?.lowerKey == nil && after.last?.upperKey == nil)
+        for (previous, next) in zip(after, after.dropFirst()) { #expect(next.lowerKey == previous.upperKey) }
+        // Nothing worth splitting below the minimum.
+        #expect(try !store.splitLargestRange("steal", plan: plan, minimumRows: 1_000_000, db: db))
+        let (outcome, _) = try runJob(itemsJob(name: "steal"), url: url)
+        #expect(outcome.exitCode == 0, "\(outcome)")
+        try expectExactlyOnce(db, rows: 40_000)
+    }
+}
