@@ -30,9 +30,7 @@ struct BadInputTests {
     @Test("bad job files", arguments: cases.indices)
     func badJobFile(index: Int) throws {
         let c = Self.cases[index]
-        let url = try TestDatabases.create("bad\(index)")
-        let db = try Connection(url)
-        try seedItems(db, rows: 2_000)
+        let (url, db) = try itemsDatabase("bad\(index)", rows: 2_000)
         try db.execute("CREATE TABLE pairs (a int, b int, v int, PRIMARY KEY (a, b)); INSERT INTO pairs SELECT g, g, 0 FROM generate_series(1, 10) g;")
         let before = try checksum(db)
         let path = try jobFile(c.yaml)

@@ -77,9 +77,7 @@ struct KeyAndActionTests {
 
     @Test("batched delete removes exactly the rows matching where")
     func delete() throws {
-        let url = try TestDatabases.create("delete")
-        let db = try Connection(url)
-        try seedItems(db, rows: 30000)
+        let (url, db) = try itemsDatabase("delete", rows: 30000)
         let (outcome, _) = try runJob("name: d\ntable: items\nkey: [id]\naction: delete\nwhere: id % 3 = 0\nbatch: {size: 2000}", url: url)
         #expect(outcome.exitCode == 0, "\(outcome)")
         let row = try db.query("SELECT count(*) AS n, count(*) FILTER (WHERE id % 3 = 0) AS bad FROM items").first
@@ -90,9 +88,7 @@ struct KeyAndActionTests {
 
     @Test("custom sql over the batch CTE")
     func customSQL() throws {
-        let url = try TestDatabases.create("customsql")
-        let db = try Connection(url)
-        try seedItems(db, rows: 10000)
+        let (url, db) = try itemsDatabase("customsql", rows: 10000)
         try db.execute("CREATE TABLE audit (item_id bigint PRIMARY KEY, note text)")
         let (outcome, _) = try runJob("""
             name: c
@@ -108,9 +104,7 @@ struct KeyAndActionTests {
 
     @Test("an empty table is done at once; a table that grows during the run is covered to its new end")
     func emptyAndGrowing() throws {
-        let url = try TestDatabases.create("empty")
-        let db = try Connection(url)
-        try seedItems(db, rows: 0)
+        let (url, db) = try itemsDatabase("empty", rows: 0)
         let (empty, _) = try runJob(itemsJob(name: "e"), url: url)
         #expect(empty.exitCode == 0)
         if case .done(let summary) = empty { #expect(summary.rows == 0) }
@@ -130,9 +124,7 @@ struct KeyAndActionTests {
 
     @Test("a permanent error stops the job (exit 1) with the key range and SQLSTATE; committed batches stay; a fixed rerun resumes")
     func permanentError() throws {
-        let url = try TestDatabases.create("permanent")
-        let db = try Connection(url)
-        try seedItems(db, rows: 10000)
+        let (url, db) = try itemsDatabase("permanent", rows: 10000)
         try db.execute("ALTER TABLE items ADD CONSTRAINT small CHECK (filled IS NULL OR filled < 10000)")
         let (outcome, _) = try runJob(itemsJob(name: "p") + "\nbatch: {size: 1000, max: 1000}", url: url)
         #expect(outcome.exitCode == 1)

@@ -34,9 +34,7 @@ func httpGet(port: Int, path: String) -> String? {
 struct OperatorTests {
     @Test("JSON logs: one object per line for every event, numbers as numbers, no password")
     func jsonLogs() throws {
-        let url = try TestDatabases.create("jsonlogs")
-        let db = try Connection(url)
-        try seedItems(db, rows: 20_000)
+        let (url, db) = try itemsDatabase("jsonlogs", rows: 20_000)
         var database = url
         if let cluster = try TestDatabases.localCluster() {
             database = cluster.url(database: ConnectionInfo.parse(url)["dbname"] ?? "")
@@ -58,9 +56,7 @@ struct OperatorTests {
 
     @Test("on a terminal the progress line is redrawn in place with %, rate, ETA and state; the summary says what next")
     func terminalProgress() throws {
-        let url = try TestDatabases.create("tty")
-        let db = try Connection(url)
-        try seedItems(db, rows: 50_000)
+        let (url, db) = try itemsDatabase("tty", rows: 50_000)
         let job = try jobFile(itemsJob(name: "tty", extra: "throttle: {max_rows_per_second: 25000}"))
         let command = "\(backfillExecutable) run \(job) --database \"\(url)\""
         let run = try CLIProcess.external("/usr/bin/script", ["-qfec", command, "/dev/null"])
@@ -75,9 +71,7 @@ struct OperatorTests {
 
     @Test("without a terminal a plain progress line comes every 10 s; --progress never turns it off")
     func plainProgress() throws {
-        let url = try TestDatabases.create("plain")
-        let db = try Connection(url)
-        try seedItems(db, rows: 60_000)
+        let (url, db) = try itemsDatabase("plain", rows: 60_000)
         let job = try jobFile(itemsJob(name: "plain", extra: "throttle: {max_rows_per_second: 5000}\nbatch: {size: 500, max: 1000}"))
         let run = try backfill(["run", job, "--database", url])
         #expect(run.code == 0)
@@ -93,9 +87,7 @@ struct OperatorTests {
 
     @Test("every exit path prints a summary and the next step")
     func summaries() throws {
-        let url = try TestDatabases.create("summaries")
-        let db = try Connection(url)
-        try seedItems(db, rows: 50_000)
+        let (url, db) = try itemsDatabase("summaries", rows: 50_000)
         let job = try jobFile(itemsJob(name: "sums", extra: "throttle: {max_rows_per_second: 20000}"))
         let boxed = try backfill(["run", job, "--database", url, "--max-runtime", "1s"])
         #expect(boxed.code == 3)
@@ -110,9 +102,7 @@ struct OperatorTests {
 
     @Test("--metrics-file is written atomically and parses; /metrics answers during a run")
     func metrics() throws {
-        let url = try TestDatabases.create("metrics")
-        let db = try Connection(url)
-        try seedItems(db, rows: 60_000)
+        let (url, db) = try itemsDatabase("metrics", rows: 60_000)
         let file = NSTemporaryDirectory() + "backfill-\(UUID().uuidString).prom"
         defer { unlink(file) }
         let port = try LocalPostgres.freePort()
@@ -148,9 +138,7 @@ struct OperatorTests {
 
     @Test("rehearse: baseline then the job under traffic, a JSON report, gates, and a dry run that changes nothing")
     func rehearse() throws {
-        let url = try TestDatabases.create("rehearse")
-        let db = try Connection(url)
-        try seedItems(db, rows: 40_000)
+        let (url, db) = try itemsDatabase("rehearse", rows: 40_000)
         let job = try jobFile(itemsJob(name: "rehearsed", extra: "where: filled IS NULL"))
         let dry = try backfill(["rehearse", job, "--database", url, "--clients", "2", "--baseline", "1s", "--dry-run", "--format", "json", "--rows-estimate", "4000000"])
         #expect(dry.code == 0, "\(dry.err)")

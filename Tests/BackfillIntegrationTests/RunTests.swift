@@ -8,9 +8,7 @@ import Testing
 struct RunTests {
     @Test("a 300k-row fill: every row right, status says done, verify exits 0")
     func fill300k() throws {
-        let url = try TestDatabases.create("fill300k")
-        let db = try Connection(url)
-        try seedItems(db, rows: 300_000)
+        let (url, db) = try itemsDatabase("fill300k", rows: 300_000)
         let job = try jobFile(itemsJob(name: "fill-300k", extra: "where: filled IS NULL"))
         let run = try backfill(["run", job, "--database", url, "--log-format", "json"])
         #expect(run.code == 0, "\(run.err)")
@@ -53,9 +51,7 @@ struct RunTests {
 
     @Test("kill -9 mid-run, run again: every row written exactly once")
     func killNine() throws {
-        let url = try TestDatabases.create("kill9")
-        let db = try Connection(url)
-        try seedItems(db, rows: 200_000)
+        let (url, db) = try itemsDatabase("kill9", rows: 200_000)
         let job = try jobFile(itemsJob(name: "kill9", extra: "batch: {size: 500, max: 2000}\nthrottle: {max_rows_per_second: 40000}"))
         let first = try CLIProcess(["run", job, "--database", url])
         #expect(waitFor(30) { rowsDone(db, job: "kill9") >= 20_000 })
@@ -72,9 +68,7 @@ struct RunTests {
 
     @Test("a session holding a row lock for 5 s: the job retries briefly and finishes; writers never wait long")
     func heldRowLock() throws {
-        let url = try TestDatabases.create("rowlock")
-        let db = try Connection(url)
-        try seedItems(db, rows: 60_000)
+        let (url, db) = try itemsDatabase("rowlock", rows: 60_000)
         let job = try jobFile(itemsJob(name: "rowlock", extra: """
             batch: {size: 1000, max: 5000}
             timeouts: {lock_ms: 100}
@@ -121,9 +115,7 @@ struct RunTests {
 
     @Test("a second runner exits 4 at once naming the holder; SIGTERM exits 3; the next run finishes")
     func leaseAndSignal() throws {
-        let url = try TestDatabases.create("lease")
-        let db = try Connection(url)
-        try seedItems(db, rows: 100_000)
+        let (url, db) = try itemsDatabase("lease", rows: 100_000)
         let job = try jobFile(itemsJob(name: "lease", extra: "throttle: {max_rows_per_second: 20000}"))
         let first = try CLIProcess(["run", job, "--database", url])
         #expect(waitFor(30) { rowsDone(db, job: "lease") > 0 })
@@ -148,9 +140,7 @@ struct RunTests {
 
     @Test("a changed job file refuses to resume (exit 2) unless --restart")
     func specChange() throws {
-        let url = try TestDatabases.create("specchange")
-        let db = try Connection(url)
-        try seedItems(db, rows: 5_000)
+        let (url, db) = try itemsDatabase("specchange", rows: 5_000)
         let job = try jobFile(itemsJob(name: "spec", extra: "where: filled IS NULL"))
         #expect(try backfill(["run", job, "--database", url]).code == 0)
         let changed = try jobFile(itemsJob(name: "spec", extra: "where: filled IS NULL OR filled < 0"))
@@ -163,9 +153,7 @@ struct RunTests {
 
     @Test("pause from another process stops the runner (exit 3); run on a paused job exits 3; resume and run finish")
     func pauseResume() throws {
-        let url = try TestDatabases.create("pause")
-        let db = try Connection(url)
-        try seedItems(db, rows: 60_000)
+        let (url, db) = try itemsDatabase("pause", rows: 60_000)
         let job = try jobFile(itemsJob(name: "pausable", extra: "throttle: {max_rows_per_second: 20000}"))
         let runner = try CLIProcess(["run", job, "--database", url])
         #expect(waitFor(30) { rowsDone(db, job: "pausable") > 0 })

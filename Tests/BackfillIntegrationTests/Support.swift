@@ -95,6 +95,14 @@ func seedItems(_ db: Connection, rows: Int, table: String = "items") throws {
         """)
 }
 
+/// A new database holding `items` with `rows` rows, and a connection to it.
+func itemsDatabase(_ label: String, rows: Int) throws -> (url: String, db: Connection) {
+    let url = try TestDatabases.create(label)
+    let db = try Connection(url)
+    try seedItems(db, rows: rows)
+    return (url, db)
+}
+
 /// The job that fills `items.filled` and counts writes.
 func itemsJob(name: String, table: String = "items", extra: String = "") -> String {
     """

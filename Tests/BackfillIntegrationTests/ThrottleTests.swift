@@ -8,9 +8,7 @@ import Testing
 struct ThrottleTests {
     @Test("batches settle near target_ms on a 500k-row table")
     func targetRespected() throws {
-        let url = try TestDatabases.create("target")
-        let db = try Connection(url)
-        try seedItems(db, rows: 500_000)
+        let (url, db) = try itemsDatabase("target", rows: 500_000)
         let (outcome, events) = try runJob(itemsJob(name: "target") + "\nbatch: {target_ms: 50}\nthrottle: {when_blocking: false}", url: url)
         #expect(outcome.exitCode == 0)
         let durations = events.filter { $0.kind == .batch }.compactMap { e -> Double? in
@@ -26,9 +24,7 @@ struct ThrottleTests {
 
     @Test("--max-runtime 2s exits 3 about then; the next run finishes; every row once")
     func timeBox() throws {
-        let url = try TestDatabases.create("timebox")
-        let db = try Connection(url)
-        try seedItems(db, rows: 200_000)
+        let (url, db) = try itemsDatabase("timebox", rows: 200_000)
         let job = try jobFile(itemsJob(name: "timebox", extra: "throttle: {max_rows_per_second: 40000}"))
         let started = Date()
         let first = try backfill(["run", job, "--database", url, "--max-runtime", "2s"])
@@ -48,9 +44,7 @@ struct ThrottleTests {
 
     @Test("sessions waiting on the job's row locks make it throttle, and it still finishes")
     func blockingThrottle() throws {
-        let url = try TestDatabases.create("blocking")
-        let db = try Connection(url)
-        try seedItems(db, rows: 100_000)
+        let (url, db) = try itemsDatabase("blocking", rows: 100_000)
         let done = ResultBox<Bool>()
         let writers = (0..<4).map { _ in
             Thread {
@@ -73,9 +67,7 @@ struct ThrottleTests {
 
     @Test("check_sql returning false pauses the job (status says why); true resumes it")
     func checkSQL() throws {
-        let url = try TestDatabases.create("checksql")
-        let db = try Connection(url)
-        try seedItems(db, rows: 20_000)
+        let (url, db) = try itemsDatabase("checksql", rows: 20_000)
         try db.execute("CREATE TABLE gate (go boolean NOT NULL); INSERT INTO gate VALUES (false);")
         let job = try jobFile(itemsJob(name: "gated", extra: "throttle: {check_sql: 'SELECT go FROM gate'}"))
         let runner = try CLIProcess(["run", job, "--database", url, "--log-format", "json"])
@@ -95,9 +87,7 @@ struct ThrottleTests {
 
     @Test("max_rows_per_second: 20000 holds the rate within 15 % over a 10 s run")
     func rateLimit() throws {
-        let url = try TestDatabases.create("ratelimit")
-        let db = try Connection(url)
-        try seedItems(db, rows: 200_000)
+        let (url, db) = try itemsDatabase("ratelimit", rows: 200_000)
         let (outcome, _) = try runJob(itemsJob(name: "rate") + "\nthrottle: {max_rows_per_second: 20000}", url: url)
         guard case .done(let summary) = outcome else { Issue.record("\(outcome)"); return }
         #expect(abs(summary.rowsPerSecond - 20000) / 20000 < 0.15, "\(summary.rowsPerSecond) rows/s over \(summary.seconds) s")
@@ -106,9 +96,7 @@ struct ThrottleTests {
 
     @Test("a cancelled job stops its runner and runs again only with --restart")
     func cancel() throws {
-        let url = try TestDatabases.create("cancel")
-        let db = try Connection(url)
-        try seedItems(db, rows: 60_000)
+        let (url, db) = try itemsDatabase("cancel", rows: 60_000)
         let job = try jobFile(itemsJob(name: "cancellable", extra: "throttle: {max_rows_per_second: 20000}"))
         let runner = try CLIProcess(["run", job, "--database", url])
         #expect(waitFor(30) { rowsDone(db, job: "cancellable") > 0 })

@@ -8,9 +8,7 @@ import Testing
 struct WorkerTests {
     @Test("--workers 4 on 500k rows: every row exactly once, every range done, several workers busy")
     func fourWorkers() throws {
-        let url = try TestDatabases.create("workers4")
-        let db = try Connection(url)
-        try seedItems(db, rows: 500_000)
+        let (url, db) = try itemsDatabase("workers4", rows: 500_000)
         let job = try jobFile(itemsJob(name: "w4"))
         let run = try backfill(["run", job, "--database", url, "--workers", "4", "--log-format", "json"])
         #expect(run.code == 0, "\(run.err)")
@@ -28,9 +26,7 @@ struct WorkerTests {
 
     @Test("a second process with --join shares the job: both write batches, every row once")
     func join() throws {
-        let url = try TestDatabases.create("join")
-        let db = try Connection(url)
-        try seedItems(db, rows: 200_000)
+        let (url, db) = try itemsDatabase("join", rows: 200_000)
         let job = try jobFile(itemsJob(name: "joined", extra: "throttle: {max_rows_per_second: 50000}"))
         let first = try CLIProcess(["run", job, "--database", url, "--log-format", "json"])
         #expect(waitFor(20) { rowsDone(db, job: "joined") > 0 })
@@ -47,9 +43,7 @@ struct WorkerTests {
 
     @Test("kill -9 of one of two processes: the other finishes the job; every row exactly once")
     func killOneOfTwo() throws {
-        let url = try TestDatabases.create("killone")
-        let db = try Connection(url)
-        try seedItems(db, rows: 200_000)
+        let (url, db) = try itemsDatabase("killone", rows: 200_000)
         let job = try jobFile(itemsJob(name: "survivor", extra: "throttle: {max_rows_per_second: 60000}"))
         let victim = try CLIProcess(["run", job, "--database", url])
         #expect(waitFor(20) { rowsDone(db, job: "survivor") > 0 })
@@ -108,9 +102,7 @@ struct WorkerTests {
 
     @Test("max_rows_per_second is one budget for two processes (within 15 %)")
     func sharedRateLimit() throws {
-        let url = try TestDatabases.create("sharedrate")
-        let db = try Connection(url)
-        try seedItems(db, rows: 200_000)
+        let (url, db) = try itemsDatabase("sharedrate", rows: 200_000)
         let job = try jobFile(itemsJob(name: "budget", extra: "throttle: {max_rows_per_second: 20000}"))
         let started = Date()
         let first = try CLIProcess(["run", job, "--database", url])
@@ -128,9 +120,7 @@ struct WorkerTests {
 struct WorkStealingTests {
     @Test("splitting the largest open range keeps the ranges tiling the keys; the run still writes every row once")
     func split() throws {
-        let url = try TestDatabases.create("steal")
-        let db = try Connection(url)
-        try seedItems(db, rows: 40_000)
+        let (url, db) = try itemsDatabase("steal", rows: 40_000)
         let spec = try JobSpec.parse(yaml: itemsJob(name: "steal"), file: "steal.yaml")
         let plan = try Planner.plan(spec, on: db)
         let store = CheckpointStore()
