@@ -34,7 +34,7 @@ func httpGet(port: Int, path: String) -> String? {
 struct OperatorTests {
     @Test("JSON logs: one object per line for every event, numbers as numbers, no password")
     func jsonLogs() throws {
-        let (url, db) = try itemsDatabase("jsonlogs", rows: 20_000)
+        let (url, _) = try itemsDatabase("jsonlogs", rows: 20_000)
         var database = url
         if let cluster = try TestDatabases.localCluster() {
             database = cluster.url(database: ConnectionInfo.parse(url)["dbname"] ?? "")
@@ -56,7 +56,7 @@ struct OperatorTests {
 
     @Test("on a terminal the progress line is redrawn in place with %, rate, ETA and state; the summary says what next")
     func terminalProgress() throws {
-        let (url, db) = try itemsDatabase("tty", rows: 50_000)
+        let (url, _) = try itemsDatabase("tty", rows: 50_000)
         let job = try jobFile(itemsJob(name: "tty", extra: "throttle: {max_rows_per_second: 25000}"))
         let command = "\(backfillExecutable) run \(job) --database \"\(url)\""
         let run = try CLIProcess.external("/usr/bin/script", ["-qfec", command, "/dev/null"])
@@ -102,7 +102,7 @@ struct OperatorTests {
 
     @Test("--metrics-file is written atomically and parses; /metrics answers during a run")
     func metrics() throws {
-        let (url, db) = try itemsDatabase("metrics", rows: 60_000)
+        let (url, _) = try itemsDatabase("metrics", rows: 60_000)
         let file = NSTemporaryDirectory() + "backfill-\(UUID().uuidString).prom"
         defer { unlink(file) }
         let port = try LocalPostgres.freePort()

@@ -140,7 +140,7 @@ struct RunTests {
 
     @Test("a changed job file refuses to resume (exit 2) unless --restart")
     func specChange() throws {
-        let (url, db) = try itemsDatabase("specchange", rows: 5_000)
+        let (url, _) = try itemsDatabase("specchange", rows: 5_000)
         let job = try jobFile(itemsJob(name: "spec", extra: "where: filled IS NULL"))
         #expect(try backfill(["run", job, "--database", url]).code == 0)
         let changed = try jobFile(itemsJob(name: "spec", extra: "where: filled IS NULL OR filled < 0"))

@@ -87,7 +87,7 @@ struct ThrottleTests {
 
     @Test("max_rows_per_second: 20000 holds the rate within 15 % over a 10 s run")
     func rateLimit() throws {
-        let (url, db) = try itemsDatabase("ratelimit", rows: 200_000)
+        let (url, _) = try itemsDatabase("ratelimit", rows: 200_000)
         let (outcome, _) = try runJob(itemsJob(name: "rate") + "\nthrottle: {max_rows_per_second: 20000}", url: url)
         guard case .done(let summary) = outcome else { Issue.record("\(outcome)"); return }
         #expect(abs(summary.rowsPerSecond - 20000) / 20000 < 0.15, "\(summary.rowsPerSecond) rows/s over \(summary.seconds) s")

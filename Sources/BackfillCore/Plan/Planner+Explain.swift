@@ -17,10 +17,10 @@ extension Planner {
         let upper = upperRow.cells.map { PostgresValue.text($0.string ?? "") }
         let sql = (lower == nil ? statements.batchFromStart : statements.batch)
         let prefix = analyze ? "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)" : "EXPLAIN"
-        return try db.transaction { db in
-            defer { try? db.execute("ROLLBACK") }
-            return try db.query("\(prefix) \(sql)", (lower ?? []) + upper).rows.compactMap { $0[0].string }.joined(separator: "\n")
-        }
+        // EXPLAIN ANALYZE runs the batch: always inside a transaction that is rolled back.
+        try db.execute("BEGIN")
+        defer { try? db.execute("ROLLBACK") }
+        return try db.query("\(prefix) \(sql)", (lower ?? []) + upper).rows.compactMap { $0[0].string }.joined(separator: "\n")
     }
 
     /// How many rows match `where` now (all rows when the job has none). A full count: it reads

@@ -12,6 +12,15 @@ public struct JobPlan: Sendable {
     public let keyIndex: String
 }
 
+extension JobPlan {
+    /// About 20,000 key tuples in key order from a page sample of the table (all keys of a small
+    /// table): the range split's quantiles and the rehearsal's random existing keys.
+    public func sampleKeys(on db: Connection) throws -> [[String]] {
+        try db.query(statements.sampleKeys(percent: RangeSplitter.samplePercent(estimatedRows: estimatedRows)))
+            .rows.map { $0.cells.map { $0.string ?? "" } }
+    }
+}
+
 /// Checks a `JobSpec` against the database: the table, the columns, the key's unique index, and
 /// that the real batch statement prepares. Reads only; every check runs in a transaction that is
 /// rolled back.

@@ -159,7 +159,7 @@ public enum Rehearsal {
 
     /// The live transaction each client repeats.
     static func makeTraffic(plan: JobPlan, options: RehearsalOptions, db: Connection) throws -> @Sendable (Connection) throws -> Void {
-        let keys = try sampleKeys(plan: plan, db: db)
+        let keys = try plan.sampleKeys(on: db)
         guard !keys.isEmpty else { return { _ in usleep(10_000) } }
         if let sql = options.trafficSQL {
             let statements = sql.split(separator: ";").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.filter { !$0.isEmpty }
@@ -185,14 +185,5 @@ public enum Rehearsal {
                 throw error
             }
         }
-    }
-
-    /// Up to 10,000 existing keys, sampled from the table (TABLESAMPLE on big tables).
-    static func sampleKeys(plan: JobPlan, db: Connection) throws -> [[String]] {
-        let columns = plan.statements.key.map { "\(Identifier.quote($0.name))::text" }.joined(separator: ", ")
-        let rows = max(plan.estimatedRows ?? 0, 1)
-        let percent = min(100, max(0.01, 20_000 / Double(rows) * 100))
-        let sample = percent >= 100 ? "" : " TABLESAMPLE SYSTEM (\(String(format: "%.4f", percent)))"
-        return try db.query("SELECT \(columns) FROM \(plan.statements.table)\(sample) LIMIT 10000").rows.map { $0.cells.map { $0.string ?? "" } }
     }
 }

@@ -208,11 +208,7 @@ public struct CheckpointStore: Sendable {
     /// works for any key type and for skewed keys) and stores the ranges.
     func createRanges(_ job: String, plan: JobPlan, workers: Int, db: Connection) throws {
         let count = RangeSplitter.rangeCount(estimatedRows: plan.estimatedRows, workers: workers)
-        var sample: [[String]] = []
-        if count > 1 {
-            sample = try db.query(plan.statements.sampleKeys(percent: RangeSplitter.samplePercent(estimatedRows: plan.estimatedRows)))
-                .rows.map { $0.cells.map { $0.string ?? "" } }
-        }
+        let sample = count > 1 ? try plan.sampleKeys(on: db) : []
         let bounds = RangeSplitter.boundaries(sample: sample, count: count)
         let perRange = (plan.estimatedRows ?? 0) / Int64(bounds.count + 1)
         for i in 0...bounds.count {
