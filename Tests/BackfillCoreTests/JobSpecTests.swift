@@ -95,16 +95,6 @@ struct JobSpecTests {
         #expect(base.fingerprint != filtered.fingerprint)
     }
 
-    @Test("SQL fragments may not escape their parentheses", arguments: [
-        ("a = 1", true), ("(a) = ')'", true), ("a = $$)$$", true), ("a = $tag$ ; ) $tag$", true),
-        ("\"weird)col\" IS NULL", true), ("a = 1 -- trailing ) comment", true), ("a /* ) */ = 1", true),
-        ("1=1) OR (true", false), ("a = 1; DROP TABLE t", false), ("(a = 1", false), ("a = 'open", false),
-        ("a = $$open", false),
-    ])
-    func fragments(text: String, ok: Bool) {
-        #expect((SQLFragment.problem(in: text) == nil) == ok, "\(text): \(SQLFragment.problem(in: text) ?? "ok")")
-    }
-
     @Test("durations for --max-runtime")
     func durations() {
         #expect(parseDuration("90s") == 90)

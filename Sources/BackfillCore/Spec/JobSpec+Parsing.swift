@@ -26,6 +26,7 @@ extension JobSpec {
         } catch {
             throw reader.error(nil, nil, "could not be read as YAML: \(error)", fix: "check the YAML syntax")
         }
+        try reader.refuseHiddenCharacters(root, path: nil)
         let fields = try reader.mapping(root, path: nil, allowed: topLevelFields)
 
         let name = try reader.requiredString(fields, "name", fix: "add a unique name such as `name: accounts-fill-balance-cents`")
@@ -39,8 +40,9 @@ extension JobSpec {
             throw reader.error("table", fields["table"], "`\(table)` is not a table name", fix: "write `table` or `schema.table`; quote names with capitals or spaces: `\"My Schema\".\"Accounts\"`")
         }
         let key = try reader.key(fields)
-        let whereClause = try reader.optionalString(fields, "where")
-        if let whereClause { try reader.checkFragment(whereClause, field: "where", node: fields["where"]) }
+        let whereClause = try reader.optionalString(fields, "where").map { text throws(JobFileError) in
+            try reader.checkFragment(text, field: "where", node: fields["where"])
+        }
 
         let action = try reader.action(fields, whereClause: whereClause)
         var spec = JobSpec(name: name, table: table, key: key, whereClause: whereClause, action: action, file: file)
@@ -81,8 +83,9 @@ extension JobSpec {
                 spec.throttle.blockingWaitMs = try reader.int(t, "throttle.blocking_wait_ms", spec.batch.targetMs, 0...600_000)
             }
             spec.throttle.pauseDuringAutovacuum = try reader.bool(t, "throttle.pause_during_autovacuum", spec.throttle.pauseDuringAutovacuum)
-            spec.throttle.checkSQL = try reader.optionalString(t, "check_sql")
-            if let sql = spec.throttle.checkSQL { try reader.checkFragment(sql, field: "throttle.check_sql", node: t["check_sql"]) }
+            spec.throttle.checkSQL = try reader.optionalString(t, "check_sql").map { text throws(JobFileError) in
+                try reader.checkFragment(text, field: "throttle.check_sql", node: t["check_sql"])
+            }
         }
         spec.workers = try reader.int(fields, "workers", 1, 1...1024)
         return spec
@@ -185,8 +188,13 @@ struct FieldReader {
             }
         default: throw error("key", node, "must be a list of column names", fix: fix)
         }
-        names = names.map { $0.trimmingCharacters(in: .whitespaces) }
-        guard !names.isEmpty, names.allSatisfy({ !$0.isEmpty }) else { throw error("key", node, "is empty", fix: fix) }
+        guard !names.isEmpty else { throw error("key", node, "is empty", fix: fix) }
+        names = try names.map { text throws(JobFileError) in
+            guard let name = Identifier.parseColumn(text) else {
+                throw error("key", node, "`\(text)` is not a column name", fix: "write the column as SQL names it: `id`, or quoted for capitals and spaces: `'\"Line ID\"'`")
+            }
+            return name
+        }
         guard Set(names).count == names.count else { throw error("key", node, "names a column twice", fix: fix) }
         return names
     }
@@ -210,14 +218,18 @@ struct FieldReader {
             }
             var assignments: [JobSpec.Assignment] = []
             for (columnNode, valueNode) in mapping {
-                guard let column = columnNode.scalar?.string, !column.isEmpty else { throw error("set", columnNode, "column names must be plain text", fix: "write `column: expression`") }
+                guard let written = columnNode.scalar?.string, let column = Identifier.parseColumn(written) else {
+                    throw error("set", columnNode, "column names must be plain text", fix: "write `column: expression`; quote names with capitals or spaces: `'\"Line ID\"': expression`")
+                }
                 guard let expression = valueNode.scalar?.string.trimmingCharacters(in: .whitespacesAndNewlines), !expression.isEmpty,
                       !(valueNode.scalar?.tag.description.hasSuffix(":null") ?? false) || valueNode.scalar?.string == "NULL"
                 else {
                     throw error("set.\(column)", valueNode, "needs a SQL expression", fix: "write e.g. `\(column): NULL` or `\(column): now()`; quote expressions that YAML would misread")
                 }
-                try checkFragment(expression, field: "set.\(column)", node: valueNode)
-                assignments.append(.init(column: column, expression: expression))
+                guard !assignments.contains(where: { $0.column == column }) else {
+                    throw error("set.\(column)", columnNode, "sets column `\(column)` twice", fix: "keep one expression for it")
+                }
+                assignments.append(.init(column: column, expression: try checkFragment(expression, field: "set.\(column)", node: valueNode)))
             }
             guard !assignments.isEmpty else {
                 throw error("set", setNode, "is empty", fix: "list at least one `column: expression`")
@@ -231,13 +243,37 @@ struct FieldReader {
             return .delete
         }
         if let actionName, actionName != "sql" { throw error("action", fields["action"], "`action: \(actionName)` does not go with `sql`", fix: oneOf) }
-        try checkFragment(sql!, field: "sql", node: fields["sql"], allowTrailingSemicolon: true)
-        return .sql(sql!.hasSuffix(";") ? String(sql!.dropLast()) : sql!)
+        _ = try checkFragment(sql!, field: "sql", node: fields["sql"], allowTrailingSemicolon: true)
+        return .sql(try checkFragment(SQLFragment.droppingTrailingSemicolon(sql!), field: "sql", node: fields["sql"]))
     }
 
-    func checkFragment(_ text: String, field: String, node: Node?, allowTrailingSemicolon: Bool = false) throws(JobFileError) {
+    /// Checks one piece of operator SQL (`SQLFragment`) and returns it as it will be spliced: a
+    /// fragment that ends inside a `--` comment gets a newline, so that the comment cannot swallow
+    /// the batch statement's closing parenthesis.
+    func checkFragment(_ text: String, field: String, node: Node?, allowTrailingSemicolon: Bool = false) throws(JobFileError) -> String {
         if let problem = SQLFragment.problem(in: text, allowTrailingSemicolon: allowTrailingSemicolon) {
             throw error(field, node, problem, fix: "write one SQL \(field == "sql" ? "statement" : "expression") with balanced parentheses and quotes")
+        }
+        return SQLFragment.endsInLineComment(text) ? text + "\n" : text
+    }
+
+    /// Refuses control characters and characters a reviewer cannot see anywhere in the file, in
+    /// field names and values alike, naming the field.
+    func refuseHiddenCharacters(_ node: Node, path: String?) throws(JobFileError) {
+        let fix = "retype the text without it; data that needs such a character can write it in SQL, e.g. chr(13) or E'\\r'"
+        switch node {
+        case .scalar(let scalar):
+            if let problem = SQLFragment.hiddenCharacter(in: scalar.string) { throw error(path, node, problem, fix: fix) }
+        case .mapping(let mapping):
+            for (key, value) in mapping {
+                let name = key.scalar?.string ?? "?"
+                if let problem = SQLFragment.hiddenCharacter(in: name) { throw error(path, key, "a field name " + problem, fix: fix) }
+                try refuseHiddenCharacters(value, path: dotted(path, name))
+            }
+        case .sequence(let sequence):
+            for item in sequence { try refuseHiddenCharacters(item, path: path) }
+        case .alias:
+            break
         }
     }
 }
