@@ -17,6 +17,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics", exact: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
+        .package(url: "https://github.com/x-sheep/swift-property-based", exact: "2.0.1"),
     ],
     targets: [
         .systemLibrary(
@@ -60,7 +61,10 @@ let package = Package(
         .testTarget(name: "BackfillCoreTests", dependencies: ["BackfillCore"]),
         .testTarget(
             name: "BackfillIntegrationTests",
-            dependencies: ["BackfillCore", "LocalPostgres", "PostgresClient", .product(name: "Yams", package: "Yams")]
+            dependencies: [
+                "BackfillCore", "LocalPostgres", "PostgresClient", .product(name: "Yams", package: "Yams"),
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

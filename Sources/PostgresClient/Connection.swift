@@ -37,6 +37,11 @@ public final class Connection {
     /// - Throws: `PostgresError` with SQLSTATE `28P01` for a rejected password and `08001` for any
     ///   other failure to connect. The message names the target and never contains the password.
     public init(_ conninfo: String? = nil, applicationName: String? = nil, connectTimeoutSeconds: Int = 10) throws {
+        if let conninfo, !conninfo.isEmpty, let problem = ConnectionInfo.problem(in: conninfo) {
+            throw PostgresError(
+                code: .sqlclientUnableToEstablishSqlconnection, severity: "FATAL", message: "the connection string \(problem)",
+                hint: "the string is not shown, so that no password reaches the logs")
+        }
         var keys: [String] = ["connect_timeout"]
         var values: [String] = [String(connectTimeoutSeconds)]
         if let conninfo, !conninfo.isEmpty {
@@ -163,7 +168,22 @@ public final class Connection {
         return try consume(result, conn: conn)
     }
 
+    /// Parses and analyses one statement on the server without running it, under `name`
+    /// (`PQprepare`: the protocol's Parse message, which takes exactly one statement, so text
+    /// such as `1); DROP TABLE t; SELECT (1` is a syntax error rather than three statements).
+    /// Throws the server's error for text that does not parse or names what does not exist.
+    public func prepare(_ name: String, _ sql: String) throws {
+        let conn = try liveHandle()
+        _ = try consume(PQprepare(conn, name, sql, 0, nil), conn: conn)
+    }
+
+    /// Removes a statement made by `prepare(_:_:)`.
+    public func deallocate(_ name: String) throws {
+        try execute("DEALLOCATE \(Identifier.quote(name))")
+    }
+
     /// Runs one or more statements separated by semicolons, without parameters (DDL, scripts).
+    /// Never pass it text that came from a user: use `query`, which runs exactly one statement.
     public func execute(_ sql: String) throws {
         let conn = try liveHandle()
         _ = try consume(PQexec(conn, sql), conn: conn)

@@ -1,6 +1,7 @@
 import BackfillCore
 import Foundation
 import Logging
+import PostgresClient
 
 enum ProgressMode: String, ExpressibleByArgument, CaseIterable {
     case auto, always, never
@@ -85,7 +86,7 @@ final class Console: @unchecked Sendable {
     private func printLine(_ line: String) {
         lock.withLock {
             if lineShown { writeRaw("\r\u{1B}[2K") }
-            writeRaw(line + "\n")
+            writeRaw(ConnectionInfo.scrub(line) + "\n")
             if lineShown { writeRaw(tracker.line(at: Date())) }
         }
     }

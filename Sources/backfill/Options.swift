@@ -1,6 +1,7 @@
 import ArgumentParser
 import BackfillCore
 import Foundation
+import PostgresClient
 
 /// Where the database and the checkpoint store are.
 struct DatabaseOptions: ParsableArguments {
@@ -17,6 +18,13 @@ struct DatabaseOptions: ParsableArguments {
     }
 
     var store: CheckpointStore { CheckpointStore(schema: schema) }
+
+    /// A connection string libpq cannot read is a bad flag (exit 2), reported without quoting it.
+    func validate() throws {
+        if let conninfo, let problem = ConnectionInfo.problem(in: conninfo) {
+            throw ValidationError("\(database?.isEmpty == false ? "--database" : "DATABASE_URL"): the connection string \(problem) (it is not shown, so that no password reaches the logs)")
+        }
+    }
 }
 
 enum LogFormat: String, ExpressibleByArgument, CaseIterable {
@@ -27,9 +35,9 @@ enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
     case table, json
 }
 
-/// Writes a line to standard error.
+/// Writes a line to standard error, with anything that looks like a password removed.
 func printError(_ line: String) {
-    FileHandle.standardError.write(Data((line + "\n").utf8))
+    FileHandle.standardError.write(Data((ConnectionInfo.scrub(line) + "\n").utf8))
 }
 
 /// Parses `90s`, `10m`, `2h`, `1h30m`, `500ms` into seconds.

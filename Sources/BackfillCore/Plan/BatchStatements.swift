@@ -34,6 +34,12 @@ public struct BatchStatements: Sendable, Hashable {
     /// `%PERCENT%` stands for the TABLESAMPLE SYSTEM percentage.
     let sampleTemplate: String
     /// The batch statement. Parameters: the last key's values, then the upper key's values.
+    ///
+    /// For `update` and `delete` it returns one row: `rows` changed, and `outside`, how many of
+    /// them lie outside the key range (never more than 0 unless operator SQL escaped its place:
+    /// the runner then rolls the batch back and stops). For `sql` the keys come from a
+    /// materialized CTE `batch` that locks its rows (`FOR NO KEY UPDATE`), so `where` is checked
+    /// again on the newest version of a row that an application changed during the batch.
     public let batch: String
     /// The batch statement of a range's first batch. Parameters: the upper key's values.
     public let batchFromStart: String
@@ -71,23 +77,36 @@ public struct BatchStatements: Sendable, Hashable {
         sampleTemplate = "SELECT \(selectKeys) FROM \(table) TABLESAMPLE SYSTEM (%PERCENT%) ORDER BY \(ascending)"
 
         func statement(lower: String?, upper: String) -> String {
-            var conditions: [String] = []
-            if let lower { conditions.append("\(tuple) > \(lower)") }
-            conditions.append("\(tuple) <= \(upper)")
-            if let whereClause = spec.whereClause { conditions.append("(\(whereClause))") }
-            let predicate = conditions.joined(separator: " AND ")
+            var bounds: [String] = []
+            if let lower { bounds.append("\(tuple) > \(lower)") }
+            bounds.append("\(tuple) <= \(upper)")
+            let range = bounds.joined(separator: " AND ")
+            let predicate = range + (spec.whereClause.map { " AND (\($0))" } ?? "")
+            let keys = columns.joined(separator: ", ")
+            // The changed rows' keys, counted in the same statement: any outside the range means
+            // operator SQL escaped its place.
+            let counted = { (change: String) in
+                "WITH changed AS (\(change) RETURNING \(keys)) SELECT count(*) AS rows, count(*) FILTER (WHERE NOT (\(range))) AS outside FROM changed"
+            }
             switch spec.action {
             case .update(let assignments):
                 let sets = assignments.map { "\(Identifier.quote($0.column)) = (\($0.expression))" }.joined(separator: ", ")
-                return "UPDATE \(table) SET \(sets) WHERE \(predicate)"
+                return counted("UPDATE \(table) SET \(sets) WHERE \(predicate)")
             case .delete:
-                return "DELETE FROM \(table) WHERE \(predicate)"
+                return counted("DELETE FROM \(table) WHERE \(predicate)")
             case .sql(let sql):
-                return "WITH batch AS (SELECT \(columns.joined(separator: ", ")) FROM \(table) WHERE \(predicate)) \(sql)"
+                return "WITH batch AS MATERIALIZED (SELECT \(keys) FROM \(table) WHERE \(predicate) FOR NO KEY UPDATE) \(sql)"
             }
         }
         batch = statement(lower: parameters(from: 1), upper: parameters(from: n + 1))
         batchFromStart = statement(lower: nil, upper: parameters(from: 1))
+    }
+
+    /// What a batch statement's result says it changed: rows, and rows outside the key range
+    /// (0 for a `sql` action, whose statement is the operator's own).
+    public func changed(by result: QueryResult) -> (rows: Int64, outside: Int64) {
+        guard result.columns == ["rows", "outside"], let row = result.rows.first else { return (result.affectedRows, 0) }
+        return (row["rows"].int64 ?? 0, row["outside"].int64 ?? 0)
     }
 
     /// The upper-bound query for a range position: after a last key or from the start, below a

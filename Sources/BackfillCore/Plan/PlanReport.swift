@@ -16,6 +16,8 @@ public enum PlanReport {
         } else {
             lines.append("estimate:   the table has no statistics yet (run ANALYZE for an estimate)")
         }
+        lines.append("plan guard: \(plan.guardFinding)")
+        lines += ["", "batch transaction settings:", "  " + (["lock_timeout = '\(spec.timeouts.lockMs)ms'", "statement_timeout = '\(spec.timeouts.statementMs)ms'"] + plan.batchSettings).map { "SET LOCAL \($0);" }.joined(separator: " ")]
         lines += ["", "upper key of the next batch:", "  " + plan.statements.upperBound, "", "batch statement:", "  " + plan.statements.batch, ""]
         lines.append("EXPLAIN of the first batch:")
         lines.append(explain.map { $0.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n") } ?? "  (the table is empty: nothing to do)")

@@ -17,8 +17,9 @@ extension Planner {
         let upper = upperRow.cells.map { PostgresValue.text($0.string ?? "") }
         let sql = (lower == nil ? statements.batchFromStart : statements.batch)
         let prefix = analyze ? "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)" : "EXPLAIN"
-        // EXPLAIN ANALYZE runs the batch: always inside a transaction that is rolled back.
-        try db.execute("BEGIN")
+        // EXPLAIN ANALYZE runs the batch: always inside a transaction that is rolled back, and
+        // read-only unless asked to analyze.
+        try db.execute((["BEGIN" + (analyze ? "" : " READ ONLY")] + plan.batchSettings.map { "SET LOCAL \($0)" }).joined(separator: "; "))
         defer { try? db.execute("ROLLBACK") }
         return try db.query("\(prefix) \(sql)", (lower ?? []) + upper).rows.compactMap { $0[0].string }.joined(separator: "\n")
     }
@@ -28,6 +29,8 @@ extension Planner {
     public static func countMatching(_ spec: JobSpec, on db: Connection) throws -> Int64 {
         let table = Identifier.quoteQualified(spec.tableParts)
         let filter = spec.whereClause.map { " WHERE (\($0))" } ?? ""
-        return try db.query("SELECT count(*) AS n FROM \(table)\(filter)").first?["n"].int64 ?? 0
+        return try inReadOnlyTransaction(on: db) {
+            try db.query("SELECT count(*) AS n FROM \(table)\(filter)").first?["n"].int64 ?? 0
+        }
     }
 }

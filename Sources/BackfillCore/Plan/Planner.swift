@@ -10,6 +10,13 @@ public struct JobPlan: Sendable {
     public let estimatedRows: Int64?
     /// The unique index that orders the key.
     public let keyIndex: String
+    /// Planner settings every batch transaction applies with `SET LOCAL`, so that the batch stays
+    /// a range scan of the key's index at every batch size (`enable_seqscan = off`, and for a
+    /// `sql` action that would otherwise join the whole table, hash and merge joins off).
+    public let batchSettings: [String]
+    /// What the plan guard found at `batch.max` keys, for people: the scans, or why it could
+    /// not look (an empty table).
+    public let guardFinding: String
 }
 
 extension JobPlan {
@@ -21,9 +28,13 @@ extension JobPlan {
     }
 }
 
-/// Checks a `JobSpec` against the database: the table, the columns, the key's unique index, and
-/// that the real batch statement prepares. Reads only; every check runs in a transaction that is
-/// rolled back.
+/// Checks a `JobSpec` against the database: the table, the columns, the key's unique index (its
+/// column order, direction, collation and operator class), that every piece of operator SQL and
+/// the real batch statement prepare, and that the batch statement's plan is a bounded range scan
+/// of the key's index at the largest batch size (`PlanGuard`). Reads only: every check runs in a
+/// `READ ONLY` transaction that is rolled back, operator SQL is only ever prepared with the
+/// protocol's one-statement Parse message, and nothing is executed but catalog queries, key
+/// look-ups and `EXPLAIN` without `ANALYZE`.
 public enum Planner {
     public static func plan(_ spec: JobSpec, on db: Connection) throws -> JobPlan {
         func fail(_ field: String?, _ problem: String, _ fix: String) -> JobFileError {
@@ -33,7 +44,8 @@ public enum Planner {
         guard let table = try db.query(
             """
             SELECT c.oid::bigint AS oid, c.relkind::text AS kind, n.nspname AS schema, c.relname AS name,
-                   CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint END AS rows, current_database() AS db
+                   CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint END AS rows, current_database() AS db,
+                   c.relkind = 'r' AND EXISTS (SELECT 1 FROM pg_inherits WHERE inhparent = c.oid) AS inherited
             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE c.oid = to_regclass($1)
             """, [.text(quotedTable)]).first
@@ -48,6 +60,10 @@ public enum Planner {
         }
         let oid = table["oid"].int64!
         let qualified = "\(table["schema"].string!).\(table["name"].string!)"
+        if table["inherited"].bool == true {
+            throw fail("table", "\(qualified) has inheritance children (tables made with INHERITS); its unique index does not span them, so a key range can hold more rows than keys and a batch would change rows in the children",
+                       "run one job per child table, or make the parent a partitioned table (whose unique indexes span its partitions)")
+        }
 
         var columns: [String: (type: String, notNull: Bool)] = [:]
         for row in try db.query(
@@ -57,9 +73,10 @@ public enum Planner {
             columns[row["attname"].string!] = (row["type"].string!, row["attnotnull"].bool!)
         }
         func missing(_ field: String, _ column: String) -> JobFileError {
-            let near = columns.keys.min { editDistance($0, column) < editDistance($1, column) }
-            return fail(field, "column `\(column)` does not exist in table \(qualified)" + (near.map { " (did you mean `\($0)`?)" } ?? ""),
-                        "use one of: \(columns.keys.sorted().joined(separator: ", "))")
+            let near = columns.keys.min { editDistance($0.lowercased(), column.lowercased()) < editDistance($1.lowercased(), column.lowercased()) }
+            let written = { (name: String) in "`" + (Identifier.isPlainIdentifier(name) && Identifier.foldASCII(name) == name ? name : "'\(Identifier.quote(name))'") + "`" }
+            return fail(field, "column `\(column)` does not exist in table \(qualified)" + (near.map { " (did you mean \(written($0))?)" } ?? ""),
+                        "use one of: \(columns.keys.sorted().map(written).joined(separator: ", ")); names with capitals or spaces are written quoted, e.g. `'\"Line ID\"'`")
         }
         var key: [KeyColumn] = []
         for name in spec.key {
@@ -78,38 +95,121 @@ public enum Planner {
             }
         }
 
-        // A unique, valid, non-partial btree index whose key columns are exactly the job's key, in order.
-        var indexes: [String: [String]] = [:]
+        // A unique, valid, non-partial btree index whose key columns are exactly the job's key, in
+        // order, ascending, with the columns' own collations and the default operator classes: the
+        // only kind that serves `(key) > (last) AND (key) <= (upper)` as an index range.
+        struct IndexColumn { var name: String; var descending: Bool; var collationMatches: Bool; var collation: String; var opclass: String; var defaultOpclass: Bool }
+        var indexes: [String: [IndexColumn]] = [:]
+        var indexOIDs: [String: Int64] = [:]
         for row in try db.query(
             """
-            SELECT ic.relname AS index, k.ord, a.attname
+            SELECT ic.relname AS index, ic.oid::bigint AS index_oid, k.ord, a.attname,
+                   ((i.indoption::int2[])[k.ord - 1] & 1) = 1 AS descending,
+                   (i.indcollation::oid[])[k.ord - 1] = a.attcollation AS collation_matches,
+                   coalesce((SELECT collname FROM pg_collation WHERE oid = (i.indcollation::oid[])[k.ord - 1]), '') AS collation,
+                   opc.opcname, opc.opcdefault
             FROM pg_index i
             JOIN pg_class ic ON ic.oid = i.indexrelid
             JOIN pg_am am ON am.oid = ic.relam
             CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+            JOIN pg_opclass opc ON opc.oid = (i.indclass::oid[])[k.ord - 1]
             WHERE i.indrelid = $1::oid AND i.indisunique AND i.indisvalid AND i.indpred IS NULL
               AND i.indexprs IS NULL AND am.amname = 'btree' AND k.ord <= i.indnkeyatts
             ORDER BY ic.relname, k.ord
             """, [.int(oid)]).rows
         {
-            indexes[row["index"].string!, default: []].append(row["attname"].string!)
+            let index = row["index"].string!
+            indexOIDs[index] = row["index_oid"].int64
+            indexes[index, default: []].append(IndexColumn(
+                name: row["attname"].string!, descending: row["descending"].bool ?? false, collationMatches: row["collation_matches"].bool ?? false,
+                collation: row["collation"].string ?? "", opclass: row["opcname"].string ?? "", defaultOpclass: row["opcdefault"].bool ?? false))
         }
-        guard let keyIndex = indexes.first(where: { $0.value == spec.key })?.key else {
-            let have = indexes.sorted { $0.key < $1.key }.map { "\($0.key) (\($0.value.joined(separator: ", ")))" }
+        let sameColumns = indexes.filter { $0.value.map(\.name) == spec.key }.sorted { $0.key < $1.key }
+        let create = "`CREATE UNIQUE INDEX CONCURRENTLY ON \(qualified) (\(spec.key.map(Identifier.quote).joined(separator: ", ")))`"
+        guard let keyIndex = sameColumns.first(where: { $0.value.allSatisfy { !$0.descending && $0.collationMatches && $0.defaultOpclass } })?.key else {
+            if let (index, columns) = sameColumns.first {
+                let problems = columns.flatMap { c -> [String] in
+                    (c.descending ? ["column \(c.name) is DESC"] : [])
+                        + (c.collationMatches ? [] : ["column \(c.name) uses collation \"\(c.collation)\", not the column's own"])
+                        + (c.defaultOpclass ? [] : ["column \(c.name) uses operator class \(c.opclass), not the type's default"])
+                }
+                throw fail("key", "unique index \(index) on \(qualified) (\(spec.key.joined(separator: ", "))) cannot serve the walk in key order: \(problems.joined(separator: "; "))",
+                           "create an ascending unique index with the columns' own collations and default operator classes: \(create)")
+            }
+            let have = indexes.sorted { $0.key < $1.key }.map { "\($0.key) (\($0.value.map(\.name).joined(separator: ", ")))" }
             throw fail(
                 "key", "no unique btree index on \(qualified) has exactly the key columns (\(spec.key.joined(separator: ", "))) in that order"
                     + (have.isEmpty ? "; the table has no usable unique index" : "; unique indexes: \(have.joined(separator: "; "))"),
-                "set `key` to the primary key's columns, or create one: `CREATE UNIQUE INDEX CONCURRENTLY ON \(qualified) (\(spec.key.joined(separator: ", ")))`")
+                "set `key` to the primary key's columns, or create one: \(create)")
         }
 
         let statements = BatchStatements(spec: spec, key: key)
         try prove(spec: spec, statements: statements, table: quotedTable, on: db)
-        return JobPlan(spec: spec, statements: statements, tableOID: oid, estimatedRows: table["rows"].int64, keyIndex: keyIndex)
+        // The table and its key index, and their partitions when the table is partitioned.
+        var planGuard = PlanGuard(relations: [[table["schema"].string!, table["name"].string!]], indexes: [keyIndex], isSQLAction: spec.action.name == "sql")
+        for row in try db.query(
+            """
+            SELECT n.nspname AS schema, c.relname AS name, c.relkind::text AS kind
+            FROM pg_partition_tree($1::oid) t JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+            UNION ALL
+            SELECT n.nspname, c.relname, c.relkind::text FROM pg_partition_tree($2::oid) t JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+            """, [.int(oid), .int(indexOIDs[keyIndex] ?? 0)]).rows
+        {
+            if ["r", "p"].contains(row["kind"].string ?? "") {
+                planGuard.relations.insert([row["schema"].string ?? "", row["name"].string ?? ""])
+            } else {
+                planGuard.indexes.insert(row["name"].string ?? "")
+            }
+        }
+        let (settings, finding) = try guardBatch(spec: spec, statements: statements, planGuard: planGuard, on: db)
+        return JobPlan(spec: spec, statements: statements, tableOID: oid, estimatedRows: table["rows"].int64, keyIndex: keyIndex,
+                       batchSettings: settings, guardFinding: finding)
     }
 
-    /// Prepares each piece of operator SQL, then the real statements, inside a transaction that is
-    /// rolled back, so that a typo is reported against its field before any row changes.
+    /// EXPLAINs the batch statement at `batch.max` keys from the first key, under the batch's
+    /// settings, and returns the settings that keep it a bounded range scan of the key's index
+    /// with what the guard found; throws when no setting does.
+    private static func guardBatch(spec: JobSpec, statements: BatchStatements, planGuard: PlanGuard, on db: Connection) throws -> ([String], String) {
+        var settings = ["enable_seqscan = off"]
+        guard let first = try db.query(statements.upperBoundFromStart, [.int(0)]).first?.cells.map({ $0.string ?? "" }) else {
+            return (settings, "not checked: the table is empty (it is checked again at the next run)")
+        }
+        let upper = try db.query(statements.upperBound, first.map(PostgresValue.text) + [.int(Int64(spec.batch.max - 1))]).first?
+            .cells.map { $0.string ?? "" } ?? first
+        func explain() throws -> PlanGuard.Finding {
+            let json = try inReadOnlyTransaction(settings: settings, on: db) {
+                try db.query("EXPLAIN (FORMAT JSON, VERBOSE) \(statements.batch)", (first + upper).map(PostgresValue.text)).rows.first?[0].string ?? ""
+            }
+            return planGuard.check(explainJSON: json)
+        }
+        var finding = try explain()
+        if case .joinsWholeTable = finding {
+            settings += ["enable_hashjoin = off", "enable_mergejoin = off"]
+            finding = try explain()
+        }
+        switch finding {
+        case .bounded(let scans):
+            return (settings, "\(scans) at batch.max = \(spec.batch.max) keys")
+        case .unbounded(let problem), .joinsWholeTable(let problem):
+            throw JobFileError(
+                file: spec.file, field: spec.action.name == "sql" ? "sql" : "where",
+                problem: "the batch statement is not a bounded range scan of the key's index at batch.max = \(spec.batch.max) keys (plan guard): \(problem)",
+                fix: "keep `where` and `set` to conditions on the row itself (a top-level OR is fine inside its parentheses), make sure the key's index is usable, or lower `batch.max`; `backfill plan` shows the plan")
+        }
+    }
+
+    /// Runs `body` inside `BEGIN READ ONLY` with the given `SET LOCAL` settings, then rolls back.
+    static func inReadOnlyTransaction<T>(settings: [String] = [], on db: Connection, _ body: () throws -> T) throws -> T {
+        try db.execute((["BEGIN READ ONLY"] + settings.map { "SET LOCAL \($0)" }).joined(separator: "; "))
+        defer { try? db.execute("ROLLBACK") }
+        return try body()
+    }
+
+    /// Prepares each piece of operator SQL on its own, then the real statements, with the
+    /// protocol's Parse message (`PQprepare`), which takes exactly one statement, so that text
+    /// that tries to end the statement early is a syntax error, and a typo is reported against
+    /// its field. Nothing is executed; the statements are deallocated at once.
     private static func prove(spec: JobSpec, statements: BatchStatements, table: String, on db: Connection) throws {
         var checks: [(field: String, sql: String)] = []
         if let whereClause = spec.whereClause {
@@ -123,22 +223,18 @@ public enum Planner {
         if let check = spec.throttle.checkSQL { checks.append(("throttle.check_sql", "SELECT (\(check))::boolean")) }
         let whole: String = switch spec.action { case .sql: "sql"; case .delete: "action"; case .update: "set" }
         checks += [(whole, statements.batch), (whole, statements.batchFromStart), ("key", statements.upperBound), ("key", statements.upperBoundFromStart)]
-        try db.execute("BEGIN")
-        defer {
-            try? db.execute("ROLLBACK")
-            try? db.execute("DEALLOCATE ALL")
-        }
-        for (i, check) in checks.enumerated() {
-            try db.execute("SAVEPOINT backfill_check")
-            do {
-                try db.execute("PREPARE backfill_check_\(i) AS \(check.sql)")
-            } catch let error as PostgresError where !error.isConnectionLost {
-                throw JobFileError(
-                    file: spec.file, field: check.field,
-                    problem: "does not prepare against \(table): \(error.message)" + (error.hint.map { " (hint: \($0))" } ?? ""),
-                    fix: "correct the SQL of `\(check.field)`; the statement tried was:\n    \(check.sql)")
+        try inReadOnlyTransaction(on: db) {
+            for check in checks {
+                do {
+                    try db.prepare("backfill_check", check.sql)
+                    try db.deallocate("backfill_check")
+                } catch let error as PostgresError where !error.isConnectionLost {
+                    throw JobFileError(
+                        file: spec.file, field: check.field,
+                        problem: "does not prepare against \(table): \(error.message)" + (error.hint.map { " (hint: \($0))" } ?? ""),
+                        fix: "correct the SQL of `\(check.field)`; the statement tried was:\n    \(check.sql)")
+                }
             }
-            try db.execute("RELEASE SAVEPOINT backfill_check")
         }
     }
 }

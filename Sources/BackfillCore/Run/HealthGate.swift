@@ -14,12 +14,15 @@ struct HealthGate {
     let throttle: JobSpec.Throttle
     let tableOID: Int64
     let interval: Double
+    /// `statement_timeout` of `check_sql`.
+    let checkTimeoutMs: Int
     private var lastCheck = -Double.infinity
 
-    init(throttle: JobSpec.Throttle, tableOID: Int64, interval: Double = 1) {
+    init(throttle: JobSpec.Throttle, tableOID: Int64, interval: Double = 1, checkTimeoutMs: Int = 5000) {
         self.throttle = throttle
         self.tableOID = tableOID
         self.interval = interval
+        self.checkTimeoutMs = checkTimeoutMs
     }
 
     /// Whether a check is due at `now` (seconds since the run started).
@@ -43,7 +46,10 @@ struct HealthGate {
             }
         }
         if let sql = throttle.checkSQL {
-            let ok = try db.query("SELECT (\(sql))::boolean AS ok").first?["ok"].bool
+            // Read-only and time-boxed: the operator's check may read anything but change nothing.
+            let ok = try Planner.inReadOnlyTransaction(settings: ["statement_timeout = '\(checkTimeoutMs)ms'"], on: db) {
+                try db.query("SELECT (\(sql))::boolean AS ok").first?["ok"].bool
+            }
             if ok != true { return (.checkSQL, "check_sql returned \(ok.map(String.init) ?? "NULL")") }
         }
         return nil

@@ -184,7 +184,7 @@ public final class Runner {
         if options.dryRun { return .done(summary) }
         try options.store.finish(spec.name, state: .done, db: db)
         if let sql = BatchStatements.remainingCount(spec: spec), !isSQLAction {
-            let remaining = try db.query(sql, [.int(1000)]).first?["n"].int64 ?? 0
+            let remaining = try Planner.inReadOnlyTransaction(on: db) { try db.query(sql, [.int(1000)]).first?["n"].int64 ?? 0 }
             if remaining > 0 {
                 let message = "walked every key, but \(remaining >= 1000 ? "at least 1000" : String(remaining)) rows still match `where`; a `set` that leaves rows matching, or rows changed behind the checkpoint, cause this; check with `backfill verify`, then rerun with --restart"
                 summary.state = .failed

@@ -47,7 +47,7 @@ final class Worker {
     private func loop() throws -> WorkerResult {
         var sizer = BatchSizer(initial: spec.batch.size, min: spec.batch.min, max: spec.batch.max, targetMs: spec.batch.targetMs)
         let policy = RetryPolicy(spec.retry)
-        var gate = HealthGate(throttle: spec.throttle, tableOID: plan.tableOID)
+        var gate = HealthGate(throttle: spec.throttle, tableOID: plan.tableOID, checkTimeoutMs: spec.timeouts.statementMs)
         var attempt = 1
         while true {
             if context.shouldStop { return .stopped(.signal) }
@@ -146,7 +146,8 @@ final class Worker {
     /// range's checkpoint, commit.
     private func batch(size: Int) throws -> BatchResult {
         let store = options.store
-        try db.execute("BEGIN; SET LOCAL lock_timeout = '\(spec.timeouts.lockMs)ms'; SET LOCAL statement_timeout = '\(spec.timeouts.statementMs)ms'")
+        let settings = ["lock_timeout = '\(spec.timeouts.lockMs)ms'", "statement_timeout = '\(spec.timeouts.statementMs)ms'"] + plan.batchSettings
+        try db.execute((["BEGIN"] + settings.map { "SET LOCAL \($0)" }).joined(separator: "; "))
         do {
             let claim: RangeClaim
             if options.dryRun {
@@ -178,9 +179,11 @@ final class Worker {
                 return .rangeDone
             }
             let upper = upperRow.cells.map { $0.string ?? "" }
-            let rows = try db.query(
-                claim.lower == nil ? plan.statements.batchFromStart : plan.statements.batch, lower + upper.map(PostgresValue.text)
-            ).affectedRows
+            let (rows, outside) = plan.statements.changed(by: try db.query(
+                claim.lower == nil ? plan.statements.batchFromStart : plan.statements.batch, lower + upper.map(PostgresValue.text)))
+            if outside > 0 {
+                throw RangeViolation(range: claim.range, lower: claim.lower, upper: upper, keys: size, rows: rows, outside: outside)
+            }
             let waiters: Waiters
             if options.dryRun {
                 waiters = Waiters(spec.throttle.whenBlocking ? try db.query(CheckpointStore.waitersQuery).first : nil)
@@ -266,6 +269,22 @@ final class Worker {
             usleep(useconds_t(slice * 1000))
             left -= slice
         }
+    }
+}
+
+/// A batch changed rows outside its key range: operator SQL escaped its place. The batch is
+/// rolled back and the job stops (exit 1).
+struct RangeViolation: Error, CustomStringConvertible {
+    var range: Int
+    var lower: [String]?
+    var upper: [String]
+    var keys: Int
+    var rows: Int64
+    var outside: Int64
+
+    var description: String {
+        let from = lower.map { "(" + $0.joined(separator: ", ") + ")" } ?? "the start"
+        return "batch in range \(range) over keys after \(from) up to (\(upper.joined(separator: ", "))) walked at most \(keys) keys but changed \(rows) rows, \(outside) of them outside its key range; it was rolled back and the job stopped: the job's `where` or `set` reaches beyond its place, check them with `backfill plan`"
     }
 }
 

@@ -238,7 +238,7 @@ public struct CheckpointStore: Sendable {
                          (array_agg(last_key ORDER BY range_id DESC) FILTER (WHERE last_key IS NOT NULL))[1] AS last_key
                   FROM \(ranges) WHERE job = $1) r
             WHERE j.name = $1
-            """, [.text(job), .text(state.rawValue), error.map { .text($0) } ?? .null])
+            """, [.text(job), .text(state.rawValue), error.map { .text(ConnectionInfo.scrub($0)) } ?? .null])
     }
 
     /// Claims the range for one batch: locks its row (`FOR UPDATE SKIP LOCKED`) for the rest of the
