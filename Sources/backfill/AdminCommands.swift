@@ -64,34 +64,50 @@ struct Status: ParsableCommand {
 }
 
 struct Pause: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Pause a job: its runner stops after the batch in flight (exit 3) and `run` refuses until `resume`.")
+    static let configuration = CommandConfiguration(abstract: "Pause a pending or running job: its runner stops after the batch in flight (exit 3) and `run` refuses until `resume`.")
     @Argument var job: String
     @OptionGroup var db: DatabaseOptions
-    func run() throws { try setState(job, .paused, db) }
+    func run() throws { try apply(.pause, job, db) }
 }
 
 struct Resume: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Allow a paused job to run again; then `backfill run` continues from its checkpoint.")
     @Argument var job: String
     @OptionGroup var db: DatabaseOptions
-    func run() throws { try setState(job, .pending, db) }
+    func run() throws { try apply(.resume, job, db) }
 }
 
 struct Cancel: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Cancel a job: its runner stops after the batch in flight; it runs again only with --restart.")
+    static let configuration = CommandConfiguration(abstract: "Cancel a job that is not done: its runner stops after the batch in flight; it runs again only with --restart.")
     @Argument var job: String
     @OptionGroup var db: DatabaseOptions
-    func run() throws { try setState(job, .cancelled, db) }
+    func run() throws { try apply(.cancel, job, db) }
 }
 
-private func setState(_ job: String, _ state: JobState, _ db: DatabaseOptions) throws {
+struct Forget: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Remove a done, failed or cancelled job's record (its checkpoint and ranges) from the store.")
+    @Argument var job: String
+    @OptionGroup var db: DatabaseOptions
+    func run() throws { try apply(.forget, job, db) }
+}
+
+/// Carries out an operator command; a job that does not exist, or a command its state does not
+/// allow (`JobLifecycle`), is exit 2 with the reason.
+private func apply(_ command: JobCommand, _ job: String, _ db: DatabaseOptions) throws {
     let conn = try connect(db, as: "admin")
     let actor = "\(NSUserName())@\(ProcessInfo.processInfo.hostName)"
-    guard try db.store.setState(job, to: state, by: actor, db: conn) else {
+    switch try db.store.apply(command, job: job, by: actor, db: conn) {
+    case .notFound:
         printError("backfill: no job named `\(job)` in schema `\(db.schema)`; `backfill status` lists the jobs")
         throw ExitCode(2)
+    case .refused(let state, let reason):
+        printError("backfill: cannot \(command.rawValue) `\(job)`: it \(reason) (state: \(state.rawValue))")
+        throw ExitCode(2)
+    case .applied(nil):
+        print("\(job): forgotten by \(actor)")
+    case .applied(let state?):
+        print("\(job): \(state == .pending ? "resumed (run it again to continue)" : state.rawValue) by \(actor)")
     }
-    print("\(job): \(state == .pending ? "resumed (run it again to continue)" : state.rawValue) by \(actor)")
 }
 
 struct Verify: ParsableCommand {

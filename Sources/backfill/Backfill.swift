@@ -14,7 +14,7 @@ struct Backfill: ParsableCommand {
             """,
         version: BackfillVersion.current,
         subcommands: [
-            Run.self, Plan.self, Status.self, Pause.self, Resume.self, Cancel.self, Verify.self,
+            Run.self, Plan.self, Status.self, Pause.self, Resume.self, Cancel.self, Forget.self, Verify.self,
             Rehearse.self, Demo.self,
         ]
     )

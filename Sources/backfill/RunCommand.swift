@@ -69,6 +69,9 @@ struct Run: ParsableCommand {
 
     func validate() throws {
         if let workers, !(1...1024).contains(workers) { throw ValidationError("--workers must be from 1 to 1024") }
+        if join && restart {
+            throw ValidationError("--join cannot be combined with --restart: a joining process adds workers to a run another process holds, and only that runner may start the job over")
+        }
     }
 
     func run() throws {

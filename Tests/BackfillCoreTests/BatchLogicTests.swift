@@ -142,8 +142,11 @@ struct RangeSplitterTests {
         #expect(b == [["a"]])
         #expect(RangeSplitter.boundaries(sample: [], count: 4).isEmpty)
         #expect(RangeSplitter.boundaries(sample: sample, count: 1).isEmpty)
-        #expect(RangeSplitter.samplePercent(estimatedRows: 2_000_000) == 1)
-        #expect(RangeSplitter.samplePercent(estimatedRows: 1000) == 100)
+        #expect(RangeSplitter.samplePercent(estimatedRows: 2_000_000, pages: 20_000) == 1)
+        #expect(RangeSplitter.samplePercent(estimatedRows: 1000, pages: 10) == 100)
+        // Never analyzed (no estimate), or analyzed when small: the page count bounds the sample.
+        #expect(abs(RangeSplitter.samplePercent(estimatedRows: nil, pages: 50_000) - 1) < 1e-9)
+        #expect(abs(RangeSplitter.samplePercent(estimatedRows: 1000, pages: 50_000) - 1) < 1e-9)
     }
 
     @Test("upper-bound queries below a ceiling keep the parameter order last, ceiling, offset")

@@ -57,6 +57,10 @@ struct RunTests {
         #expect(waitFor(30) { rowsDone(db, job: "kill9") >= 20_000 })
         kill(first.pid, SIGKILL)
         first.wait()
+        // Nobody runs it now: status must not say `running`.
+        #expect(try waitFor(10) { try backfill(["status", "kill9", "--database", url]).out.contains("stopped (no runner since") })
+        let json = try backfill(["status", "kill9", "--database", url, "--format", "json"]).out
+        #expect(json.contains("\"state\":\"pending\"") && json.contains("no_runner_since"), "\(json)")
         let partial = rowsDone(db, job: "kill9")
         #expect(partial > 0 && partial < 200_000)
         #expect(try db.query("SELECT count(*) AS n FROM items WHERE writes = 1").first?["n"].int64 == partial)

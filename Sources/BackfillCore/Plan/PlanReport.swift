@@ -38,7 +38,8 @@ public enum StatusTable {
             if let by = job.pausedBy, job.state == .paused || job.state == .cancelled {
                 note = "\(job.state.rawValue) by \(by)" + (job.pausedAt.map { " at \(RunEvent.timestamp($0))" } ?? "")
             }
-            return [job.name, job.state.rawValue, String(job.rowsDone), String(job.batches),
+            let state = job.noRunnerSince.map { "stopped (no runner since \(RunEvent.timestamp($0)))" } ?? job.state.rawValue
+            return [job.name, state, String(job.rowsDone), String(job.batches),
                     job.lastKey.map { "(" + $0.joined(separator: ", ") + ")" } ?? "-",
                     job.updatedAt.map(RunEvent.timestamp) ?? "-", note]
         }

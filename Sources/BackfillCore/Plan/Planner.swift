@@ -8,6 +8,8 @@ public struct JobPlan: Sendable {
     public let tableOID: Int64
     /// The table's row count from catalog statistics (`reltuples`), or nil when never analyzed.
     public let estimatedRows: Int64?
+    /// The table's size in pages now (from its files, not from statistics).
+    public let pages: Int64
     /// The unique index that orders the key.
     public let keyIndex: String
     /// Planner settings every batch transaction applies with `SET LOCAL`, so that the batch stays
@@ -23,7 +25,7 @@ extension JobPlan {
     /// About 20,000 key tuples in key order from a page sample of the table (all keys of a small
     /// table): the range split's quantiles and the rehearsal's random existing keys.
     public func sampleKeys(on db: Connection) throws -> [[String]] {
-        try db.query(statements.sampleKeys(percent: RangeSplitter.samplePercent(estimatedRows: estimatedRows)))
+        try db.query(statements.sampleKeys(percent: RangeSplitter.samplePercent(estimatedRows: estimatedRows, pages: pages)))
             .rows.map { $0.cells.map { $0.string ?? "" } }
     }
 }
@@ -45,7 +47,9 @@ public enum Planner {
             """
             SELECT c.oid::bigint AS oid, c.relkind::text AS kind, n.nspname AS schema, c.relname AS name,
                    CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint END AS rows, current_database() AS db,
-                   c.relkind = 'r' AND EXISTS (SELECT 1 FROM pg_inherits WHERE inhparent = c.oid) AS inherited
+                   c.relkind = 'r' AND EXISTS (SELECT 1 FROM pg_inherits WHERE inhparent = c.oid) AS inherited,
+                   (SELECT coalesce(sum(pg_relation_size(p.relid)), 0) FROM pg_partition_tree(c.oid) p)::bigint
+                       / current_setting('block_size')::bigint + (pg_relation_size(c.oid) / current_setting('block_size')::bigint) AS pages
             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE c.oid = to_regclass($1)
             """, [.text(quotedTable)]).first
@@ -163,7 +167,7 @@ public enum Planner {
             }
         }
         let (settings, finding) = try guardBatch(spec: spec, statements: statements, planGuard: planGuard, on: db)
-        return JobPlan(spec: spec, statements: statements, tableOID: oid, estimatedRows: table["rows"].int64, keyIndex: keyIndex,
+        return JobPlan(spec: spec, statements: statements, tableOID: oid, estimatedRows: table["rows"].int64, pages: table["pages"].int64 ?? 0, keyIndex: keyIndex,
                        batchSettings: settings, guardFinding: finding)
     }
 

@@ -85,7 +85,9 @@ public final class Runner {
         } catch {
             outcome = .failed("\(error)", context.summary(state: .failed))
         }
-        if let live = db, !options.dryRun, let db = try? reconnectIfLost(live) {
+        // Only the lease holder records the job's final state: a `--join` process, or a run that
+        // stopped before it took the lease, must not write over a job another runner holds.
+        if let live = db, !options.dryRun, context.lease != nil, let db = try? reconnectIfLost(live) {
             switch outcome {
             case .failed(let message, _): try? options.store.finish(spec.name, state: .failed, error: message, db: db)
             case .stopped(.signal, _), .stopped(.timeBox, _): try? options.store.finish(spec.name, state: .pending, db: db)
@@ -129,7 +131,7 @@ public final class Runner {
                 problem: "job `\(spec.name)` has a checkpoint made by a different version of this file (its table, key, where, set, sql or action changed)",
                 fix: "run with --restart to discard the checkpoint and start over from the first key, or give the changed job a new `name`")
         }
-        try store.markRunning(spec.name, runner: context.runnerName, db: db)
+        if context.lease != nil { try store.markRunning(spec.name, runner: context.runnerName, db: db) }
         let status = try store.status(job: spec.name, db: db).first
         context.event(.start, try startFields(plan, rowsBefore: status?.rowsDone ?? 0, db: db)
             + [("workers", .int(Int64(workers))), ("ranges", .int(Int64(status?.ranges ?? 0)))])
@@ -182,7 +184,7 @@ public final class Runner {
     private func finishDone(_ db: Connection) throws -> RunOutcome {
         var summary = context.summary(state: .done)
         if options.dryRun { return .done(summary) }
-        try options.store.finish(spec.name, state: .done, db: db)
+        if context.lease != nil { try options.store.finish(spec.name, state: .done, db: db) }
         if let sql = BatchStatements.remainingCount(spec: spec), !isSQLAction {
             let remaining = try Planner.inReadOnlyTransaction(on: db) { try db.query(sql, [.int(1000)]).first?["n"].int64 ?? 0 }
             if remaining > 0 {

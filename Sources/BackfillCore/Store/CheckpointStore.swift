@@ -60,13 +60,17 @@ public struct JobStatus: Sendable, Hashable, Codable {
     public var rangeList: [RangeStatus]?
     /// Workers seen in the last 30 s (filled when one job is asked for).
     public var workers: [WorkerStatus]?
+    /// Set when the store says `running` but no runner holds the lease and no worker reported in
+    /// the last 30 s (a runner killed with -9, a lost host): when it was last seen. `state` is
+    /// then `pending`: run it again to resume.
+    public var noRunnerSince: Date?
 
     enum CodingKeys: String, CodingKey {
         case name, state, table, batches, runner, ranges
         case rowsDone = "rows_done", lastKey = "last_key", lastError = "last_error", pausedBy = "paused_by"
         case pausedAt = "paused_at", startedAt = "started_at", updatedAt = "updated_at", finishedAt = "finished_at"
         case rangesDone = "ranges_done", throttleReason = "throttle_reason", throttledSince = "throttled_since"
-        case rangeList = "range_list", workers
+        case rangeList = "range_list", workers, noRunnerSince = "no_runner_since"
     }
 }
 
@@ -107,7 +111,6 @@ public struct CheckpointStore: Sendable {
     /// The DDL of the current schema version; every statement is safe to run again.
     var migrations: String {
         """
-        CREATE SCHEMA IF NOT EXISTS \(Identifier.quote(schema));
         CREATE TABLE IF NOT EXISTS \(jobs) (
             name text PRIMARY KEY,
             spec_hash text NOT NULL,
@@ -153,13 +156,47 @@ public struct CheckpointStore: Sendable {
             last_seen timestamptz NOT NULL DEFAULT now(),
             PRIMARY KEY (job, worker)
         );
+        CREATE TABLE IF NOT EXISTS \(Identifier.quote(schema)).store_version (version integer NOT NULL);
+        DELETE FROM \(Identifier.quote(schema)).store_version;
+        INSERT INTO \(Identifier.quote(schema)).store_version VALUES (\(Self.version));
         """
     }
 
-    /// Creates or upgrades the store's tables.
+    /// The store's schema version; `migrate` changes tables only when the stored one is older.
+    static let version = 2
+
+    /// The version recorded in the store, or nil when it has none (no store, or one made before
+    /// versions were recorded).
+    func storedVersion(_ db: Connection) throws -> Int? {
+        guard try db.query("SELECT to_regclass($1) IS NOT NULL AS present", [.text("\(Identifier.quote(schema)).store_version")]).first?["present"].bool == true
+        else { return nil }
+        return try db.query("SELECT max(version) AS v FROM \(Identifier.quote(schema)).store_version").first?["v"].int
+    }
+
+    /// Creates or upgrades the store's tables, only when its recorded version is older than this
+    /// build's: a store that is up to date costs one catalog query and takes no lock. Upgrades
+    /// run under an advisory lock and `lock_timeout`, create the schema only when it does not
+    /// exist (a role that owns an existing schema needs no CREATE on the database), and refuse a
+    /// schema that holds tables Backfill did not create.
     public func migrate(_ db: Connection) throws {
+        if try storedVersion(db) == Self.version { return }
         try db.transaction { db in
+            try db.execute("SET LOCAL lock_timeout = '5s'")
             try db.query("SELECT pg_advisory_xact_lock(hashtext($1))", [.text("backfill-store:" + schema)])
+            if try storedVersion(db) == Self.version { return }
+            let found = try db.query(
+                """
+                SELECT to_regnamespace($1) IS NOT NULL AS schema_exists,
+                       to_regclass($2) IS NOT NULL AS has_jobs,
+                       (SELECT count(*) FROM pg_class c WHERE c.relnamespace = to_regnamespace($1) AND c.relkind IN ('r', 'p', 'v', 'm', 'f'))::int AS relations
+                """, [.text(Identifier.quote(schema)), .text(jobs)]).first
+            if found?["schema_exists"].bool == true, found?["has_jobs"].bool == false, (found?["relations"].int ?? 0) > 0 {
+                throw JobFileError(
+                    file: "--schema", field: nil,
+                    problem: "schema `\(schema)` holds tables that Backfill did not create",
+                    fix: "give Backfill a schema of its own with `--schema NAME` (it creates its tables there), or create an empty one: `CREATE SCHEMA \(Identifier.quote(schema)) AUTHORIZATION <role>`")
+            }
+            if found?["schema_exists"].bool != true { try db.execute("CREATE SCHEMA \(Identifier.quote(schema))") }
             try db.execute(migrations)
         }
     }
@@ -271,7 +308,19 @@ public struct CheckpointStore: Sendable {
     /// current batch (its row lock) and reads its committed checkpoint, so no key is skipped or
     /// walked twice. Returns false when no range is worth splitting (fewer than `minimumRows` left).
     public func splitLargestRange(_ job: String, plan: JobPlan, minimumRows: Int64, db: Connection) throws -> Bool {
+        do {
+            return try split(job, plan: plan, minimumRows: minimumRows, db: db)
+        } catch let error as PostgresError where error.code == .uniqueViolation || error.code == .lockNotAvailable {
+            return false  // another worker split at the same moment: no split this time
+        }
+    }
+
+    private func split(_ job: String, plan: JobPlan, minimumRows: Int64, db: Connection) throws -> Bool {
         try db.transaction { db in
+            // One split at a time per job: the job row's lock serialises them, so two idle workers
+            // never pick the same new range number.
+            try db.execute("SET LOCAL lock_timeout = '2s'")
+            guard try db.query("SELECT 1 FROM \(jobs) WHERE name = $1 FOR UPDATE", [.text(job)]).first != nil else { return false }
             guard let row = try db.query(
                 """
                 SELECT range_id, coalesce(last_key, lower_key)::text AS lower, upper_key::text AS ceiling,
@@ -366,18 +415,40 @@ public struct CheckpointStore: Sendable {
         try db.query("UPDATE \(ranges) SET done = true, updated_at = now() WHERE job = $1 AND range_id = $2", [.text(job), .int(Int64(range))])
     }
 
-    /// Sets a job's state from outside its runner (`pause`, `resume`, `cancel`). Returns false when
-    /// no such job exists.
-    public func setState(_ job: String, to state: JobState, by actor: String, db: Connection) throws -> Bool {
-        try migrate(db)
-        let result = try db.query(
-            """
-            UPDATE \(jobs) SET state = $2, updated_at = now(),
-                paused_by = CASE WHEN $2 IN ('paused', 'cancelled') THEN $3 ELSE NULL END,
-                paused_at = CASE WHEN $2 IN ('paused', 'cancelled') THEN now() ELSE NULL END
-            WHERE name = $1
-            """, [.text(job), .text(state.rawValue), .text(actor)])
-        return result.affectedRows == 1
+    /// What an operator command did.
+    public enum CommandResult: Sendable, Hashable {
+        /// The job moved to this state (nil: its record was removed).
+        case applied(JobState?)
+        /// `JobLifecycle` does not allow the command in the job's state: the reason.
+        case refused(JobState, String)
+        case notFound
+    }
+
+    /// Carries out `pause`, `resume`, `cancel` or `forget` as `JobLifecycle` decides, under the job
+    /// row's lock. Never creates or upgrades the store.
+    public func apply(_ command: JobCommand, job: String, by actor: String, db: Connection) throws -> CommandResult {
+        guard try db.query("SELECT to_regclass($1) IS NOT NULL AS present", [.text(jobs)]).first?["present"].bool == true else { return .notFound }
+        return try db.transaction { db in
+            guard let row = try db.query("SELECT state FROM \(jobs) WHERE name = $1 FOR UPDATE", [.text(job)]).first,
+                  let state = JobState(rawValue: row["state"].string ?? "")
+            else { return .notFound }
+            switch JobLifecycle.decide(command, from: state) {
+            case .refuse(let reason):
+                return .refused(state, reason)
+            case .remove:
+                try db.query("DELETE FROM \(jobs) WHERE name = $1", [.text(job)])
+                return .applied(nil)
+            case .to(let next):
+                try db.query(
+                    """
+                    UPDATE \(jobs) SET state = $2, updated_at = now(),
+                        paused_by = CASE WHEN $2 IN ('paused', 'cancelled') THEN $3 ELSE NULL END,
+                        paused_at = CASE WHEN $2 IN ('paused', 'cancelled') THEN now() ELSE NULL END
+                    WHERE name = $1
+                    """, [.text(job), .text(next.rawValue), .text(actor)])
+                return .applied(next)
+            }
+        }
     }
 
     /// The jobs in the store (or one of them), with progress summed over their ranges.
@@ -389,7 +460,13 @@ public struct CheckpointStore: Sendable {
             SELECT j.name, j.state, j.table_name, j.last_error, j.runner, j.paused_by, j.paused_at, j.started_at, j.finished_at,
                    j.throttle_reason, j.throttled_since,
                    coalesce(r.rows_done, 0) AS rows_done, coalesce(r.batches, 0) AS batches, r.last_key::text AS last_key,
-                   greatest(j.updated_at, r.updated_at) AS updated_at, coalesce(r.ranges, 0) AS ranges, coalesce(r.ranges_done, 0) AS ranges_done
+                   greatest(j.updated_at, r.updated_at) AS updated_at, coalesce(r.ranges, 0) AS ranges, coalesce(r.ranges_done, 0) AS ranges_done,
+                   EXISTS (SELECT 1 FROM pg_locks l
+                           WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                             AND l.classid = $2::int::oid AND l.objid = hashtext(j.name)::oid AND l.objsubid = 2)
+                       OR EXISTS (SELECT 1 FROM \(workers) w WHERE w.job = j.name AND w.last_seen > now() - interval '30 seconds'
+                                  AND (j.runner IS NULL OR left(w.worker, length(j.runner) + 1) <> j.runner || ':')) AS runner_alive,
+                   (SELECT max(w.last_seen) FROM \(workers) w WHERE w.job = j.name) AS last_seen
             FROM \(jobs) j LEFT JOIN LATERAL (
                 SELECT sum(rows_done)::bigint AS rows_done, sum(batches)::bigint AS batches, max(updated_at) AS updated_at,
                        count(*)::int AS ranges, count(*) FILTER (WHERE done)::int AS ranges_done,
@@ -397,16 +474,21 @@ public struct CheckpointStore: Sendable {
                 FROM \(ranges) WHERE job = j.name) r ON true
             WHERE $1::text IS NULL OR j.name = $1
             ORDER BY j.name
-            """, [job.map { .text($0) } ?? .null]
+            """, [job.map { .text($0) } ?? .null, .int(Lease.namespace)]
         ).rows.map { row in
-            JobStatus(
-                name: row["name"].string!, state: JobState(rawValue: row["state"].string!) ?? .pending,
+            let stored = JobState(rawValue: row["state"].string!) ?? .pending
+            // `running` with no live lease and no fresh heartbeat: the runner died (kill -9, a lost
+            // host). The job is resumable, so it shows as pending, with since when nobody runs it.
+            let orphaned = stored == .running && row["runner_alive"].bool == false
+            return JobStatus(
+                name: row["name"].string!, state: orphaned ? .pending : stored,
                 table: row["table_name"].string!, rowsDone: row["rows_done"].int64!, batches: row["batches"].int64!,
                 lastKey: try row["last_key"].string.map(Self.decodeKey), lastError: row["last_error"].string,
                 runner: row["runner"].string, pausedBy: row["paused_by"].string, pausedAt: row["paused_at"].date,
                 startedAt: row["started_at"].date, updatedAt: row["updated_at"].date, finishedAt: row["finished_at"].date,
                 rangesDone: row["ranges_done"].int ?? 0, ranges: row["ranges"].int ?? 0,
-                throttleReason: row["throttle_reason"].string, throttledSince: row["throttled_since"].date)
+                throttleReason: row["throttle_reason"].string, throttledSince: row["throttled_since"].date,
+                noRunnerSince: orphaned ? (row["last_seen"].date ?? row["updated_at"].date) : nil)
         }
     }
 

@@ -8,10 +8,13 @@ public enum RangeSplitter {
         return min(max(4 * max(workers, 1), bySize, 1), 1024)
     }
 
-    /// The sample percentage (of pages) that yields about 20,000 keys; 100 for small tables.
-    public static func samplePercent(estimatedRows: Int64?) -> Double {
-        guard let rows = estimatedRows, rows > 40_000 else { return 100 }
-        return min(100, 20_000 / Double(rows) * 100)
+    /// The sample percentage (of pages) that yields about 20,000 keys, and never more than 500
+    /// pages (at most about 145,000 keys, whatever the statistics say: a table that was never
+    /// analyzed, or grew since, is not read whole); 100 for small tables.
+    public static func samplePercent(estimatedRows: Int64?, pages: Int64) -> Double {
+        let byRows = estimatedRows.map { $0 > 40_000 ? 20_000 / Double($0) * 100 : 100 } ?? 100
+        let byPages = pages > 500 ? 500 / Double(pages) * 100 : 100
+        return min(100, byRows, byPages)
     }
 
     /// `count − 1` boundaries taken at even quantiles of a key-ordered sample, without repeats

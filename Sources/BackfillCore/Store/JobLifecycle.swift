@@ -1,0 +1,51 @@
+/// What an operator can do to a job from outside its runner.
+public enum JobCommand: String, Sendable, CaseIterable {
+    case pause, resume, cancel, forget
+}
+
+/// The job's lifecycle as a transition table: which operator command is allowed from which
+/// state, and what it leads to. Pure; `CheckpointStore.apply` carries out its decisions under
+/// the job row's lock.
+///
+/// ```
+/// pending ──run──► running ──► done | failed | paused | cancelled | pending (stopped: time box, signal)
+/// pause:   pending, running          → paused
+/// resume:  paused                    → pending
+/// cancel:  pending, running, paused, failed → cancelled   (runs again only with --restart)
+/// forget:  done, failed, cancelled   → the record is removed
+/// ```
+public enum JobLifecycle {
+    /// The outcome of a command in a state.
+    public enum Decision: Sendable, Hashable {
+        /// The job moves to this state.
+        case to(JobState)
+        /// The job's record is removed.
+        case remove
+        /// Not allowed; the reason and what to do instead, for people.
+        case refuse(String)
+    }
+
+    public static func decide(_ command: JobCommand, from state: JobState) -> Decision {
+        switch (command, state) {
+        case (.pause, .pending), (.pause, .running): .to(.paused)
+        case (.pause, .paused): .refuse("is already paused; `backfill resume` lets it run again")
+        case (.pause, .done): .refuse("is done: there is nothing to pause")
+        case (.pause, .failed): .refuse("has failed and is not running: fix the cause and run it again, or cancel it")
+        case (.pause, .cancelled): .refuse("is cancelled: it runs again only with `run --restart`")
+
+        case (.resume, .paused): .to(.pending)
+        case (.resume, .pending), (.resume, .running): .refuse("is not paused")
+        case (.resume, .done): .refuse("is done: there is nothing to resume")
+        case (.resume, .failed): .refuse("has failed, it is not paused: run it again to retry from its checkpoint")
+        case (.resume, .cancelled): .refuse("was cancelled, not paused: `run --restart` starts it over from the first key")
+
+        case (.cancel, .pending), (.cancel, .running), (.cancel, .paused), (.cancel, .failed): .to(.cancelled)
+        case (.cancel, .done): .refuse("is done: there is nothing to cancel (`backfill forget` removes its record)")
+        case (.cancel, .cancelled): .refuse("is already cancelled")
+
+        case (.forget, .done), (.forget, .failed), (.forget, .cancelled): .remove
+        case (.forget, .running): .refuse("is running: stop or cancel it first, then forget it")
+        case (.forget, .pending), (.forget, .paused): .refuse("is not finished: cancel it first if it should never run again")
+        }
+    }
+}
