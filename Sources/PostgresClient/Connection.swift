@@ -52,6 +52,10 @@ public final class Connection {
             keys.append("application_name")
             values.append(applicationName)
         }
+        // UTF-8 on every connection, whatever the connection string, PGCLIENTENCODING or the role
+        // say (later keywords win): text and keys read back as they were written.
+        keys.append("client_encoding")
+        values.append("UTF8")
         let conn = Connection.connect(keys: keys, values: values)
         let info = ConnectionInfo(conn: conn, conninfo: conninfo)
         self.secrets = info.secrets

@@ -128,7 +128,9 @@ struct KeyAndActionTests {
         try db.execute("ALTER TABLE items ADD CONSTRAINT small CHECK (filled IS NULL OR filled < 10000)")
         let (outcome, _) = try runJob(itemsJob(name: "p") + "\nbatch: {size: 1000, max: 1000}", url: url)
         #expect(outcome.exitCode == 1)
-        guard case .failed(let message, _) = outcome else { Issue.record("\(outcome)"); return }
+        guard case .failed(let failure, _) = outcome else { Issue.record("\(outcome)"); return }
+        let message = failure.description
+        #expect(failure.sqlstate == "23514" && failure.range != nil && failure.afterKey != nil)
         #expect(message.contains("23514"))
         #expect(message.contains("violates check constraint"))
         #expect(message.contains("range ") && message.contains("after key ("))

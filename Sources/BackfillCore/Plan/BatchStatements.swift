@@ -61,13 +61,15 @@ public struct BatchStatements: Sendable, Hashable {
         let ascending = columns.map { "\(table).\($0)" }.joined(separator: ", ")
         let descending = columns.map { "\(table).\($0) DESC" }.joined(separator: ", ")
 
+        // The upper key and how many keys the batch walks: the offset + 1, or, for the last batch
+        // of a range (fewer keys left than asked for), a count of what is left, read only then.
         func upper(after lower: String?, ceiling: String?, offsetParameter: Int) -> String {
             let bounds = [lower.map { "\(tuple) > \($0)" }, ceiling.map { "\(tuple) <= \($0)" }].compactMap { $0 }
             let filter = bounds.isEmpty ? "" : " WHERE " + bounds.joined(separator: " AND ")
             return """
-                (SELECT \(selectKeys) FROM \(table)\(filter) ORDER BY \(ascending) OFFSET $\(offsetParameter) LIMIT 1) \
+                (SELECT \(selectKeys), $\(offsetParameter)::bigint + 1 AS walked FROM \(table)\(filter) ORDER BY \(ascending) OFFSET $\(offsetParameter) LIMIT 1) \
                 UNION ALL \
-                (SELECT \(selectKeys) FROM \(table)\(filter) ORDER BY \(descending) LIMIT 1) LIMIT 1
+                (SELECT \(selectKeys), (SELECT count(*) FROM \(table)\(filter)) AS walked FROM \(table)\(filter) ORDER BY \(descending) LIMIT 1) LIMIT 1
                 """
         }
         upperBound = upper(after: parameters(from: 1), ceiling: nil, offsetParameter: n + 1)
@@ -100,6 +102,11 @@ public struct BatchStatements: Sendable, Hashable {
         }
         batch = statement(lower: parameters(from: 1), upper: parameters(from: n + 1))
         batchFromStart = statement(lower: nil, upper: parameters(from: 1))
+    }
+
+    /// The key of an upper-bound row, and how many keys the batch up to it walks.
+    public func upperKey(_ row: PostgresRow) -> (key: [String], walked: Int) {
+        (row.cells.prefix(key.count).map { $0.string ?? "" }, row["walked"].int ?? 0)
     }
 
     /// What a batch statement's result says it changed: rows, and rows outside the key range

@@ -8,13 +8,13 @@ extension Planner {
         var lower: [PostgresValue]?
         if skip > 0 {
             guard let row = try db.query(statements.upperBoundFromStart, [.int(Int64(skip - 1))]).first else { return nil }
-            lower = row.cells.map { .text($0.string ?? "") }
+            lower = statements.upperKey(row).key.map(PostgresValue.text)
         }
         let upperRow = try db.query(
             lower == nil ? statements.upperBoundFromStart : statements.upperBound,
             (lower ?? []) + [.int(Int64(size - 1))]).first
         guard let upperRow else { return nil }
-        let upper = upperRow.cells.map { PostgresValue.text($0.string ?? "") }
+        let upper = statements.upperKey(upperRow).key.map(PostgresValue.text)
         let sql = (lower == nil ? statements.batchFromStart : statements.batch)
         let prefix = analyze ? "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)" : "EXPLAIN"
         // EXPLAIN ANALYZE runs the batch: always inside a transaction that is rolled back, and

@@ -176,11 +176,11 @@ public enum Planner {
     /// with what the guard found; throws when no setting does.
     private static func guardBatch(spec: JobSpec, statements: BatchStatements, planGuard: PlanGuard, on db: Connection) throws -> ([String], String) {
         var settings = ["enable_seqscan = off"]
-        guard let first = try db.query(statements.upperBoundFromStart, [.int(0)]).first?.cells.map({ $0.string ?? "" }) else {
+        guard let first = try db.query(statements.upperBoundFromStart, [.int(0)]).first.map({ statements.upperKey($0).key }) else {
             return (settings, "not checked: the table is empty (it is checked again at the next run)")
         }
-        let upper = try db.query(statements.upperBound, first.map(PostgresValue.text) + [.int(Int64(spec.batch.max - 1))]).first?
-            .cells.map { $0.string ?? "" } ?? first
+        let upper = try db.query(statements.upperBound, first.map(PostgresValue.text) + [.int(Int64(spec.batch.max - 1))]).first
+            .map { statements.upperKey($0).key } ?? first
         func explain() throws -> PlanGuard.Finding {
             let json = try inReadOnlyTransaction(settings: settings, on: db) {
                 try db.query("EXPLAIN (FORMAT JSON, VERBOSE) \(statements.batch)", (first + upper).map(PostgresValue.text)).rows.first?[0].string ?? ""

@@ -7,35 +7,47 @@ enum WorkerResult: Sendable {
     /// No range is left open.
     case done
     case stopped(StopReason)
-    case failed(String)
+    case failed(RunFailure)
     case held(LeaseHolder)
 }
 
-/// What the workers of one run share: the job, the stop signal, the lease, one serialized event
-/// stream, and the merged counters. The lock makes it safe to share between worker threads.
-final class RunContext: @unchecked Sendable {
+/// What the workers of one run share: the job, the store, the stop signal, the lease, one
+/// serialized event stream, and the merged counters.
+///
+/// State sits behind a `Mutex` that is never held across network I/O or the caller's callback:
+/// events go out under a lock of their own (so that lines of several workers never interleave),
+/// and renewing the lease takes a lock of its own.
+final class RunContext: Sendable {
     let spec: JobSpec
     let options: RunOptions
     let stop: StopSignal
+    /// Where the checkpoint lives: the PostgreSQL store, or memory for a dry run.
+    let store: any RunStore
     let runnerName = "\(ProcessInfo.processInfo.hostName):\(getpid())"
     let started = ContinuousClock.now
-    private let emitter: (RunEvent) -> Void
-    private let lock = NSLock()
-    private var merged: RunSummary
-    private var finished: [WorkerResult] = []
-    private var aborted = false
-    private var restUntil = ContinuousClock.now
-    private var limiter: RateLimiter
-    var plan: JobPlan!
-    var lease: Lease?
+    /// The caller's event callback; called only under `emitting`, one event at a time, which is
+    /// what makes sharing this non-`Sendable` closure between worker threads sound.
+    nonisolated(unsafe) private let emitter: (RunEvent) -> Void
+    /// Serialises event delivery only; never taken together with `state`.
+    private let emitting = Mutex(())
+    private let leaseLock: Mutex<Lease?>
+
+    private struct State {
+        var merged: RunSummary
+        var finished: [WorkerResult] = []
+        var aborted = false
+        var restUntil = ContinuousClock.now
+    }
+    private let state: Mutex<State>
 
     init(spec: JobSpec, options: RunOptions, stop: StopSignal, emit: @escaping (RunEvent) -> Void) {
         self.spec = spec
         self.options = options
         self.stop = stop
         self.emitter = emit
-        self.merged = RunSummary(job: spec.name, state: .running)
-        self.limiter = RateLimiter(rowsPerSecond: spec.throttle.maxRowsPerSecond)
+        self.store = options.dryRun ? MemoryStore(rowsPerSecond: spec.throttle.maxRowsPerSecond) : options.store
+        self.state = Mutex(State(merged: RunSummary(job: spec.name, state: .running)))
+        self.leaseLock = Mutex(nil)
     }
 
     var applicationName: String { "backfill:\(spec.name)" }
@@ -44,66 +56,77 @@ final class RunContext: @unchecked Sendable {
 
     /// Emits an event; events from several workers never interleave.
     func event(_ kind: RunEvent.Kind, _ fields: [(String, RunEvent.Value)] = []) {
-        lock.withLock { emitter(RunEvent(kind, job: spec.name, fields)) }
+        let event = RunEvent(kind, job: spec.name, fields)
+        emitting.withLock { _ in emitter(event) }
     }
 
     /// Whether the workers should stop now: a signal, or another worker failed.
-    var shouldStop: Bool { stop.isRequested || lock.withLock { aborted } }
+    var shouldStop: Bool { stop.isRequested || state.withLock { $0.aborted } }
 
-    func abort() { lock.withLock { aborted = true } }
+    func abort() { state.withLock { $0.aborted = true } }
 
-    func record(_ result: WorkerResult) { lock.withLock { finished.append(result) } }
+    func record(_ result: WorkerResult) { state.withLock { $0.finished.append(result) } }
 
-    var results: [WorkerResult] { lock.withLock { finished } }
+    var results: [WorkerResult] { state.withLock { $0.finished } }
 
     /// Adds a committed batch to the run's counters; returns the rows done so far in this run.
     func addBatch(rows: Int64, ms: Double, lastKey: [String]) -> Int64 {
-        lock.withLock {
-            merged.rows += rows
-            merged.batches += 1
-            merged.batchMs.append(ms)
-            merged.lastKey = lastKey
-            return merged.rows
+        state.withLock {
+            $0.merged.rows += rows
+            $0.merged.batches += 1
+            $0.merged.batchMs.append(ms)
+            $0.merged.lastKey = lastKey
+            return $0.merged.rows
         }
     }
 
-    func addRetry(_ reason: RetryReason) { lock.withLock { merged.retries[reason, default: 0] += 1 } }
+    func addRetry(_ reason: RetryReason) { state.withLock { $0.merged.retries[reason, default: 0] += 1 } }
 
-    func addThrottle(_ reason: String, seconds: Double) { lock.withLock { merged.throttledSeconds[reason, default: 0] += seconds } }
+    func addThrottle(_ reason: String, seconds: Double) { state.withLock { $0.merged.throttledSeconds[reason, default: 0] += seconds } }
 
     /// The run's summary so far, in `state`.
-    func summary(state: JobState) -> RunSummary {
-        lock.withLock {
-            var s = merged
-            s.state = state
-            s.seconds = elapsed
+    func summary(state runState: JobState) -> RunSummary {
+        let seconds = elapsed
+        return state.withLock {
+            var s = $0.merged
+            s.state = runState
+            s.seconds = seconds
             return s
         }
     }
 
     /// Live traffic waited on one worker: every worker of this process rests until `until`.
-    func restAll(until: ContinuousClock.Instant) { lock.withLock { restUntil = max(restUntil, until) } }
+    func restAll(until: ContinuousClock.Instant) { state.withLock { $0.restUntil = max($0.restUntil, until) } }
 
     /// How long this worker should still rest because another one was told to.
-    var sharedRest: Duration { lock.withLock { restUntil - ContinuousClock.now } }
+    var sharedRest: Duration { state.withLock { $0.restUntil } - ContinuousClock.now }
 
-    /// The in-process token bucket (dry runs, which keep nothing in the store).
-    func consumeLocally(rows: Int64) -> Double {
-        lock.withLock { limiter.consume(rows: Int(rows), now: elapsed) }
+    /// Whether this process holds the job's lease.
+    var holdsLease: Bool { leaseLock.withLock { $0 != nil } }
+
+    /// Takes the job's lease for this process; returns the holder when another runner has it.
+    func acquireLease() throws -> LeaseHolder? {
+        try leaseLock.withLock { lease in try Self.take(&lease, job: spec.name, options: options) }
     }
 
     /// After a lost connection: the lease's connection may have died with it; take it again.
+    /// Returns the other holder when someone else took it meanwhile. Renewals are serialised by
+    /// the lease's own lock, never the run's.
     func renewLease() throws -> LeaseHolder? {
-        try lock.withLock {
-            guard let lease, !lease.isHeld else { return nil }
-            self.lease = nil
-            switch try Lease.acquire(job: spec.name, conninfo: options.database, store: options.store) {
-            case .success(let renewed):
-                self.lease = renewed
-                return nil
-            case .failure(let holder):
-                return holder
-            }
+        try leaseLock.withLock { lease in
+            guard let current = lease, !current.isHeld else { return nil }
+            lease = nil
+            return try Self.take(&lease, job: spec.name, options: options)
+        }
+    }
+
+    private static func take(_ lease: inout Lease?, job: String, options: RunOptions) throws -> LeaseHolder? {
+        switch try Lease.acquire(job: job, conninfo: options.database, store: options.store) {
+        case .success(let taken):
+            lease = taken
+            return nil
+        case .failure(let holder):
+            return holder
         }
     }
 }

@@ -8,7 +8,7 @@ public enum RunOutcome: Sendable {
     /// Stopped before done; run again to resume.
     case stopped(StopReason, RunSummary)
     /// A permanent error, or the retries ran out; committed batches stay.
-    case failed(String, RunSummary)
+    case failed(RunFailure, RunSummary)
     /// Another runner holds the job's lease.
     case held(LeaseHolder)
     /// The job file or a database object is not right; nothing changed.
@@ -83,13 +83,13 @@ public final class Runner {
         } catch let error as JobFileError {
             outcome = .invalid(error)
         } catch {
-            outcome = .failed("\(error)", context.summary(state: .failed))
+            outcome = .failed(RunFailure(error), context.summary(state: .failed))
         }
         // Only the lease holder records the job's final state: a `--join` process, or a run that
         // stopped before it took the lease, must not write over a job another runner holds.
-        if let live = db, !options.dryRun, context.lease != nil, let db = try? reconnectIfLost(live) {
+        if let live = db, !options.dryRun, context.holdsLease, let db = try? reconnectIfLost(live) {
             switch outcome {
-            case .failed(let message, _): try? options.store.finish(spec.name, state: .failed, error: message, db: db)
+            case .failed(let failure, _): try? options.store.finish(spec.name, state: .failed, error: failure.description, db: db)
             case .stopped(.signal, _), .stopped(.timeBox, _): try? options.store.finish(spec.name, state: .pending, db: db)
             default: break
             }
@@ -97,7 +97,7 @@ public final class Runner {
         switch outcome {
         case .done(let s): context.event(.done, s.fields)
         case .stopped(let reason, let s): context.event(.stop, [("reason", .string(reason.rawValue))] + s.fields)
-        case .failed(let message, let s): context.event(.error, [("message", .string(message))] + s.fields)
+        case .failed(let failure, let s): context.event(.error, failure.fields + s.fields)
         case .held, .invalid: break
         }
         return outcome
@@ -106,18 +106,14 @@ public final class Runner {
     private func runChecked(_ db: inout Connection) throws -> RunOutcome {
         let store = options.store
         let plan = try Planner.plan(spec, on: db)
-        context.plan = plan
         if options.dryRun {
             context.event(.start, try startFields(plan, rowsBefore: 0, db: db) + [("dry_run", .bool(true))])
-            let results = runWorkers(count: 1)
+            let results = runWorkers(count: 1, plan: plan)
             return merge(results, db: &db)
         }
         try store.migrate(db)
         if !options.join {
-            switch try Lease.acquire(job: spec.name, conninfo: options.database, store: store) {
-            case .success(let lease): context.lease = lease
-            case .failure(let holder): return .held(holder)
-            }
+            if let holder = try context.acquireLease() { return .held(holder) }
         }
         let workers = options.workers ?? spec.workers
         switch try store.prepare(spec, plan: plan, workers: workers, restart: options.restart, db: db) {
@@ -131,22 +127,22 @@ public final class Runner {
                 problem: "job `\(spec.name)` has a checkpoint made by a different version of this file (its table, key, where, set, sql or action changed)",
                 fix: "run with --restart to discard the checkpoint and start over from the first key, or give the changed job a new `name`")
         }
-        if context.lease != nil { try store.markRunning(spec.name, runner: context.runnerName, db: db) }
+        if context.holdsLease { try store.markRunning(spec.name, runner: context.runnerName, db: db) }
         let status = try store.status(job: spec.name, db: db).first
         context.event(.start, try startFields(plan, rowsBefore: status?.rowsDone ?? 0, db: db)
             + [("workers", .int(Int64(workers))), ("ranges", .int(Int64(status?.ranges ?? 0)))])
-        let results = runWorkers(count: workers)
+        let results = runWorkers(count: workers, plan: plan)
         return merge(results, db: &db)
     }
 
     /// Runs `count` workers, each on a thread and a connection of its own, and waits for them.
-    private func runWorkers(count: Int) -> [WorkerResult] {
+    private func runWorkers(count: Int, plan: JobPlan) -> [WorkerResult] {
         let done = DispatchGroup()
         let context = self.context
         for index in 0..<count {
             done.enter()
             let thread = Thread {
-                let result = Worker(context: context, index: index).run()
+                let result = Worker(context: context, plan: plan, index: index).run()
                 context.record(result)
                 if case .failed = result { context.abort() }
                 done.leave()
@@ -160,7 +156,7 @@ public final class Runner {
 
     /// One outcome from the workers' results: a failure wins, then a stop, then done.
     private func merge(_ results: [WorkerResult], db: inout Connection) -> RunOutcome {
-        for case .failed(let message) in results { return .failed(message, context.summary(state: .failed)) }
+        for case .failed(let failure) in results { return .failed(failure, context.summary(state: .failed)) }
         for case .held(let holder) in results { return .held(holder) }
         for case .stopped(let reason) in results {
             let state: JobState = reason == .paused ? .paused : reason == .cancelled ? .cancelled : .pending
@@ -170,7 +166,7 @@ public final class Runner {
             db = try reconnectIfLost(db)
             return try finishDone(db)
         } catch {
-            return .failed("\(error)", context.summary(state: .failed))
+            return .failed(RunFailure(error), context.summary(state: .failed))
         }
     }
 
@@ -184,13 +180,13 @@ public final class Runner {
     private func finishDone(_ db: Connection) throws -> RunOutcome {
         var summary = context.summary(state: .done)
         if options.dryRun { return .done(summary) }
-        if context.lease != nil { try options.store.finish(spec.name, state: .done, db: db) }
+        if context.holdsLease { try options.store.finish(spec.name, state: .done, db: db) }
         if let sql = BatchStatements.remainingCount(spec: spec), !isSQLAction {
             let remaining = try Planner.inReadOnlyTransaction(on: db) { try db.query(sql, [.int(1000)]).first?["n"].int64 ?? 0 }
             if remaining > 0 {
                 let message = "walked every key, but \(remaining >= 1000 ? "at least 1000" : String(remaining)) rows still match `where`; a `set` that leaves rows matching, or rows changed behind the checkpoint, cause this; check with `backfill verify`, then rerun with --restart"
                 summary.state = .failed
-                return .failed(message, summary)
+                return .failed(RunFailure(message: message), summary)
             }
         }
         return .done(summary)

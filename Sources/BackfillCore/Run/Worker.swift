@@ -1,199 +1,227 @@
 import Foundation
 import PostgresClient
 
-/// One worker of a run: its own connection, batch sizer and health checks, walking whichever
-/// range it claims in each batch transaction until no range is left open.
+/// One worker of a run: the I/O shell around a `WorkerMachine`. It owns a connection, carries out
+/// the machine's actions (a batch transaction, a health check, a split, a rest, a reconnect) and
+/// reports what happened; every decision is the machine's.
 final class Worker {
     private let context: RunContext
     private let index: Int
     private let name: String
-    private var db: Connection!
+    /// The connection; nil only before the first connect.
+    private var connection: Connection?
+    private var machine: WorkerMachine
+    private var gate: HealthGate
+    private let plan: JobPlan
     private var spec: JobSpec { context.spec }
-    private var options: RunOptions { context.options }
-    private var plan: JobPlan { context.plan }
+    private var store: any RunStore { context.store }
     /// The range this worker walked last; it claims it first again.
     private var preferred: Int?
-    /// Dry runs keep their place here, since nothing is written to the store.
-    private var dryRunKey: [String]?
+    /// Where the batch in flight started, for failures.
+    private var batchStart: (range: Int?, key: [String]?) = (nil, nil)
     private var rowsDone: Int64 = 0
     private var lastHeartbeat = -Double.infinity
 
-    init(context: RunContext, index: Int) {
+    init(context: RunContext, plan: JobPlan, index: Int) {
         self.context = context
+        self.plan = plan
         self.index = index
         self.name = "\(context.runnerName):w\(index)"
+        machine = WorkerMachine(settings: .init(spec: context.spec, maxRuntime: context.options.maxRuntime))
+        gate = HealthGate(throttle: context.spec.throttle, tableOID: plan.tableOID, checkTimeoutMs: context.spec.timeouts.statementMs)
     }
 
     private func event(_ kind: RunEvent.Kind, _ fields: [(String, RunEvent.Value)]) {
         context.event(kind, fields + [("worker", .int(Int64(index)))])
     }
 
+    private var now: WorkerMachine.Now {
+        WorkerMachine.Now(seconds: context.elapsed, stopRequested: context.shouldStop, sharedRestMs: max(0, context.sharedRest.milliseconds))
+    }
+
+    private func db() throws -> Connection {
+        guard let connection else { throw PostgresError(code: .connectionFailure, severity: "CLIENT", message: "not connected") }
+        return connection
+    }
+
+    func run() -> WorkerResult {
+        do {
+            connection = try Connection(context.options.database, applicationName: context.applicationName)
+        } catch let error as PostgresError {
+            return .failed(RunFailure(sqlstate: error.code.raw, message: "worker \(index) could not connect: \(error.message)", hint: error.hint))
+        } catch {
+            return .failed(RunFailure(message: "worker \(index) could not connect: \(error)"))
+        }
+        var action = machine.handle(.ready, at: now)
+        while true {
+            let event: WorkerMachine.Event
+            var committed: Committed?
+            switch action {
+            case .finish: return .done
+            case .stop(let reason): return .stopped(reason)
+            case .fail(let failure): return .failed(failure)
+            case .runBatch(let size):
+                do {
+                    (event, committed) = try runBatch(size: size)
+                } catch let error as PostgresError {
+                    event = .failed(error, range: batchStart.range, afterKey: batchStart.key)
+                } catch let violation as RangeViolation {
+                    return .failed(RunFailure(range: violation.range, afterKey: violation.lower, message: violation.description))
+                } catch {
+                    return .failed(RunFailure(range: batchStart.range, afterKey: batchStart.key, message: "\(error)"))
+                }
+            case .checkHealth:
+                switch waitUntilHealthy() {
+                case .success(nil): event = .healthy
+                case .success(let result?): return result
+                case .failure(let error): event = .failed(error, range: nil, afterKey: nil)
+                }
+            case .consumeRate(let rows):
+                do {
+                    event = .rateWait(seconds: try store.consumeRate(spec.name, rows: rows, rowsPerSecond: spec.throttle.maxRowsPerSecond, db: try db()))
+                } catch let error as PostgresError {
+                    event = .failed(error, range: nil, afterKey: nil)
+                } catch {
+                    return .failed(RunFailure(message: "\(error)"))
+                }
+            case .rest(let ms, let everyWorker):
+                if everyWorker { context.restAll(until: .now + .milliseconds(Int64(ms))) }
+                sleep(ms: ms)
+                event = .ready
+            case .split:
+                do {
+                    event = .split(try store.splitLargestRange(spec.name, plan: plan, minimumRows: machine.settings.splitMinimumRows, db: try db()))
+                } catch let error as PostgresError {
+                    event = .failed(error, range: nil, afterKey: nil)
+                } catch {
+                    return .failed(RunFailure(message: "\(error)"))
+                }
+            case .reconnect:
+                event = reconnect()
+                if case .reconnected = event, let holder = (try? context.renewLease()) ?? nil { return .held(holder) }
+            }
+            let attempt = machine.attempt
+            action = machine.handle(event, at: now)
+            if let committed {
+                self.event(.batch, [("rows", .int(committed.rows)), ("batch_size", .int(Int64(committed.size))), ("keys", .int(Int64(committed.walked))),
+                                    ("duration_ms", .double(committed.ms)), ("attempt", .int(Int64(attempt))), ("last_key", .strings(committed.lastKey)),
+                                    ("range", .int(Int64(committed.range))), ("rows_done", .int(committed.total)),
+                                    ("next_batch_size", .int(Int64(machine.sizer.size)))])
+            }
+            emit(machine.drainNotes())
+        }
+    }
+
+    /// A committed batch, for its event.
+    private struct Committed {
+        var rows: Int64, size: Int, walked: Int, ms: Double, lastKey: [String], range: Int, total: Int64
+    }
+
+    /// Logs the machine's decisions as events and counters.
+    private func emit(_ notes: [WorkerMachine.Note]) {
+        for note in notes {
+            switch note {
+            case .retry(let reason, let attempt, let delayMs, let nextSize):
+                context.addRetry(reason)
+                var fields: [(String, RunEvent.Value)] = [("reason", .string(reason.rawValue)), ("attempt", .int(Int64(attempt))),
+                                                          ("delay_ms", .int(Int64(delayMs))), ("batch_size", .int(Int64(nextSize)))]
+                if let failure = lastFailure {
+                    fields += [("duration_ms", .double(failure.ms)), ("sqlstate", .string(failure.error.code.raw)), ("message", .string(failure.error.message))]
+                }
+                event(.retry, fields)
+            case .blocking(let waiters, let longest, let restMs, let nextSize):
+                context.addThrottle("blocking", seconds: restMs / 1000)
+                event(.throttle, [("reason", .string("blocking")), ("waiters", .int(Int64(waiters))), ("longest_wait_ms", .double(longest)),
+                                  ("wait_ms", .double(restMs)), ("batch_size", .int(Int64(nextSize)))])
+            case .rateLimited(let waitMs):
+                context.addThrottle("max_rows_per_second", seconds: waitMs / 1000)
+                event(.throttle, [("reason", .string("max_rows_per_second")), ("wait_ms", .double(waitMs))])
+            }
+        }
+    }
+
+    /// The failure behind the last retry note, for its event.
+    private var lastFailure: (error: PostgresError, ms: Double)?
+
+    /// Runs one batch transaction and reports how it went; a failed batch throws.
+    private func runBatch(size: Int) throws -> (WorkerMachine.Event, Committed?) {
+        heartbeat()
+        let began = ContinuousClock.now
+        let db = try db()
+        context.stop.setInFlight(db.makeCancelToken(), worker: index)
+        defer { context.stop.setInFlight(nil, worker: index) }
+        let result: BatchResult
+        do {
+            result = try batch(size: size, db: db)
+        } catch let error as PostgresError {
+            lastFailure = (error, (ContinuousClock.now - began).milliseconds)
+            throw error
+        }
+        switch result {
+        case .committed(let rows, let walked, let lastKey, let range, let waiters):
+            let ms = (ContinuousClock.now - began).milliseconds
+            rowsDone += rows
+            let total = context.addBatch(rows: rows, ms: ms, lastKey: lastKey)
+            return (.committed(rows: rows, keys: walked, ms: ms, waiters: waiters),
+                    Committed(rows: rows, size: size, walked: walked, ms: ms, lastKey: lastKey, range: range, total: total))
+        case .rangeDone:
+            preferred = nil
+            return (.rangeDone, nil)
+        case .busy:
+            return (.busy(openRanges: try store.openRanges(spec.name, db: db)), nil)
+        case .jobState(let state):
+            return (.jobState(state), nil)
+        }
+    }
+
     private enum BatchResult {
-        case committed(rows: Int64, lastKey: [String], range: Int, waiters: Waiters)
+        case committed(rows: Int64, walked: Int, lastKey: [String], range: Int, waiters: Waiters)
         case rangeDone
         case busy
         case jobState(JobState)
     }
 
-    func run() -> WorkerResult {
-        do {
-            db = try Connection(options.database, applicationName: context.applicationName)
-            return try loop()
-        } catch {
-            return .failed("worker \(index): \(error)")
-        }
-    }
-
-    private func loop() throws -> WorkerResult {
-        var sizer = BatchSizer(initial: spec.batch.size, min: spec.batch.min, max: spec.batch.max, targetMs: spec.batch.targetMs)
-        let policy = RetryPolicy(spec.retry)
-        var gate = HealthGate(throttle: spec.throttle, tableOID: plan.tableOID, checkTimeoutMs: spec.timeouts.statementMs)
-        var attempt = 1
-        while true {
-            if context.shouldStop { return .stopped(.signal) }
-            if let max = options.maxRuntime, context.elapsed >= max { return .stopped(.timeBox) }
-            let rest = context.sharedRest
-            if rest > .zero { sleep(ms: Int(rest.milliseconds)) }
-            let size = sizer.size
-            var began = ContinuousClock.now
-            do {
-                if gate.isDue(at: context.elapsed), let outcome = try waitUntilHealthy(&gate) { return outcome }
-                heartbeat()
-                context.stop.setInFlight(db.makeCancelToken(), worker: index)
-                began = ContinuousClock.now
-                let result = try batch(size: size)
-                context.stop.setInFlight(nil, worker: index)
-                let durationMs = (ContinuousClock.now - began).milliseconds
-                switch result {
-                case .committed(let rows, let lastKey, let range, let waiters):
-                    rowsDone += rows
-                    let total = context.addBatch(rows: rows, ms: durationMs, lastKey: lastKey)
-                    sizer.record(keys: size, durationMs: durationMs)
-                    event(.batch, [("rows", .int(rows)), ("batch_size", .int(Int64(size))), ("duration_ms", .double(durationMs)),
-                                   ("attempt", .int(Int64(attempt))), ("last_key", .strings(lastKey)), ("range", .int(Int64(range))),
-                                   ("rows_done", .int(total)), ("next_batch_size", .int(Int64(sizer.size)))])
-                    attempt = 1
-                    try restAfterBatch(rows: rows, durationMs: durationMs, waiters: waiters, sizer: &sizer)
-                case .rangeDone:
-                    preferred = nil
-                    if options.dryRun { return .done }
-                case .busy:
-                    if options.dryRun { return .done }
-                    if try options.store.openRanges(spec.name, db: db) == 0 { return .done }
-                    // Every open range is in another worker's batch right now: split the largest.
-                    if try !options.store.splitLargestRange(spec.name, plan: plan, minimumRows: Int64(max(4 * spec.batch.min, 1000)), db: db) {
-                        sleep(ms: 100)
-                    }
-                case .jobState(let state):
-                    return .stopped(state == .cancelled ? .cancelled : .paused)
-                }
-            } catch let error as PostgresError {
-                // Nothing is retried blindly: every iteration starts again from the committed
-                // checkpoint, so trying again after any failure never applies a batch twice.
-                context.stop.setInFlight(nil, worker: index)
-                if context.shouldStop && (error.code == .queryCanceled || error.isConnectionLost) { return .stopped(.signal) }
-                switch policy.decide(error, attempt: attempt, random: Double.random(in: 0..<1)) {
-                case .fail(let exhausted):
-                    let position = preferred.map { "range \($0)" } ?? "the first range"
-                    return .failed(
-                        "batch in \(position) after key \(context.summary(state: .running).lastKeyText) failed\(exhausted ? " \(attempt) times, giving up" : ""): SQLSTATE \(error.code) \(error.message)"
-                            + (error.detail.map { " (\($0))" } ?? ""))
-                case .retry(let reason, let delayMs, let halve, let reconnect):
-                    context.addRetry(reason)
-                    if halve { sizer.halve() }
-                    event(.retry, [("reason", .string(reason.rawValue)), ("attempt", .int(Int64(attempt))),
-                                   ("duration_ms", .double((ContinuousClock.now - began).milliseconds)),
-                                   ("delay_ms", .int(Int64(delayMs))), ("batch_size", .int(Int64(sizer.size))),
-                                   ("sqlstate", .string(error.code.raw)), ("message", .string(error.message))])
-                    attempt += 1
-                    sleep(ms: delayMs)
-                    if reconnect, let outcome = try self.reconnect() { return outcome }
-                }
-            }
-        }
-    }
-
-    /// After a committed batch: back off when live traffic waited on it, keep the job's rate
-    /// budget, and rest `batch.pause_ms`.
-    private func restAfterBatch(rows: Int64, durationMs: Double, waiters: Waiters, sizer: inout BatchSizer) throws {
-        var restMs = Double(spec.batch.pauseMs)
-        if spec.throttle.whenBlocking && waiters.count > 0 && waiters.longestMs >= Double(spec.throttle.blockingWaitMs ?? spec.batch.targetMs) {
-            // Live traffic waited on this batch's locks longer than allowed: halve the batch, and
-            // rest (every worker of this process) so that the waiters get through.
-            sizer.shrink(by: 0.5)
-            let pause = max(durationMs, Double(spec.batch.targetMs))
-            context.restAll(until: .now + .milliseconds(Int64(pause)))
-            context.addThrottle("blocking", seconds: pause / 1000)
-            event(.throttle, [("reason", .string("blocking")), ("waiters", .int(Int64(waiters.count))),
-                              ("longest_wait_ms", .double(waiters.longestMs)),
-                              ("wait_ms", .double(pause)), ("batch_size", .int(Int64(sizer.size)))])
-            restMs = max(restMs, pause)
-        }
-        if spec.throttle.maxRowsPerSecond > 0 {
-            let wait = 1000 * (options.dryRun
-                ? context.consumeLocally(rows: rows)
-                : try options.store.consumeRate(spec.name, rows: rows, rowsPerSecond: spec.throttle.maxRowsPerSecond, db: db))
-            if wait > 0 {
-                context.addThrottle("max_rows_per_second", seconds: wait / 1000)
-                event(.throttle, [("reason", .string("max_rows_per_second")), ("wait_ms", .double(wait))])
-                restMs = max(restMs, wait)
-            }
-        }
-        if restMs > 0 { sleep(ms: Int(restMs)) }
-    }
-
     /// One batch transaction: claim a range, find the upper key, run the batch, move the
-    /// range's checkpoint, commit.
-    private func batch(size: Int) throws -> BatchResult {
-        let store = options.store
-        let settings = ["lock_timeout = '\(spec.timeouts.lockMs)ms'", "statement_timeout = '\(spec.timeouts.statementMs)ms'"] + plan.batchSettings
+    /// range's checkpoint, commit (or, for a dry run, roll back).
+    private func batch(size: Int, db: Connection) throws -> BatchResult {
+        let settings = ["lock_timeout = '\(spec.timeouts.lockMs)ms'", "statement_timeout = '\(spec.timeouts.statementMs)ms'"]
+            + plan.batchSettings + SessionPins.settings
         try db.execute((["BEGIN"] + settings.map { "SET LOCAL \($0)" }).joined(separator: "; "))
+        batchStart = (preferred, nil)
         do {
-            let claim: RangeClaim
-            if options.dryRun {
-                claim = RangeClaim(range: 0, lower: dryRunKey, ceiling: nil, jobState: .running)
-            } else {
-                guard let claimed = try store.claim(spec.name, preferring: preferred, db: db) else {
-                    try db.execute("ROLLBACK")
-                    return .busy
-                }
-                claim = claimed
+            guard let claim = try store.claim(spec.name, preferring: preferred, db: db) else {
+                try db.execute("ROLLBACK")
+                return .busy
             }
             if claim.jobState == .paused || claim.jobState == .cancelled {
                 try db.execute("ROLLBACK")
                 return .jobState(claim.jobState)
             }
             preferred = claim.range
+            batchStart = (claim.range, claim.lower)
             let lower = claim.lower.map { $0.map(PostgresValue.text) } ?? []
             let ceiling = claim.ceiling.map { $0.map(PostgresValue.text) } ?? []
-            let upperRow = try db.query(
+            guard let upperRow = try db.query(
                 plan.statements.upperBound(afterKey: claim.lower != nil, belowCeiling: claim.ceiling != nil),
                 lower + ceiling + [.int(Int64(size - 1))]).first
-            guard let upperRow else {
-                if options.dryRun {
-                    try db.execute("ROLLBACK")
-                } else {
-                    try store.completeRange(spec.name, range: claim.range, db: db)
-                    try db.execute("COMMIT")
-                }
+            else {
+                try store.completeRange(spec.name, range: claim.range, db: db)
+                try store.endBatch(db)
                 return .rangeDone
             }
-            let upper = upperRow.cells.map { $0.string ?? "" }
+            let (upper, walked) = plan.statements.upperKey(upperRow)
+            if let last = claim.lower, last == upper {
+                throw RangeViolation(range: claim.range, lower: claim.lower, upper: upper, keys: 0, rows: 0, outside: 0, stuck: true)
+            }
             let (rows, outside) = plan.statements.changed(by: try db.query(
                 claim.lower == nil ? plan.statements.batchFromStart : plan.statements.batch, lower + upper.map(PostgresValue.text)))
             if outside > 0 {
-                throw RangeViolation(range: claim.range, lower: claim.lower, upper: upper, keys: size, rows: rows, outside: outside)
+                throw RangeViolation(range: claim.range, lower: claim.lower, upper: upper, keys: walked, rows: rows, outside: outside)
             }
-            let waiters: Waiters
-            if options.dryRun {
-                waiters = Waiters(spec.throttle.whenBlocking ? try db.query(CheckpointStore.waitersQuery).first : nil)
-                try db.execute("ROLLBACK")
-                dryRunKey = upper
-            } else {
-                waiters = try store.advance(spec.name, range: claim.range, lastKey: upper, rows: rows, worker: name, countWaiters: spec.throttle.whenBlocking, db: db)
-                try db.execute("COMMIT")
-            }
-            return .committed(rows: rows, lastKey: upper, range: claim.range, waiters: waiters)
+            let waiters = try store.advance(spec.name, range: claim.range, lastKey: upper, rows: rows, worker: name,
+                                            countWaiters: spec.throttle.whenBlocking, db: db)
+            try store.endBatch(db)
+            return .committed(rows: rows, walked: walked, lastKey: upper, range: claim.range, waiters: waiters)
         } catch {
             if db.isOpen { try? db.execute("ROLLBACK") }
             throw error
@@ -202,63 +230,60 @@ final class Worker {
 
     /// Records this worker's progress for `status`, every 2 s at most, outside batches.
     private func heartbeat() {
-        guard !options.dryRun, context.elapsed - lastHeartbeat >= 2 else { return }
+        guard context.elapsed - lastHeartbeat >= 2, let db = connection else { return }
         lastHeartbeat = context.elapsed
         let rate = context.elapsed > 0 ? Double(rowsDone) / context.elapsed : 0
-        try? options.store.heartbeat(spec.name, worker: name, range: preferred, rowsDone: rowsDone, rowsPerSecond: rate, db: db)
+        try? store.heartbeat(spec.name, worker: name, range: preferred, rowsDone: rowsDone, rowsPerSecond: rate, db: db)
     }
 
     /// Waits while a health throttle says so (replica lag, `check_sql`, autovacuum), holding no
-    /// locks, re-checking every second; a stop, the time box, or a pause or cancel ends the wait.
-    private func waitUntilHealthy(_ gate: inout HealthGate) throws -> WorkerResult? {
-        guard var (reason, detail) = try gate.check(at: context.elapsed, db: db) else { return nil }
-        let store = options.store
-        let since = context.elapsed
-        if !options.dryRun { try store.setThrottle(spec.name, reason: reason.rawValue, db: db) }
-        event(.throttle, [("reason", .string(reason.rawValue)), ("detail", .string(detail)), ("state", .string("waiting"))])
-        defer { context.addThrottle(reason.rawValue, seconds: context.elapsed - since) }
-        while true {
-            sleep(ms: Int(gate.interval * 1000))
-            if context.shouldStop { return .stopped(.signal) }
-            if let max = options.maxRuntime, context.elapsed >= max { return .stopped(.timeBox) }
-            if !options.dryRun, let state = try store.state(spec.name, db: db), state == .paused || state == .cancelled {
-                try store.setThrottle(spec.name, reason: nil, db: db)
-                return .stopped(state == .paused ? .paused : .cancelled)
+    /// locks, re-checking every `interval`; a stop, the time box, or a pause or cancel ends the
+    /// wait with a result. A failed check is returned as an error for the machine to judge.
+    private func waitUntilHealthy() -> Result<WorkerResult?, PostgresError> {
+        do {
+            let db = try db()
+            guard var (reason, detail) = try gate.check(at: context.elapsed, db: db) else { return .success(nil) }
+            let since = context.elapsed
+            try store.setThrottle(spec.name, reason: reason.rawValue, db: db)
+            event(.throttle, [("reason", .string(reason.rawValue)), ("detail", .string(detail)), ("state", .string("waiting"))])
+            defer { context.addThrottle(reason.rawValue, seconds: context.elapsed - since) }
+            while true {
+                sleep(ms: Int(gate.interval * 1000))
+                if let stop = machine.stopReason(at: now) { return .success(.stopped(stop)) }
+                if let state = try store.state(spec.name, db: db), state == .paused || state == .cancelled {
+                    try store.setThrottle(spec.name, reason: nil, db: db)
+                    return .success(.stopped(state == .paused ? .paused : .cancelled))
+                }
+                guard let next = try gate.check(at: context.elapsed, db: db) else { break }
+                if next.0 != reason {
+                    (reason, detail) = next
+                    try store.setThrottle(spec.name, reason: reason.rawValue, db: db)
+                    event(.throttle, [("reason", .string(reason.rawValue)), ("detail", .string(detail)), ("state", .string("waiting"))])
+                }
             }
-            guard let next = try gate.check(at: context.elapsed, db: db) else { break }
-            if next.0 != reason {
-                (reason, detail) = next
-                if !options.dryRun { try store.setThrottle(spec.name, reason: reason.rawValue, db: db) }
-                event(.throttle, [("reason", .string(reason.rawValue)), ("detail", .string(detail)), ("state", .string("waiting"))])
-            }
+            try store.setThrottle(spec.name, reason: nil, db: db)
+            event(.throttle, [("reason", .string(reason.rawValue)), ("state", .string("resumed")), ("wait_ms", .double((context.elapsed - since) * 1000))])
+            return .success(nil)
+        } catch let error as PostgresError {
+            return .failure(error)
+        } catch {
+            return .failure(PostgresError(code: .clientError, severity: "CLIENT", message: "\(error)"))
         }
-        if !options.dryRun { try store.setThrottle(spec.name, reason: nil, db: db) }
-        event(.throttle, [("reason", .string(reason.rawValue)), ("state", .string("resumed")), ("wait_ms", .double((context.elapsed - since) * 1000))])
-        return nil
     }
 
-    /// After a lost connection: connect again with backoff until `retry.reconnect_timeout_ms`,
-    /// and take the lease again. Returns a result when the worker cannot go on.
-    private func reconnect() throws -> WorkerResult? {
-        let deadline = context.elapsed + Double(spec.retry.reconnectTimeoutMs) / 1000
-        var tries = 1
-        while true {
-            if context.shouldStop { return .stopped(.signal) }
-            do {
-                db = try Connection(options.database, applicationName: context.applicationName)
-                break
-            } catch let error as PostgresError where error.code == .sqlclientUnableToEstablishSqlconnection || error.isConnectionLost {
-                guard context.elapsed < deadline else {
-                    return .failed("lost the connection and could not reconnect within \(spec.retry.reconnectTimeoutMs) ms: \(error.message)")
-                }
-                event(.retry, [("reason", .string(RetryReason.connectionLost.rawValue)), ("attempt", .int(Int64(tries))),
-                               ("message", .string("reconnecting: \(error.message)"))])
-                sleep(ms: RetryPolicy(spec.retry).delay(attempt: tries, random: Double.random(in: 0.5..<1)))
-                tries += 1
-            }
+    /// Opens a new connection after a lost one.
+    private func reconnect() -> WorkerMachine.Event {
+        connection?.close()
+        do {
+            connection = try Connection(context.options.database, applicationName: context.applicationName)
+            return .reconnected
+        } catch let error as PostgresError {
+            event(.retry, [("reason", .string(RetryReason.connectionLost.rawValue)), ("attempt", .int(Int64(machine.attempt))),
+                           ("message", .string("reconnecting: \(error.message)"))])
+            return .reconnectFailed(error)
+        } catch {
+            return .reconnectFailed(PostgresError(code: .connectionFailure, severity: "CLIENT", message: "\(error)"))
         }
-        if let holder = try context.renewLease() { return .held(holder) }
-        return nil
     }
 
     /// Sleeps in short slices so that a stop request is honoured quickly.
@@ -272,8 +297,9 @@ final class Worker {
     }
 }
 
-/// A batch changed rows outside its key range: operator SQL escaped its place. The batch is
-/// rolled back and the job stops (exit 1).
+/// A batch changed rows outside its key range (operator SQL escaped its place), or its upper
+/// key did not move past its checkpoint (the walk would loop). The batch is rolled back and the
+/// job stops (exit 1).
 struct RangeViolation: Error, CustomStringConvertible {
     var range: Int
     var lower: [String]?
@@ -281,13 +307,13 @@ struct RangeViolation: Error, CustomStringConvertible {
     var keys: Int
     var rows: Int64
     var outside: Int64
+    var stuck = false
 
     var description: String {
         let from = lower.map { "(" + $0.joined(separator: ", ") + ")" } ?? "the start"
-        return "batch in range \(range) over keys after \(from) up to (\(upper.joined(separator: ", "))) walked at most \(keys) keys but changed \(rows) rows, \(outside) of them outside its key range; it was rolled back and the job stopped: the job's `where` or `set` reaches beyond its place, check them with `backfill plan`"
+        if stuck {
+            return "batch in range \(range) after key \(from) found the same key as its upper bound: the walk would not move (a key whose text form does not read back as the same value?); it was rolled back and the job stopped"
+        }
+        return "batch in range \(range) over keys after \(from) up to (\(upper.joined(separator: ", "))) walked \(keys) keys but changed \(rows) rows, \(outside) of them outside its key range; it was rolled back and the job stopped: the job's `where` or `set` reaches beyond its place, check them with `backfill plan`"
     }
-}
-
-extension RunSummary {
-    var lastKeyText: String { lastKey.map { "(" + $0.joined(separator: ", ") + ")" } ?? "(start)" }
 }

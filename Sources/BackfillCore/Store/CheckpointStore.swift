@@ -83,6 +83,11 @@ public struct Waiters: Sendable, Hashable {
         count = row?["waiters"].int ?? 0
         longestMs = row?["longest_wait_ms"].double ?? 0
     }
+
+    public init(count: Int, longestMs: Double) {
+        self.count = count
+        self.longestMs = longestMs
+    }
 }
 
 /// A range as a batch transaction claimed it, under the range's row lock.
@@ -217,6 +222,7 @@ public struct CheckpointStore: Sendable {
     /// With `restart`, an existing checkpoint is discarded and the job starts from the first key.
     public func prepare(_ spec: JobSpec, plan: JobPlan, workers: Int, restart: Bool, db: Connection) throws -> Preparation {
         try db.transaction { db in
+            try db.execute(SessionPins.statements)
             let existing = try db.query(
                 "SELECT spec_hash, state, paused_by FROM \(jobs) WHERE name = $1 FOR UPDATE", [.text(spec.name)]
             ).first
@@ -319,7 +325,7 @@ public struct CheckpointStore: Sendable {
         try db.transaction { db in
             // One split at a time per job: the job row's lock serialises them, so two idle workers
             // never pick the same new range number.
-            try db.execute("SET LOCAL lock_timeout = '2s'")
+            try db.execute("SET LOCAL lock_timeout = '2s'; " + SessionPins.statements)
             guard try db.query("SELECT 1 FROM \(jobs) WHERE name = $1 FOR UPDATE", [.text(job)]).first != nil else { return false }
             guard let row = try db.query(
                 """
@@ -340,8 +346,8 @@ public struct CheckpointStore: Sendable {
             let lower = try locked["lower"].string.map(Self.decodeKey)
             let ceiling = try locked["ceiling"].string.map(Self.decodeKey)
             let values = (lower ?? []).map(PostgresValue.text) + (ceiling ?? []).map(PostgresValue.text) + [.int(remaining / 2)]
-            guard let mid = try db.query(plan.statements.upperBound(afterKey: lower != nil, belowCeiling: ceiling != nil), values).first?
-                .cells.map({ $0.string ?? "" }), mid != ceiling
+            guard let mid = try db.query(plan.statements.upperBound(afterKey: lower != nil, belowCeiling: ceiling != nil), values).first
+                .map({ plan.statements.upperKey($0).key }), mid != ceiling
             else { return false }
             let next = try db.query("SELECT max(range_id) + 1 AS id FROM \(ranges) WHERE job = $1", [.text(job)]).first?["id"].int ?? 0
             try db.query(

@@ -1,0 +1,287 @@
+import PostgresClient
+
+/// Why a run failed, carried to the exit message, the JSON `error` event and `last_error`.
+public struct RunFailure: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The SQLSTATE, when the database reported the failure.
+    public var sqlstate: String?
+    /// The range the failing batch walked, and the key after which it started (nil: the
+    /// range's start).
+    public var range: Int?
+    public var afterKey: [String]?
+    /// How often the batch was tried, and whether the retries ran out.
+    public var attempts: Int
+    public var exhausted: Bool
+    public var message: String
+    public var detail: String?
+    public var hint: String?
+
+    public init(sqlstate: String? = nil, range: Int? = nil, afterKey: [String]? = nil, attempts: Int = 1, exhausted: Bool = false,
+                message: String, detail: String? = nil, hint: String? = nil) {
+        self.sqlstate = sqlstate
+        self.range = range
+        self.afterKey = afterKey
+        self.attempts = attempts
+        self.exhausted = exhausted
+        self.message = message
+        self.detail = detail
+        self.hint = hint
+    }
+
+    /// Any other error, as a failure.
+    public init(_ error: any Error) {
+        if let error = error as? RunFailure {
+            self = error
+        } else if let error = error as? PostgresError {
+            self.init(sqlstate: error.code.raw, message: error.message, detail: error.detail, hint: error.hint)
+        } else {
+            self.init(message: "\(error)")
+        }
+    }
+
+    public var description: String {
+        var text = ""
+        if let range {
+            text += "batch in range \(range) after key \(afterKey.map { "(" + $0.joined(separator: ", ") + ")" } ?? "(start)") failed"
+            text += exhausted ? " \(attempts) times, giving up: " : ": "
+        }
+        if let sqlstate { text += "SQLSTATE \(sqlstate) " }
+        text += message
+        if let detail { text += " (\(detail))" }
+        if let hint { text += " (hint: \(hint))" }
+        return text
+    }
+
+    /// The fields of the JSON `error` event.
+    public var fields: [(String, RunEvent.Value)] {
+        [("message", .string(description)), ("sqlstate", sqlstate.map { .string($0) } ?? .null),
+         ("range", range.map { .int(Int64($0)) } ?? .null), ("after_key", afterKey.map { .strings($0) } ?? .null),
+         ("attempts", .int(Int64(attempts))), ("exhausted", .bool(exhausted)),
+         ("detail", detail.map { .string($0) } ?? .null), ("hint", hint.map { .string($0) } ?? .null)]
+    }
+}
+
+/// The decisions of one worker as a pure value, in the style of a protocol state machine: the
+/// I/O shell (`Worker`) reports what happened (`Event`), with the time and whether a stop was
+/// asked for, and carries out the one `Action` the machine returns. Retries and their backoff,
+/// halving, the adaptive size, the blocking throttle, the rate budget, pauses, health checks,
+/// splitting when every range is busy, stops, the time box, pause and cancel all live here, so
+/// that every transition is tested without a database or a real clock.
+struct WorkerMachine {
+    /// What the machine takes from the job and the run.
+    struct Settings: Sendable, Hashable {
+        var batch: JobSpec.Batch
+        var retry: RetryPolicy
+        var reconnectTimeoutMs: Int
+        /// Stop after this many seconds of the run (the time box).
+        var maxRuntime: Double?
+        /// A live session that waited this long on a batch's locks makes the job back off; nil:
+        /// `throttle.when_blocking` is off.
+        var blockingWaitMs: Double?
+        /// Whether `throttle.max_rows_per_second` is set (the budget lives in the store).
+        var rateLimited: Bool
+        /// Seconds between health checks while healthy.
+        var healthInterval: Double
+        /// A split is worth it only with at least this many rows left in the range.
+        var splitMinimumRows: Int64
+
+        init(spec: JobSpec, maxRuntime: Double?, healthInterval: Double = 1) {
+            batch = spec.batch
+            retry = RetryPolicy(spec.retry)
+            reconnectTimeoutMs = spec.retry.reconnectTimeoutMs
+            self.maxRuntime = maxRuntime
+            blockingWaitMs = spec.throttle.whenBlocking ? Double(spec.throttle.blockingWaitMs ?? spec.batch.targetMs) : nil
+            rateLimited = spec.throttle.maxRowsPerSecond > 0
+            self.healthInterval = healthInterval
+            splitMinimumRows = Int64(max(4 * spec.batch.min, 1000))
+        }
+    }
+
+    /// The world when an event arrives: the run's clock, and whether a stop was asked for.
+    struct Now: Sendable, Hashable {
+        var seconds: Double
+        var stopRequested = false
+        /// How long this worker must still rest because another worker was told to (blocking).
+        var sharedRestMs: Double = 0
+    }
+
+    enum Event: Sendable, Hashable {
+        /// Nothing to report: the worker starts, or a rest ended. Decide what to do next.
+        case ready
+        /// The health signals allow work.
+        case healthy
+        /// A batch committed: rows changed, keys walked, its wall time, who waited on it.
+        case committed(rows: Int64, keys: Int, ms: Double, waiters: Waiters)
+        /// The rate budget says to wait this long before the next batch.
+        case rateWait(seconds: Double)
+        /// The claimed range has no key left.
+        case rangeDone
+        /// Every open range is in another worker's batch right now.
+        case busy(openRanges: Int)
+        /// A split was tried; whether it made a new range.
+        case split(Bool)
+        /// The job was paused or cancelled (seen while claiming).
+        case jobState(JobState)
+        /// The batch failed and rolled back.
+        case failed(PostgresError, range: Int?, afterKey: [String]?)
+        /// A new connection is ready.
+        case reconnected
+        /// Connecting again failed.
+        case reconnectFailed(PostgresError)
+    }
+
+    enum Action: Sendable, Hashable {
+        /// Read the health signals (and wait while they say so).
+        case checkHealth
+        /// Run one batch of this many keys.
+        case runBatch(size: Int)
+        /// Take the committed rows from the job's rate budget.
+        case consumeRate(rows: Int64)
+        /// Rest this long (in slices, so that a stop is quick), then report `.ready`; with
+        /// `everyWorker`, every worker of the process rests as long (live traffic waited).
+        case rest(ms: Int, everyWorker: Bool)
+        /// Every range is busy: split the largest.
+        case split
+        /// Connect again (the connection was lost), then report `.reconnected`.
+        case reconnect
+        case stop(StopReason)
+        /// No range is left: the worker is done.
+        case finish
+        case fail(RunFailure)
+    }
+
+    /// Something worth telling the operator about the last decision.
+    enum Note: Sendable, Hashable {
+        case retry(reason: RetryReason, attempt: Int, delayMs: Int, nextSize: Int)
+        case blocking(waiters: Int, longestWaitMs: Double, restMs: Double, nextSize: Int)
+        case rateLimited(waitMs: Double)
+    }
+
+    let settings: Settings
+    private(set) var sizer: BatchSizer
+    /// Which try of the current batch the next run is (1-based).
+    private(set) var attempt = 1
+    private(set) var notes: [Note] = []
+    private var lastHealthCheck = -Double.infinity
+    /// The rest owed after the committed batch, while the rate budget is asked.
+    private var owedRestMs: Double = 0
+    private var owedEveryWorker = false
+    /// Since when connecting again has failed.
+    private var reconnectingSince: Double?
+    private var failedAttempt: (error: PostgresError, range: Int?, afterKey: [String]?)?
+
+    init(settings: Settings) {
+        self.settings = settings
+        sizer = BatchSizer(initial: settings.batch.size, min: settings.batch.min, max: settings.batch.max, targetMs: settings.batch.targetMs)
+    }
+
+    /// Returns and clears the notes of the decisions since the last call.
+    mutating func drainNotes() -> [Note] {
+        defer { notes = [] }
+        return notes
+    }
+
+    /// Whether the run must stop now, and why.
+    func stopReason(at now: Now) -> StopReason? {
+        if now.stopRequested { return .signal }
+        if let max = settings.maxRuntime, now.seconds >= max { return .timeBox }
+        return nil
+    }
+
+    mutating func handle(_ event: Event, at now: Now, random: Double = Double.random(in: 0..<1)) -> Action {
+        switch event {
+        case .ready:
+            return next(at: now)
+        case .healthy:
+            lastHealthCheck = now.seconds
+            if let reason = stopReason(at: now) { return .stop(reason) }
+            return .runBatch(size: sizer.size)
+        case .committed(let rows, let keys, let ms, let waiters):
+            attempt = 1
+            sizer.record(keys: keys, durationMs: ms)
+            owedRestMs = Double(settings.batch.pauseMs)
+            owedEveryWorker = false
+            if let limit = settings.blockingWaitMs, waiters.count > 0, waiters.longestMs >= limit {
+                // Live traffic waited on this batch's locks longer than allowed: halve the batch,
+                // and rest (every worker of this process) so that the waiters get through.
+                sizer.shrink(by: 0.5)
+                let rest = max(ms, Double(settings.batch.targetMs))
+                notes.append(.blocking(waiters: waiters.count, longestWaitMs: waiters.longestMs, restMs: rest, nextSize: sizer.size))
+                owedRestMs = max(owedRestMs, rest)
+                owedEveryWorker = true
+            }
+            if settings.rateLimited { return .consumeRate(rows: rows) }
+            return restOwed(at: now)
+        case .rateWait(let seconds):
+            if seconds > 0 {
+                notes.append(.rateLimited(waitMs: seconds * 1000))
+                owedRestMs = max(owedRestMs, seconds * 1000)
+            }
+            return restOwed(at: now)
+        case .rangeDone:
+            return next(at: now)
+        case .busy(let open):
+            if open == 0 { return .finish }
+            if let reason = stopReason(at: now) { return .stop(reason) }
+            return .split
+        case .split(let happened):
+            return happened ? next(at: now) : .rest(ms: 100, everyWorker: false)
+        case .jobState(let state):
+            return .stop(state == .cancelled ? .cancelled : .paused)
+        case .failed(let error, let range, let afterKey):
+            // Nothing is retried blindly: every try starts again from the committed checkpoint,
+            // so trying again after any failure never applies a batch twice.
+            if now.stopRequested, error.code == .queryCanceled || error.isConnectionLost { return .stop(.signal) }
+            switch settings.retry.decide(error, attempt: attempt, random: random) {
+            case .fail(let exhausted):
+                return .fail(RunFailure(
+                    sqlstate: error.code.raw, range: range, afterKey: afterKey, attempts: attempt, exhausted: exhausted,
+                    message: error.message, detail: error.detail, hint: error.hint))
+            case .retry(let reason, let delayMs, let halve, let reconnect):
+                if halve { sizer.halve() }
+                notes.append(.retry(reason: reason, attempt: attempt, delayMs: delayMs, nextSize: sizer.size))
+                attempt += 1
+                if reconnect {
+                    failedAttempt = (error, range, afterKey)
+                    reconnectingSince = reconnectingSince ?? now.seconds
+                    return .reconnect
+                }
+                return .rest(ms: delayMs, everyWorker: false)
+            }
+        case .reconnected:
+            reconnectingSince = nil
+            failedAttempt = nil
+            return next(at: now)
+        case .reconnectFailed(let error):
+            if let reason = stopReason(at: now) { return .stop(reason) }
+            let since = reconnectingSince ?? now.seconds
+            reconnectingSince = since
+            guard (now.seconds - since) * 1000 < Double(settings.reconnectTimeoutMs) else {
+                return .fail(RunFailure(
+                    sqlstate: error.code.raw, range: failedAttempt?.range, afterKey: failedAttempt?.afterKey, attempts: attempt, exhausted: true,
+                    message: "lost the connection and could not reconnect within \(settings.reconnectTimeoutMs) ms: \(error.message)"))
+            }
+            notes.append(.retry(reason: .connectionLost, attempt: attempt, delayMs: 0, nextSize: sizer.size))
+            attempt += 1
+            return .rest(ms: settings.retry.delay(attempt: attempt, random: 0.5 + random / 2), everyWorker: false)
+        }
+    }
+
+    /// The next step between batches: stop, rest while another worker's rest lasts, check the
+    /// health signals when due, or run a batch.
+    private mutating func next(at now: Now) -> Action {
+        if let reason = stopReason(at: now) { return .stop(reason) }
+        if reconnectingSince != nil { return .reconnect }
+        if now.sharedRestMs > 0 { return .rest(ms: Int(now.sharedRestMs.rounded(.up)), everyWorker: false) }
+        if now.seconds - lastHealthCheck >= settings.healthInterval { return .checkHealth }
+        return .runBatch(size: sizer.size)
+    }
+
+    private mutating func restOwed(at now: Now) -> Action {
+        let rest = owedRestMs
+        let everyWorker = owedEveryWorker
+        owedRestMs = 0
+        owedEveryWorker = false
+        if rest > 0 { return .rest(ms: Int(rest.rounded(.up)), everyWorker: everyWorker) }
+        return next(at: now)
+    }
+}

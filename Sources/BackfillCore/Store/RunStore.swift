@@ -1,0 +1,75 @@
+import Foundation
+import PostgresClient
+import Synchronization
+
+/// What the workers of a run need from a checkpoint store. `CheckpointStore` keeps it in
+/// PostgreSQL, in the batch's own transaction; `MemoryStore` keeps it in the process for dry runs
+/// (rehearsals that must not change the database), whose batches are rolled back.
+protocol RunStore: Sendable {
+    /// Claims a range for one batch, inside the batch transaction; nil when every open range is
+    /// in another transaction.
+    func claim(_ job: String, preferring preferred: Int?, db: Connection) throws -> RangeClaim?
+    /// Marks the range walked to its end, inside the batch transaction.
+    func completeRange(_ job: String, range: Int, db: Connection) throws
+    /// Moves the range's checkpoint after the batch statement, inside the batch transaction, and
+    /// tells who waits on the transaction's locks.
+    func advance(_ job: String, range: Int, lastKey: [String], rows: Int64, worker: String, countWaiters: Bool, db: Connection) throws -> Waiters
+    /// Ends the batch transaction: `COMMIT` (the checkpoint moves with the data), or `ROLLBACK`
+    /// for a store that must change nothing.
+    func endBatch(_ db: Connection) throws
+    func openRanges(_ job: String, db: Connection) throws -> Int
+    func splitLargestRange(_ job: String, plan: JobPlan, minimumRows: Int64, db: Connection) throws -> Bool
+    func heartbeat(_ job: String, worker: String, range: Int?, rowsDone: Int64, rowsPerSecond: Double, db: Connection) throws
+    /// Takes `rows` from the job's rate budget; returns how many seconds to wait.
+    func consumeRate(_ job: String, rows: Int64, rowsPerSecond: Int, db: Connection) throws -> Double
+    func setThrottle(_ job: String, reason: String?, db: Connection) throws
+    func state(_ job: String, db: Connection) throws -> JobState?
+}
+
+extension CheckpointStore: RunStore {
+    func endBatch(_ db: Connection) throws { try db.execute("COMMIT") }
+}
+
+/// A store in memory for dry runs: one range over the whole table, its position kept in the
+/// process, a rate budget of its own; every batch is rolled back.
+final class MemoryStore: RunStore {
+    private struct State {
+        var lastKey: [String]?
+        var done = false
+        var limiter: RateLimiter
+    }
+    private let state: Mutex<State>
+    private let started = ContinuousClock.now
+
+    init(rowsPerSecond: Int) {
+        state = Mutex(State(limiter: RateLimiter(rowsPerSecond: rowsPerSecond)))
+    }
+
+    func claim(_ job: String, preferring preferred: Int?, db: Connection) throws -> RangeClaim? {
+        state.withLock { $0.done ? nil : RangeClaim(range: 0, lower: $0.lastKey, ceiling: nil, jobState: .running) }
+    }
+
+    func completeRange(_ job: String, range: Int, db: Connection) throws { state.withLock { $0.done = true } }
+
+    func advance(_ job: String, range: Int, lastKey: [String], rows: Int64, worker: String, countWaiters: Bool, db: Connection) throws -> Waiters {
+        state.withLock { $0.lastKey = lastKey }
+        return Waiters(countWaiters ? try db.query(CheckpointStore.waitersQuery).first : nil)
+    }
+
+    func endBatch(_ db: Connection) throws { try db.execute("ROLLBACK") }
+
+    func openRanges(_ job: String, db: Connection) throws -> Int { state.withLock { $0.done ? 0 : 1 } }
+
+    func splitLargestRange(_ job: String, plan: JobPlan, minimumRows: Int64, db: Connection) throws -> Bool { false }
+
+    func heartbeat(_ job: String, worker: String, range: Int?, rowsDone: Int64, rowsPerSecond: Double, db: Connection) throws {}
+
+    func consumeRate(_ job: String, rows: Int64, rowsPerSecond: Int, db: Connection) throws -> Double {
+        let now = (ContinuousClock.now - started).seconds
+        return state.withLock { $0.limiter.consume(rows: Int(rows), now: now) }
+    }
+
+    func setThrottle(_ job: String, reason: String?, db: Connection) throws {}
+
+    func state(_ job: String, db: Connection) throws -> JobState? { .running }
+}
