@@ -80,3 +80,75 @@ struct LifecycleTests {
         #expect(run.err.contains("did not create"), "\(run.err)")
     }
 }
+
+@Suite("Finishing for sure: catch-up passes and repeating jobs")
+struct PassTests {
+    @Test("rows that match `where` again behind the walk get a catch-up pass; the run exits 0")
+    func catchUp() throws {
+        let (url, db) = try itemsDatabase("catchup", rows: 20_000)
+        let spec = try JobSpec.parse(yaml: itemsJob(name: "catch", extra: "where: filled IS NULL\nbatch: {size: 1000, max: 1000}"), file: "c.yaml")
+        let reset = Mutex(false)
+        let events = Mutex<[RunEvent]>([])
+        let outcome = Runner(spec: spec, options: RunOptions(database: url)) { event in
+            events.withLock { $0.append(event) }
+            // Once the walk is past key 5000, an application sets row 10 back to NULL.
+            if event.kind == .batch, case .strings(let key) = event["last_key"], Int(key.first ?? "") ?? 0 > 5000,
+               reset.withLock({ let first = !$0; $0 = true; return first }) {
+                try? Connection(url).execute("UPDATE items SET filled = NULL WHERE id = 10")
+            }
+        }.run()
+        #expect(outcome.exitCode == 0, "\(outcome)")
+        let passes = events.withLock { $0.filter { $0.kind == .pass } }
+        #expect(passes.count == 1)
+        #expect(passes.first?["remaining"] == .int(1))
+        #expect(try db.query("SELECT count(*) AS n FROM items WHERE filled IS NULL").first?["n"].int64 == 0)
+        #expect(try db.query("SELECT writes FROM items WHERE id = 10").first?["writes"].int64 == 2)
+        #expect(try db.query("SELECT count(*) AS n FROM items WHERE writes = 1").first?["n"].int64 == 19_999)
+        #expect(try CheckpointStore().status(job: "catch", db: db).first?.pass == 2)
+    }
+
+    @Test("rows that keep matching fail after catch_up_passes with the count")
+    func catchUpGivesUp() throws {
+        let (url, _) = try itemsDatabase("giveup", rows: 3_000)
+        // A `set` that leaves every row matching: no number of passes helps.
+        let (outcome, events) = try runJob("name: g\ntable: items\nkey: [id]\nwhere: touched >= 0\nset: {touched: touched + 1}\ncatch_up_passes: 2\n", url: url)
+        #expect(outcome.exitCode == 1)
+        #expect(events.filter { $0.kind == .pass }.count == 2)
+        guard case .failed(let failure, _) = outcome else { return }
+        #expect(failure.message.contains("2 catch-up passes") && failure.message.contains("still match"), "\(failure)")
+    }
+
+    @Test("the nightly purge recipe: two nights in a row exit 0 and leave no expired row")
+    func nightlyPurge() throws {
+        let url = try TestDatabases.create("purge")
+        let db = try Connection(url)
+        try db.execute("""
+            CREATE TABLE sessions (id bigint PRIMARY KEY, expires_at timestamptz NOT NULL);
+            INSERT INTO sessions SELECT g, now() - (g % 60) * interval '1 day' FROM generate_series(1, 30000) g;
+            ANALYZE sessions;
+            """)
+        let job = packageRoot + "/jobs/sessions-purge-expired.yaml"
+        let expired = "SELECT count(*) AS n FROM sessions WHERE expires_at < now() - interval '30 days'"
+        // Night 1: once the walk is past key 20,000, sessions with small keys expire behind it.
+        let expiredBehind = Mutex(false)
+        let night1 = Runner(spec: try JobSpec.load(path: job), options: RunOptions(database: url)) { event in
+            if event.kind == .batch, case .strings(let key) = event["last_key"], Int(key.first ?? "") ?? 0 > 20_000,
+               expiredBehind.withLock({ let first = !$0; $0 = true; return first }) {
+                try? Connection(url).execute("UPDATE sessions SET expires_at = now() - interval '45 days' WHERE id < 100 AND expires_at > now() - interval '30 days'")
+            }
+        }.run()
+        #expect(night1.exitCode == 0, "\(night1)")
+        #expect(expiredBehind.withLock { $0 })
+        #expect(try db.query(expired).first?["n"].int64 ?? 0 > 0, "rows expired behind the walk are left for the next night")
+        // Night 2 (the next day): more sessions have expired; the job starts a new pass.
+        try db.execute("UPDATE sessions SET expires_at = now() - interval '31 days' WHERE id % 7 = 0")
+        #expect(try db.query(expired).first?["n"].int64 ?? 0 > 0)
+        let night2 = try backfill(["run", job, "--database", url])
+        #expect(night2.code == 0, "\(night2.err)")
+        #expect(try db.query(expired).first?["n"].int64 == 0)
+        let status = try backfill(["status", "sessions-purge-expired", "--database", url, "--format", "json"]).out
+        #expect(status.contains("\"pass\":2") && status.contains("\"state\":\"done\""), "\(status)")
+    }
+}
+
+import Synchronization

@@ -60,6 +60,8 @@ public struct ProgressTracker: Sendable {
             case (.string("blocking"), _): state = "throttled: blocking"
             default: break
             }
+        case .pass:
+            if case .int(let pass) = event["pass"] { state = "pass \(pass)" }
         case .stop:
             if case .string(let reason) = event["reason"] { state = "stopped: \(reason)" }
         case .done:

@@ -69,6 +69,7 @@ public final class RunMetrics {
                 }
             }
             setState(event["state"] == .string("resumed") ? "running" : "throttled")
+        case .pass: setState("running")
         case .stop: setState("stopped")
         case .done: setState("done")
         case .error: setState("failed")

@@ -28,6 +28,8 @@ public enum ConsoleFormat {
             case (_, .string("resumed")): return "\(event.job): resumed after \(text("wait_ms")) ms throttled (\(text("reason")))"
             default: return "\(event.job): throttled (\(text("reason"))): \(text("waiters")) sessions waited on the last batch; batch now \(text("batch_size")) keys, resting \(text("wait_ms")) ms"
             }
+        case .pass:
+            return "\(event.job): \(text("reason"))"
         case .stop:
             return "\(event.job): stopped (\(text("reason")))"
         case .done:

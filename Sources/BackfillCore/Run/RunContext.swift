@@ -67,7 +67,13 @@ final class RunContext: Sendable {
 
     func record(_ result: WorkerResult) { state.withLock { $0.finished.append(result) } }
 
-    var results: [WorkerResult] { state.withLock { $0.finished } }
+    /// The workers' results so far, and forgets them (for the next pass).
+    func takeResults() -> [WorkerResult] {
+        state.withLock { state in
+            defer { state.finished = [] }
+            return state.finished
+        }
+    }
 
     /// Adds a committed batch to the run's counters; returns the rows done so far in this run.
     func addBatch(rows: Int64, ms: Double, lastKey: [String]) -> Int64 {

@@ -108,8 +108,7 @@ public final class Runner {
         let plan = try Planner.plan(spec, on: db)
         if options.dryRun {
             context.event(.start, try startFields(plan, rowsBefore: 0, db: db) + [("dry_run", .bool(true))])
-            let results = runWorkers(count: 1, plan: plan)
-            return merge(results, db: &db)
+            return try interrupted(runWorkers(count: 1, plan: plan)) ?? finishDone(db)
         }
         try store.migrate(db)
         if !options.join {
@@ -131,11 +130,40 @@ public final class Runner {
         let status = try store.status(job: spec.name, db: db).first
         context.event(.start, try startFields(plan, rowsBefore: status?.rowsDone ?? 0, db: db)
             + [("workers", .int(Int64(workers))), ("ranges", .int(Int64(status?.ranges ?? 0)))])
-        let results = runWorkers(count: workers, plan: plan)
-        return merge(results, db: &db)
+        return try runPasses(workers: workers, plan: plan, db: &db)
     }
 
-    /// Runs `count` workers, each on a thread and a connection of its own, and waits for them.
+    /// Runs the workers until every range is walked; then, when rows still match `where` behind
+    /// the walk (changed during the run), walks again, at most `catch_up_passes` times. A
+    /// `repeat` job leaves them to its next pass and is done.
+    private func runPasses(workers: Int, plan: JobPlan, db: inout Connection) throws -> RunOutcome {
+        var catchUps = 0
+        while true {
+            if let interrupted = interrupted(runWorkers(count: workers, plan: plan)) { return interrupted }
+            db = try reconnectIfLost(db)
+            // The lease holder judges the end; a joining process is done when no range is left.
+            guard context.holdsLease, let remaining = try remainingRows(db) else { return try finishDone(db) }
+            if remaining == 0 { return try finishDone(db) }
+            if spec.repeats {
+                context.event(.pass, [("remaining", .int(remaining)),
+                                      ("reason", .string("\(remaining >= 1000 ? "1000 or more" : String(remaining)) rows match `where` behind the walk: the next run's pass takes them"))])
+                return try finishDone(db)
+            }
+            guard catchUps < spec.catchUpPasses else {
+                var summary = context.summary(state: .failed)
+                summary.state = .failed
+                return .failed(RunFailure(message: "walked every key\(catchUps > 0 ? " and \(catchUps) catch-up passes" : ""), but \(remaining >= 1000 ? "at least 1000" : String(remaining)) rows still match `where`: a `set` that leaves rows matching, or rows that keep changing behind the walk, cause this; check with `backfill verify`, raise `catch_up_passes`, or use `repeat: true` for work that never ends"), summary)
+            }
+            catchUps += 1
+            try db.transaction { try options.store.startPass(spec.name, db: $0) }
+            try options.store.markRunning(spec.name, runner: context.runnerName, db: db)
+            context.event(.pass, [("pass", .int(Int64(catchUps + 1))), ("remaining", .int(remaining)),
+                                  ("reason", .string("catch-up \(catchUps) of \(spec.catchUpPasses): \(remaining >= 1000 ? "1000 or more" : String(remaining)) rows still match `where` behind the walk"))])
+        }
+    }
+
+    /// Runs `count` workers, each on a thread and a connection of its own, waits for them, and
+    /// returns their results.
     private func runWorkers(count: Int, plan: JobPlan) -> [WorkerResult] {
         let done = DispatchGroup()
         let context = self.context
@@ -151,23 +179,19 @@ public final class Runner {
             thread.start()
         }
         done.wait()
-        return context.results
+        return context.takeResults()
     }
 
-    /// One outcome from the workers' results: a failure wins, then a stop, then done.
-    private func merge(_ results: [WorkerResult], db: inout Connection) -> RunOutcome {
+    /// The outcome when the workers did not all finish: a failure wins, then a held lease, then
+    /// a stop; nil when every worker is done.
+    private func interrupted(_ results: [WorkerResult]) -> RunOutcome? {
         for case .failed(let failure) in results { return .failed(failure, context.summary(state: .failed)) }
         for case .held(let holder) in results { return .held(holder) }
         for case .stopped(let reason) in results {
             let state: JobState = reason == .paused ? .paused : reason == .cancelled ? .cancelled : .pending
             return .stopped(reason, context.summary(state: state))
         }
-        do {
-            db = try reconnectIfLost(db)
-            return try finishDone(db)
-        } catch {
-            return .failed(RunFailure(error), context.summary(state: .failed))
-        }
+        return nil
     }
 
     /// The coordinator's connection sits idle while the workers run; a server restart may have
@@ -178,18 +202,15 @@ public final class Runner {
     }
 
     private func finishDone(_ db: Connection) throws -> RunOutcome {
-        var summary = context.summary(state: .done)
-        if options.dryRun { return .done(summary) }
-        if context.holdsLease { try options.store.finish(spec.name, state: .done, db: db) }
-        if let sql = BatchStatements.remainingCount(spec: spec), !isSQLAction {
-            let remaining = try Planner.inReadOnlyTransaction(on: db) { try db.query(sql, [.int(1000)]).first?["n"].int64 ?? 0 }
-            if remaining > 0 {
-                let message = "walked every key, but \(remaining >= 1000 ? "at least 1000" : String(remaining)) rows still match `where`; a `set` that leaves rows matching, or rows changed behind the checkpoint, cause this; check with `backfill verify`, then rerun with --restart"
-                summary.state = .failed
-                return .failed(RunFailure(message: message), summary)
-            }
-        }
-        return .done(summary)
+        if !options.dryRun, context.holdsLease { try options.store.finish(spec.name, state: .done, db: db) }
+        return .done(context.summary(state: .done))
+    }
+
+    /// Rows still matching `where` (at most 1000, read-only), or nil when there is nothing to
+    /// check (no `where`, a `sql` action, a dry run).
+    private func remainingRows(_ db: Connection) throws -> Int64? {
+        guard !options.dryRun, !isSQLAction, let sql = BatchStatements.remainingCount(spec: spec) else { return nil }
+        return try Planner.inReadOnlyTransaction(on: db) { try db.query(sql, [.int(1000)]).first?["n"].int64 ?? 0 }
     }
 
     private var isSQLAction: Bool {

@@ -3,7 +3,7 @@ import Yams
 
 extension JobSpec {
     /// The fields a job file may contain, by section.
-    static let topLevelFields = ["name", "table", "key", "where", "set", "action", "sql", "batch", "timeouts", "retry", "throttle", "workers"]
+    static let topLevelFields = ["name", "table", "key", "where", "set", "action", "sql", "batch", "timeouts", "retry", "throttle", "workers", "repeat", "catch_up_passes"]
     static let batchFields = ["size", "min", "max", "target_ms", "pause_ms"]
     static let timeoutFields = ["lock_ms", "statement_ms"]
     static let retryFields = ["max_attempts", "backoff_ms", "max_backoff_ms", "reconnect_timeout_ms"]
@@ -88,6 +88,8 @@ extension JobSpec {
             }
         }
         spec.workers = try reader.int(fields, "workers", 1, 1...1024)
+        spec.repeats = try reader.bool(fields, "repeat", false)
+        spec.catchUpPasses = try reader.int(fields, "catch_up_passes", spec.catchUpPasses, 0...100)
         return spec
     }
 }

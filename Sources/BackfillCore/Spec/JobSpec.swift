@@ -87,6 +87,12 @@ public struct JobSpec: Sendable, Hashable {
     public var retry = Retry()
     public var throttle = Throttle()
     public var workers = 1
+    /// `repeat`: each run after a finished pass starts a new pass (a nightly purge); rows that
+    /// match `where` behind the walk are the next pass's work, not a failure.
+    public var repeats = false
+    /// `catch_up_passes`: when every key is walked but rows still match `where` (they changed
+    /// behind the walk), walk again this many times before failing.
+    public var catchUpPasses = 3
     /// The file the spec came from, for messages.
     public var file: String
 

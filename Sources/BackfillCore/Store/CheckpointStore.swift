@@ -64,13 +64,15 @@ public struct JobStatus: Sendable, Hashable, Codable {
     /// the last 30 s (a runner killed with -9, a lost host): when it was last seen. `state` is
     /// then `pending`: run it again to resume.
     public var noRunnerSince: Date?
+    /// Which pass over the key space the job is in (catch-up passes and `repeat` add passes).
+    public var pass: Int = 1
 
     enum CodingKeys: String, CodingKey {
         case name, state, table, batches, runner, ranges
         case rowsDone = "rows_done", lastKey = "last_key", lastError = "last_error", pausedBy = "paused_by"
         case pausedAt = "paused_at", startedAt = "started_at", updatedAt = "updated_at", finishedAt = "finished_at"
         case rangesDone = "ranges_done", throttleReason = "throttle_reason", throttledSince = "throttled_since"
-        case rangeList = "range_list", workers, noRunnerSince = "no_runner_since"
+        case rangeList = "range_list", workers, noRunnerSince = "no_runner_since", pass
     }
 }
 
@@ -161,6 +163,7 @@ public struct CheckpointStore: Sendable {
             last_seen timestamptz NOT NULL DEFAULT now(),
             PRIMARY KEY (job, worker)
         );
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS pass integer NOT NULL DEFAULT 1;
         CREATE TABLE IF NOT EXISTS \(Identifier.quote(schema)).store_version (version integer NOT NULL);
         DELETE FROM \(Identifier.quote(schema)).store_version;
         INSERT INTO \(Identifier.quote(schema)).store_version VALUES (\(Self.version));
@@ -168,7 +171,7 @@ public struct CheckpointStore: Sendable {
     }
 
     /// The store's schema version; `migrate` changes tables only when the stored one is older.
-    static let version = 2
+    static let version = 3
 
     /// The version recorded in the store, or nil when it has none (no store, or one made before
     /// versions were recorded).
@@ -230,6 +233,9 @@ public struct CheckpointStore: Sendable {
                 if existing["spec_hash"].string != spec.fingerprint { return .specChanged }
                 let state = JobState(rawValue: existing["state"].string ?? "") ?? .pending
                 switch state {
+                case .done where spec.repeats:
+                    try startPass(spec.name, db: db)
+                    return .ready
                 case .done: return .alreadyDone
                 case .paused, .cancelled: return .notRunnable(state, by: existing["paused_by"].string)
                 default: break
@@ -260,6 +266,15 @@ public struct CheckpointStore: Sendable {
                 [.text(job), .int(Int64(i)), i == 0 ? .null : .text(Self.encodeKey(bounds[i - 1])),
                  i == bounds.count ? .null : .text(Self.encodeKey(bounds[i])), .int(perRange)])
         }
+    }
+
+    /// Starts a new pass over the whole key space: every range walks again from its lower bound,
+    /// keeping its counters. Runs inside the caller's transaction.
+    public func startPass(_ job: String, db: Connection) throws {
+        try db.query(
+            "UPDATE \(ranges) SET done = false, last_key = NULL, worker = NULL, estimated_rows = rows_done + coalesce(estimated_rows, 0), updated_at = now() WHERE job = $1",
+            [.text(job)])
+        try db.query("UPDATE \(jobs) SET pass = pass + 1, state = 'pending', finished_at = NULL, updated_at = now() WHERE name = $1", [.text(job)])
     }
 
     /// Marks the job running by this process.
@@ -463,7 +478,7 @@ public struct CheckpointStore: Sendable {
         guard exists else { return [] }
         return try db.query(
             """
-            SELECT j.name, j.state, j.table_name, j.last_error, j.runner, j.paused_by, j.paused_at, j.started_at, j.finished_at,
+            SELECT j.name, j.state, j.table_name, j.last_error, j.pass, j.runner, j.paused_by, j.paused_at, j.started_at, j.finished_at,
                    j.throttle_reason, j.throttled_since,
                    coalesce(r.rows_done, 0) AS rows_done, coalesce(r.batches, 0) AS batches, r.last_key::text AS last_key,
                    greatest(j.updated_at, r.updated_at) AS updated_at, coalesce(r.ranges, 0) AS ranges, coalesce(r.ranges_done, 0) AS ranges_done,
@@ -494,7 +509,7 @@ public struct CheckpointStore: Sendable {
                 startedAt: row["started_at"].date, updatedAt: row["updated_at"].date, finishedAt: row["finished_at"].date,
                 rangesDone: row["ranges_done"].int ?? 0, ranges: row["ranges"].int ?? 0,
                 throttleReason: row["throttle_reason"].string, throttledSince: row["throttled_since"].date,
-                noRunnerSince: orphaned ? (row["last_seen"].date ?? row["updated_at"].date) : nil)
+                noRunnerSince: orphaned ? (row["last_seen"].date ?? row["updated_at"].date) : nil, pass: row["pass"].int ?? 1)
         }
     }
 
