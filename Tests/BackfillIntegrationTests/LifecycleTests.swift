@@ -71,6 +71,25 @@ struct LifecycleTests {
         try reader.execute("ROLLBACK")
     }
 
+    @Test("a missing privilege is found by validation: exit 2 naming it and the GRANT, nothing recorded")
+    func missingPrivileges() throws {
+        let (url, db) = try itemsDatabase("privs", rows: 1_000)
+        let dbname = try #require(try db.query("SELECT current_database() AS d").first?["d"].string)
+        try db.execute("DROP ROLE IF EXISTS ro_\(dbname); CREATE ROLE ro_\(dbname) LOGIN; GRANT SELECT ON items TO ro_\(dbname); REVOKE CREATE ON DATABASE \(dbname) FROM PUBLIC")
+        let roleURL = url + " user=ro_\(dbname)"
+        let job = try jobFile(itemsJob(name: "privs"))
+        for command in ["plan", "run"] {
+            let result = try backfill([command, job, "--database", roleURL])
+            #expect(result.code == 2, "\(command): \(result.err)")
+            #expect(result.err.contains("lacks UPDATE on column") && result.err.contains("GRANT UPDATE"), "\(command): \(result.err)")
+        }
+        try db.execute("GRANT UPDATE ON items TO ro_\(dbname)")
+        let store = try backfill(["run", job, "--database", roleURL])
+        #expect(store.code == 2, "\(store.err)")
+        #expect(store.err.contains("cannot create the checkpoint store") && store.err.contains("GRANT CREATE ON DATABASE"), "\(store.err)")
+        #expect(try db.query("SELECT to_regnamespace('backfill') IS NULL AS clean").first?["clean"].bool == true)
+    }
+
     @Test("a schema holding tables Backfill did not create is refused")
     func foreignSchema() throws {
         let (url, db) = try itemsDatabase("foreign", rows: 100)

@@ -148,6 +148,7 @@ public enum Planner {
                 "set `key` to the primary key's columns, or create one: \(create)")
         }
 
+        try checkPrivileges(spec, oid: oid, qualified: qualified, on: db)
         let statements = BatchStatements(spec: spec, key: key)
         try prove(spec: spec, statements: statements, table: quotedTable, on: db)
         // The table and its key index, and their partitions when the table is partitioned.
@@ -171,6 +172,31 @@ public enum Planner {
                        batchSettings: settings, guardFinding: finding)
     }
 
+    /// The table privileges the job needs, checked for the role that runs it: `SELECT`, and
+    /// `UPDATE` of every `set` column or `DELETE`. (A `sql` action's own statement is checked by
+    /// the plan guard's `EXPLAIN`, which checks every table it names.)
+    private static func checkPrivileges(_ spec: JobSpec, oid: Int64, qualified: String, on db: Connection) throws {
+        var needed: [(privilege: String, column: String?)] = [("SELECT", nil)]
+        switch spec.action {
+        case .update(let assignments): needed += assignments.map { ("UPDATE", $0.column) }
+        case .delete: needed.append(("DELETE", nil))
+        case .sql: break
+        }
+        let role = try db.query("SELECT current_user AS r").first?["r"].string ?? "the role"
+        for (privilege, column) in needed {
+            let granted = try db.query(
+                column == nil ? "SELECT has_table_privilege($1::oid, $2) AS ok" : "SELECT has_column_privilege($1::oid, $3, $2) AS ok",
+                [.int(oid), .text(privilege)] + (column.map { [.text($0)] } ?? [])).first?["ok"].bool ?? false
+            guard granted else {
+                let what = column.map { "\(privilege) on column \($0) of \(qualified)" } ?? "\(privilege) on \(qualified)"
+                throw JobFileError(
+                    file: spec.file, field: column.map { "set.\($0)" } ?? (privilege == "DELETE" ? "action" : "table"),
+                    problem: "role \(role) lacks \(what)",
+                    fix: "grant it: `GRANT \(privilege)\(column.map { " (\(Identifier.quote($0)))" } ?? "") ON \(qualified) TO \(Identifier.quote(role))`")
+            }
+        }
+    }
+
     /// EXPLAINs the batch statement at `batch.max` keys from the first key, under the batch's
     /// settings, and returns the settings that keep it a bounded range scan of the key's index
     /// with what the guard found; throws when no setting does.
@@ -182,10 +208,16 @@ public enum Planner {
         let upper = try db.query(statements.upperBound, first.map(PostgresValue.text) + [.int(Int64(spec.batch.max - 1))]).first
             .map { statements.upperKey($0).key } ?? first
         func explain() throws -> PlanGuard.Finding {
-            let json = try inReadOnlyTransaction(settings: settings, on: db) {
-                try db.query("EXPLAIN (FORMAT JSON, VERBOSE) \(statements.batch)", (first + upper).map(PostgresValue.text)).rows.first?[0].string ?? ""
+            do {
+                let json = try inReadOnlyTransaction(settings: settings, on: db) {
+                    try db.query("EXPLAIN (FORMAT JSON, VERBOSE) \(statements.batch)", (first + upper).map(PostgresValue.text)).rows.first?[0].string ?? ""
+                }
+                return planGuard.check(explainJSON: json)
+            } catch let error as PostgresError where error.code == "42501" {
+                throw JobFileError(file: spec.file, field: spec.action.name == "sql" ? "sql" : nil,
+                                   problem: "the batch statement is refused: \(error.message)",
+                                   fix: "grant the role what the statement needs on that table (`GRANT … ON … TO …`)")
             }
-            return planGuard.check(explainJSON: json)
         }
         var finding = try explain()
         if case .joinsWholeTable = finding {

@@ -204,9 +204,33 @@ public struct CheckpointStore: Sendable {
                     problem: "schema `\(schema)` holds tables that Backfill did not create",
                     fix: "give Backfill a schema of its own with `--schema NAME` (it creates its tables there), or create an empty one: `CREATE SCHEMA \(Identifier.quote(schema)) AUTHORIZATION <role>`")
             }
+            try checkCreatePrivilege(schemaExists: found?["schema_exists"].bool == true, hasTables: found?["has_jobs"].bool == true, db: db)
             if found?["schema_exists"].bool != true { try db.execute("CREATE SCHEMA \(Identifier.quote(schema))") }
             try db.execute(migrations)
         }
+    }
+
+    /// Creating or upgrading the store needs CREATE on the database (no schema yet), CREATE on
+    /// the schema (no tables yet), or ownership of the tables (an upgrade); without it, exit 2
+    /// naming the privilege and the GRANT, before anything changes.
+    private func checkCreatePrivilege(schemaExists: Bool, hasTables: Bool, db: Connection) throws {
+        let row = try db.query(
+            """
+            SELECT current_user AS role, current_database() AS db,
+                   has_database_privilege(current_database(), 'CREATE') AS on_database,
+                   CASE WHEN to_regnamespace($1) IS NULL THEN false ELSE has_schema_privilege(to_regnamespace($1), 'CREATE') END AS on_schema,
+                   CASE WHEN to_regclass($2) IS NULL THEN false ELSE pg_has_role((SELECT relowner FROM pg_class WHERE oid = to_regclass($2)), 'USAGE') END AS owns_tables
+            """, [.text(Identifier.quote(schema)), .text(jobs)]).first
+        let role = row?["role"].string ?? "the role"
+        let (ok, grant): (Bool, String) =
+            !schemaExists ? (row?["on_database"].bool == true, "GRANT CREATE ON DATABASE \(Identifier.quote(row?["db"].string ?? "")) TO \(Identifier.quote(role)), or create the schema for it: CREATE SCHEMA \(Identifier.quote(schema)) AUTHORIZATION \(Identifier.quote(role))")
+            : !hasTables ? (row?["on_schema"].bool == true, "GRANT CREATE ON SCHEMA \(Identifier.quote(schema)) TO \(Identifier.quote(role))")
+            : (row?["owns_tables"].bool == true, "run this version of backfill once as the role that owns the store's tables, which upgrades them")
+        guard !ok else { return }
+        throw JobFileError(
+            file: "--schema", field: nil,
+            problem: "role \(role) cannot \(hasTables ? "upgrade" : "create") the checkpoint store in schema `\(schema)`",
+            fix: grant)
     }
 
     /// What `prepare` found.
