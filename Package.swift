@@ -56,11 +56,16 @@ let package = Package(
             ],
             path: "benchmarks/Sources/backfill-bench"
         ),
-        .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "LocalPostgres"]),
+        // Test-only helpers (fresh databases per test); not a product, so nothing here ships.
+        .target(name: "BackfillTestSupport", dependencies: ["LocalPostgres", "PostgresClient"], path: "Tests/BackfillTestSupport"),
+        .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "LocalPostgres", "BackfillTestSupport"]),
         .testTarget(name: "BackfillCoreTests", dependencies: ["BackfillCore"]),
         .testTarget(
             name: "BackfillIntegrationTests",
-            dependencies: ["BackfillCore", "LocalPostgres", "PostgresClient", .product(name: "Yams", package: "Yams")]
+            dependencies: [
+                "BackfillCore", "LocalPostgres", "PostgresClient", "BackfillTestSupport",
+                .product(name: "Yams", package: "Yams"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]
