@@ -32,15 +32,19 @@ func printError(_ line: String) {
     FileHandle.standardError.write(Data((line + "\n").utf8))
 }
 
-/// Parses `90s`, `10m`, `2h`, `1h30m`, `500ms` into seconds.
+/// A duration given as `90s`, `10m`, `2h`, `1h30m` or `500ms`; a number without a unit is refused.
 struct DurationArgument: ExpressibleByArgument, CustomStringConvertible {
     let seconds: Double
     let description: String
 
+    /// Parses the text, or throws saying what is wrong with it and how to write it.
+    init(parsing text: String) throws {
+        seconds = try BackfillCore.parseDuration(text)
+        description = text
+    }
+
     init?(argument: String) {
-        guard let value = BackfillCore.parseDuration(argument) else { return nil }
-        seconds = value
-        description = argument
+        try? self.init(parsing: argument)
     }
 
     static var defaultCompletionKind: CompletionKind { .default }

@@ -14,7 +14,7 @@ struct Rehearse: ParsableCommand {
     @Argument(help: "The job file.") var file: String
     @OptionGroup var db: DatabaseOptions
     @Option(help: "Live traffic clients.") var clients = 4
-    @Option(help: "Baseline window of traffic alone (15s, 1m).") var baseline = DurationArgument(argument: "15s")!
+    @Option(help: "Baseline window of traffic alone, with its unit (default: 15s).", transform: DurationArgument.init(parsing:)) var baseline = DurationArgument(argument: "15s")!
     @Option(help: "The operator's own traffic: a file of SQL statements separated by `;`, `:key` standing for a random existing key.") var trafficSQL: String?
     @Option(help: "Production row count, for the run-time estimate (default: this table's).") var rowsEstimate: Int64?
     @Option(help: "Gate: exit 1 when the live p99 during the job exceeds this.") var maxLiveP99Ms: Double?

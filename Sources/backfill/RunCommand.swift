@@ -55,7 +55,7 @@ struct Run: ParsableCommand {
     @OptionGroup var db: DatabaseOptions
     @OptionGroup var output: OutputOptions
 
-    @Option(name: .long, help: "Stop after the batch in flight once this much time has passed (90s, 10m, 2h); exit 3, resumable.")
+    @Option(name: .long, help: "Stop after the batch in flight once this much time has passed (90s, 10m, 2h); exit 3, resumable.", transform: DurationArgument.init(parsing:))
     var maxRuntime: DurationArgument?
 
     @Flag(name: .long, help: "Discard the job's checkpoint (also one made by a changed job file) and start from the first key.")
