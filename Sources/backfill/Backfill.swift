@@ -1,6 +1,7 @@
 import ArgumentParser
 import BackfillCore
 import Foundation
+import PostgresClient
 
 @main
 struct Backfill: ParsableCommand {
@@ -12,7 +13,7 @@ struct Backfill: ParsableCommand {
             database object (nothing changed) · 3 stopped before done (run again to resume) · \
             4 another runner holds this job.
             """,
-        version: BackfillVersion.current,
+        version: "backfill \(BackfillVersion.current) (libpq \(LibPQ.version))",
         subcommands: [
             Run.self, Plan.self, Status.self, Pause.self, Resume.self, Cancel.self, Verify.self,
             Rehearse.self, Demo.self,
