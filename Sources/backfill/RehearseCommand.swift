@@ -21,11 +21,12 @@ struct Rehearse: ParsableCommand {
     @Option(help: "Gate: exit 1 when any live transaction waited longer than this.") var maxLockWaitMs: Double?
     @Flag(help: "Roll back every batch (the staging database must not change).") var dryRun = false
     @Option(help: "Report format: text or json.") var format: ReportFormat = .text
-    @Option(name: .long, help: "Log format of the run's events on stderr.") var logFormat: LogFormat = .text
+    @Option(name: .customLong("log-format"), help: "Log format of the run's events on stderr: text or json. Default: text. Env: \(Setting.logFormat).") var givenLogFormat: LogFormat?
 
     enum ReportFormat: String, ExpressibleByArgument, CaseIterable { case text, json }
 
-    func validate() throws {
+    mutating func validate() throws {
+        try Setting.logFormat.fill(&givenLogFormat)
         guard (1...256).contains(clients) else { throw ValidationError("--clients must be from 1 to 256") }
     }
 
@@ -49,7 +50,7 @@ struct Rehearse: ParsableCommand {
         let stop = StopSignal()
         let signals = SignalHandling.install(stop: stop)
         defer { withExtendedLifetime(signals) {} }
-        let console = Console(logFormat: logFormat, progress: .never)
+        let console = Console(logFormat: givenLogFormat ?? .text, progress: .never)
         let (report, outcome): (RehearsalReport, RunOutcome)
         do {
             (report, outcome) = try Rehearsal.run(spec: spec, options: options, stop: stop, emit: console.handle)
