@@ -8,8 +8,10 @@ func connect(_ db: DatabaseOptions, as name: String) throws -> Connection {
     do {
         return try Connection(db.conninfo, applicationName: "backfill:\(name)")
     } catch {
-        printError("backfill: \(error)")
-        throw ExitCode(1)
+        throw CommandFailure(
+            message: "\(error)",
+            next: "check the server is up and the connection settings (--database, \(Setting.database), DATABASE_URL or libpq's PG* variables)",
+            exitCode: 1)
     }
 }
 
@@ -18,8 +20,7 @@ func loadSpec(_ path: String) throws -> JobSpec {
     do {
         return try JobSpec.load(path: path)
     } catch {
-        printError("backfill: invalid job file: \(error)")
-        throw ExitCode(2)
+        throw CommandFailure.invalid("invalid job file: \(error)", next: "fix the job file as the message says, then run again; nothing was changed")
     }
 }
 
@@ -28,8 +29,7 @@ func planJob(_ spec: JobSpec, _ db: Connection) throws -> JobPlan {
     do {
         return try Planner.plan(spec, on: db)
     } catch let error as JobFileError {
-        printError("backfill: invalid: \(error)")
-        throw ExitCode(2)
+        throw CommandFailure.invalid("invalid: \(error)")
     }
 }
 
@@ -42,10 +42,7 @@ struct Status: ParsableCommand {
     func run() throws {
         let conn = try connect(db, as: "status")
         var jobs = try db.store.status(job: job, db: conn)
-        if let job, jobs.isEmpty {
-            printError("backfill: no job named `\(job)` in schema `\(db.schema)`")
-            throw ExitCode(2)
-        }
+        if let job, jobs.isEmpty { throw noSuchJob(job, db) }
         if let job {
             let details = try db.store.details(job: job, db: conn)
             jobs[0].rangeList = details.ranges
@@ -84,13 +81,15 @@ struct Cancel: ParsableCommand {
     func run() throws { try setState(job, .cancelled, db) }
 }
 
+private func noSuchJob(_ job: String, _ db: DatabaseOptions) -> CommandFailure {
+    .invalid("no job named `\(job)` in schema `\(db.schema)`",
+             next: "`backfill status` lists the jobs in that schema (--schema or \(Setting.schema) names another)")
+}
+
 private func setState(_ job: String, _ state: JobState, _ db: DatabaseOptions) throws {
     let conn = try connect(db, as: "admin")
     let actor = "\(NSUserName())@\(ProcessInfo.processInfo.hostName)"
-    guard try db.store.setState(job, to: state, by: actor, db: conn) else {
-        printError("backfill: no job named `\(job)` in schema `\(db.schema)`; `backfill status` lists the jobs")
-        throw ExitCode(2)
-    }
+    guard try db.store.setState(job, to: state, by: actor, db: conn) else { throw noSuchJob(job, db) }
     print("\(job): \(state == .pending ? "resumed (run it again to continue)" : state.rawValue) by \(actor)")
 }
 
@@ -109,7 +108,12 @@ struct Verify: ParsableCommand {
         }
         let remaining = try Planner.countMatching(spec, on: conn)
         print("\(spec.name): \(remaining) rows still match `where`")
-        if remaining > 0 { throw ExitCode(1) }
+        if remaining > 0 {
+            throw CommandFailure(
+                message: "\(spec.name): \(remaining) rows still match `where`",
+                next: "run the job (`backfill run \(file)`); if it already says done, its `set` leaves rows matching or rows changed behind the checkpoint: run it with --restart",
+                exitCode: 1)
+        }
     }
 }
 

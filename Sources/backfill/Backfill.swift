@@ -20,19 +20,34 @@ struct Backfill: ParsableCommand {
         ]
     )
 
-    /// Parses and runs the command, mapping a bad flag or argument to exit 2 as the contract
-    /// says (ArgumentParser's own code for it is 64).
+    /// Parses and runs the command, and reports every failure in one place: a `CommandFailure`
+    /// as `backfill: …` and `next: …` (or one JSON object), a bad flag or argument as exit 2 (the
+    /// contract's code; ArgumentParser's own is 64), anything unforeseen as exit 1.
     static func main() {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        var json = FailureReport.requestedLogFormat(arguments) == .json
         do {
-            var command = try parseAsRoot()
+            var command = try parseAsRoot(arguments)
+            if let formatted = command as? LogFormatted { json = formatted.logFormat == .json }
             try command.run()
+        } catch let failure as CommandFailure {
+            FailureReport.print(failure, json: json)
+            Foundation.exit(failure.exitCode)
+        } catch let code as ExitCode {
+            Foundation.exit(code.rawValue)
         } catch {
-            if exitCode(for: error) == .validationFailure {
-                printError(fullMessage(for: error))
+            switch exitCode(for: error) {
+            case .success:
+                exit(withError: error)  // --help, --version, completion scripts
+            case .validationFailure:
+                let command = arguments.first { name in configuration.subcommands.contains { $0._commandName == name } }
+                let help = command.map { "backfill \($0) --help" } ?? "backfill --help"
+                FailureReport.print(.invalid(message(for: error), next: "see `\(help)` for the flags and their environment variables"), json: json)
                 Foundation.exit(2)
+            default:
+                FailureReport.print(CommandFailure(message: message(for: error), next: "check the message above; committed work, if any, is kept", exitCode: 1), json: json)
+                Foundation.exit(1)
             }
-            exit(withError: error)
         }
     }
 }
-

@@ -34,17 +34,19 @@ struct OutputOptions: ParsableArguments {
     var logFormat: LogFormat { givenLogFormat ?? .text }
     var progress: ProgressMode { givenProgress ?? .auto }
 
-    /// Runs `body` with a console and, when asked for, metrics; the exporter writes its last file at the end.
-    func withConsole<T>(_ body: (Console, @escaping (RunEvent) -> Void) throws -> T) throws -> T {
+    /// Runs `body` with a console, SIGINT/SIGTERM handling that sets `stop`, and, when asked for,
+    /// metrics; the exporter writes its last file at the end.
+    func withConsole<T>(stop: StopSignal, _ body: (Console, @escaping (RunEvent) -> Void) throws -> T) throws -> T {
         let exporter: MetricsExporter?
         do {
             exporter = try MetricsSetup.start(file: metricsFile, port: metricsPort)
         } catch {
-            printError("backfill: \(error)")
-            throw ExitCode(2)
+            throw CommandFailure.invalid("metrics: \(error)", next: "choose another --metrics-port or --metrics-file; nothing was changed")
         }
         defer { exporter?.stop() }
         let console = Console(logFormat: logFormat, progress: progress)
+        let signals = SignalHandling.install(stop: stop, console: console)
+        defer { withExtendedLifetime(signals) {} }
         var metrics: [String: RunMetrics] = [:]
         return try body(console) { event in
             console.handle(event)
@@ -57,7 +59,7 @@ struct OutputOptions: ParsableArguments {
     }
 }
 
-struct Run: ParsableCommand {
+struct Run: ParsableCommand, LogFormatted {
     static let configuration = CommandConfiguration(
         abstract: "Run one or more job files, one after another.",
         discussion: """
@@ -74,6 +76,7 @@ struct Run: ParsableCommand {
 
     @OptionGroup var db: DatabaseOptions
     @OptionGroup var output: OutputOptions
+    var logFormat: LogFormat { output.logFormat }
 
     @Option(name: .long, help: "Stop after the batch in flight once this much time has passed (90s, 10m, 2h); exit 3, resumable. Env: \(Setting.maxRuntime).", transform: DurationArgument.init(parsing:))
     var maxRuntime: DurationArgument?
@@ -98,10 +101,8 @@ struct Run: ParsableCommand {
     func run() throws {
         let specs = try files.map(loadSpec)
         let stop = StopSignal()
-        let signals = SignalHandling.install(stop: stop)
-        defer { withExtendedLifetime(signals) {} }
         let started = Date()
-        try output.withConsole { console, emit in
+        try output.withConsole(stop: stop) { console, emit in
             for spec in specs {
                 var options = RunOptions(database: db.conninfo)
                 options.store = db.store
@@ -118,13 +119,14 @@ struct Run: ParsableCommand {
 }
 
 /// SIGINT and SIGTERM: stop after the batch in flight; if it is still running 2 s later, cancel it.
+/// The console reports each signal (a `signal` event with JSON logs).
 enum SignalHandling {
-    static func install(stop: StopSignal) -> [DispatchSourceSignal] {
-        [SIGINT, SIGTERM].map { number in
+    static func install(stop: StopSignal, console: Console) -> [DispatchSourceSignal] {
+        [(SIGINT, "SIGINT"), (SIGTERM, "SIGTERM")].map { number, name in
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
             source.setEventHandler {
-                printError("backfill: received signal \(number); stopping after the batch in flight")
+                console.signal(name)
                 stop.request()
                 DispatchQueue.global().asyncAfter(deadline: .now() + 2) { stop.cancelInFlight() }
             }

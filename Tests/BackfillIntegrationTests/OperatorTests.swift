@@ -54,6 +54,7 @@ struct OperatorTests {
         }
         let done = try #require(run.events.last)
         #expect(done["event"] as? String == "done" && done["rows"] as? Int == 20_000 && done["rows_per_second"] is Double)
+        #expect(done["exit_code"] as? Int == 0 && done["next"] as? String == "nothing: the job is done")
         #expect(!run.err.contains(password))
     }
 

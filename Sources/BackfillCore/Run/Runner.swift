@@ -92,10 +92,11 @@ public final class Runner {
             default: break
             }
         }
+        let closing: [(String, RunEvent.Value)] = [("exit_code", .int(Int64(outcome.exitCode))), ("next", .string(outcome.nextStep))]
         switch outcome {
-        case .done(let s): context.event(.done, s.fields)
-        case .stopped(let reason, let s): context.event(.stop, [("reason", .string(reason.rawValue))] + s.fields)
-        case .failed(let message, let s): context.event(.error, [("message", .string(message))] + s.fields)
+        case .done(let s): context.event(.done, s.fields + closing)
+        case .stopped(let reason, let s): context.event(.stop, [("reason", .string(reason.rawValue))] + s.fields + closing)
+        case .failed(let message, let s): context.event(.error, [("message", .string(message))] + s.fields + closing)
         case .held, .invalid: break
         }
         return outcome
