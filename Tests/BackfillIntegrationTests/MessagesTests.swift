@@ -98,4 +98,34 @@ struct MessagesTests {
         #expect((last["next"] as? String)?.contains("fix the cause") == true)
         #expect(last["batches"] is Int && last["rows"] is Int)
     }
+
+    @Test("rows_done is the job's total in batch and done events, status and metrics; run_rows is this run's")
+    func rowsDoneEverywhere() throws {
+        let (url, db) = try itemsDatabase("rowsdone", rows: 40_000)
+        let job = try jobFile(itemsJob(name: "rowsdone", extra: "throttle: {max_rows_per_second: 20000}"))
+        let first = try backfill(["run", job, "--database", url, "--max-runtime", "1s"])
+        #expect(first.code == 3, "\(first.err)")
+        let before = rowsDone(db, job: "rowsdone")
+        #expect(before > 0 && before < 40_000)
+
+        let metrics = NSTemporaryDirectory() + "backfill-rowsdone-\(UUID().uuidString).prom"
+        defer { unlink(metrics) }
+        let second = try backfill(["run", job, "--database", url, "--log-format", "json", "--metrics-file", metrics])
+        #expect(second.code == 0, "\(second.err)")
+        let batches = second.events.filter { $0["event"] as? String == "batch" }
+        let lastBatch = try #require(batches.last)
+        #expect(lastBatch["rows_done"] as? Int == 40_000)
+        #expect(lastBatch["run_rows"] as? Int == 40_000 - Int(before))
+        #expect(batches.allSatisfy { ($0["rows_done"] as? Int ?? 0) == Int(before) + ($0["run_rows"] as? Int ?? -1) })
+        let done = try #require(second.events.last)
+        #expect(done["event"] as? String == "done")
+        #expect(done["rows_done"] as? Int == 40_000 && done["run_rows"] as? Int == 40_000 - Int(before))
+        #expect(done["rows"] as? Int == 40_000 - Int(before), "`rows` stays this run's, as before")
+
+        let status = try backfill(["status", "rowsdone", "--database", url, "--format", "json"])
+        #expect(status.out.contains("\"rows_done\":40000"), "\(status.out)")
+        let text = try String(contentsOfFile: metrics, encoding: .utf8)
+        #expect(text.contains(#"backfill_rows_done{job="rowsdone"} 40000"#), "\(text)")
+        #expect(text.contains(#"backfill_rows_total{job="rowsdone"} \#(40_000 - Int(before))"#), "\(text)")
+    }
 }

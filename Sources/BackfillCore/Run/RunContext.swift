@@ -56,14 +56,18 @@ final class RunContext: @unchecked Sendable {
 
     var results: [WorkerResult] { lock.withLock { finished } }
 
-    /// Adds a committed batch to the run's counters; returns the rows done so far in this run.
-    func addBatch(rows: Int64, ms: Double, lastKey: [String]) -> Int64 {
+    /// Records the rows the job had done before this run, read from the checkpoint store.
+    func setRowsBefore(_ rows: Int64) { lock.withLock { merged.rowsBefore = rows } }
+
+    /// Adds a committed batch to the run's counters; returns the rows done so far in this run
+    /// and the job's total (before this run plus this run).
+    func addBatch(rows: Int64, ms: Double, lastKey: [String]) -> (run: Int64, job: Int64) {
         lock.withLock {
             merged.rows += rows
             merged.batches += 1
             merged.batchMs.append(ms)
             merged.lastKey = lastKey
-            return merged.rows
+            return (merged.rows, merged.rowsDone)
         }
     }
 

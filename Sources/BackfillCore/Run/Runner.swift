@@ -119,7 +119,9 @@ public final class Runner {
             }
         }
         let workers = options.workers ?? spec.workers
-        switch try store.prepare(spec, plan: plan, workers: workers, restart: options.restart, db: db) {
+        let prepared = try store.prepare(spec, plan: plan, workers: workers, restart: options.restart, db: db)
+        context.setRowsBefore(try store.status(job: spec.name, db: db).first?.rowsDone ?? 0)
+        switch prepared {
         case .ready: break
         case .alreadyDone: return .done(context.summary(state: .done))
         case .notRunnable(let state, _):

@@ -71,7 +71,7 @@ final class Worker {
                     sizer.record(keys: size, durationMs: durationMs)
                     event(.batch, [("rows", .int(rows)), ("batch_size", .int(Int64(size))), ("duration_ms", .double(durationMs)),
                                    ("attempt", .int(Int64(attempt))), ("last_key", .strings(lastKey)), ("range", .int(Int64(range))),
-                                   ("rows_done", .int(total)), ("next_batch_size", .int(Int64(sizer.size)))])
+                                   ("rows_done", .int(total.job)), ("run_rows", .int(total.run)), ("next_batch_size", .int(Int64(sizer.size)))])
                     attempt = 1
                     try restAfterBatch(rows: rows, durationMs: durationMs, waiters: waiters, sizer: &sizer)
                 case .rangeDone:
