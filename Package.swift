@@ -1,9 +1,11 @@
 // swift-tools-version:6.1
 import PackageDescription
 
+// Linux only (built and tested on Debian 12): LocalPostgres and the tests use Glibc's process,
+// socket and /proc interfaces, so no Apple platform is claimed here. Dependencies are pinned
+// with `exact:`; Package.resolved stays out of git.
 let package = Package(
     name: "Backfill",
-    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "backfill", targets: ["backfill"]),
         .library(name: "BackfillCore", targets: ["BackfillCore"]),

@@ -1,3 +1,7 @@
+#if !os(Linux)
+#error("Backfill builds on Linux only: LocalPostgres uses Glibc's posix_spawn, socket and runuser interfaces")
+#endif
+
 import Foundation
 import PostgresClient
 import Synchronization
