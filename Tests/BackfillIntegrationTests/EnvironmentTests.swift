@@ -93,28 +93,29 @@ struct EnvironmentTests {
         #expect(try started(["--workers", "2"], ["BACKFILL_WORKERS": "3"]) == 2)
     }
 
+    /// Runs a small job with `variable` set, then again (with --restart) with `flag` given as
+    /// well; both runs must finish. Returns the two runs.
+    private func honouredThenBeaten(_ label: String, _ variable: String, _ value: String, flag: [String]) throws -> (variable: CLIRun, flag: CLIRun) {
+        let (url, _) = try itemsDatabase(label, rows: 5_000)
+        let job = try jobFile(itemsJob(name: label))
+        let fromVariable = try backfill(["run", job, "--database", url], environment: [variable: value])
+        #expect(fromVariable.code == 0, "\(fromVariable.err)")
+        let fromFlag = try backfill(["run", job, "--database", url, "--restart"] + flag, environment: [variable: value])
+        #expect(fromFlag.code == 0, "\(fromFlag.err)")
+        return (fromVariable, fromFlag)
+    }
+
     @Test("BACKFILL_LOG_FORMAT=json gives JSON lines; --log-format text beats it")
     func logFormat() throws {
-        let (url, db) = try itemsDatabase("envlog", rows: 5_000)
-        let job = try jobFile(itemsJob(name: "envlog"))
-        let json = try backfill(["run", job, "--database", url], environment: ["BACKFILL_LOG_FORMAT": "json"])
-        #expect(json.code == 0)
+        let (json, text) = try honouredThenBeaten("envlog", "BACKFILL_LOG_FORMAT", "json", flag: ["--log-format", "text"])
         #expect(!json.events.isEmpty && json.events.count == json.err.split(separator: "\n").count, "\(json.err)")
-        try db.execute("UPDATE items SET filled = NULL, writes = 0")
-        let text = try backfill(["run", job, "--database", url, "--restart", "--log-format", "text"], environment: ["BACKFILL_LOG_FORMAT": "json"])
-        #expect(text.code == 0)
         #expect(text.events.isEmpty && text.err.contains("summary: envlog: done"), "\(text.err)")
     }
 
     @Test("BACKFILL_PROGRESS=always draws the progress line without a terminal; --progress never beats it")
     func progress() throws {
-        let (url, _) = try itemsDatabase("envprogress", rows: 5_000)
-        let job = try jobFile(itemsJob(name: "envprogress"))
-        let drawn = try backfill(["run", job, "--database", url], environment: ["BACKFILL_PROGRESS": "always"])
-        #expect(drawn.code == 0)
+        let (drawn, quiet) = try honouredThenBeaten("envprogress", "BACKFILL_PROGRESS", "always", flag: ["--progress", "never"])
         #expect(drawn.err.contains("\r\u{1B}[2K"), "\(drawn.err)")
-        let quiet = try backfill(["run", job, "--database", url, "--restart", "--progress", "never"], environment: ["BACKFILL_PROGRESS": "always"])
-        #expect(quiet.code == 0)
         #expect(!quiet.err.contains("\u{1B}[2K"), "\(quiet.err)")
     }
 

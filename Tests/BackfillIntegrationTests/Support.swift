@@ -73,8 +73,11 @@ final class CLIProcess: @unchecked Sendable {
     }
 }
 
+/// A finished run of the CLI: exit code, stdout, stderr, and the JSON events on stderr.
+typealias CLIRun = (code: Int32, out: String, err: String, events: [[String: Any]])
+
 /// Runs the CLI to completion, with `environment` added to this process's.
-func backfill(_ arguments: [String], environment: [String: String] = [:], timeout: Double = 240) throws -> (code: Int32, out: String, err: String, events: [[String: Any]]) {
+func backfill(_ arguments: [String], environment: [String: String] = [:], timeout: Double = 240) throws -> CLIRun {
     let p = try CLIProcess(arguments, environment: environment)
     let code = p.wait(timeout: timeout)
     return (code, p.stdout, p.stderr, p.events)
