@@ -9,8 +9,8 @@ struct Backfill: ParsableCommand {
         commandName: "backfill",
         abstract: "Run large PostgreSQL data backfills as many short, resumable, lock-friendly transactions.",
         discussion: """
-            Exit codes: 0 done · 1 failed (committed progress kept) · 2 invalid job file, flag or \
-            database object (nothing changed) · 3 stopped before done (run again to resume) · \
+            Exit codes: 0 done; 1 failed (committed progress kept); 2 invalid job file, flag or \
+            database object (nothing changed); 3 stopped before done (run again to resume); \
             4 another runner holds this job.
             """,
         version: "backfill \(BackfillVersion.current) (libpq \(LibPQ.version))",
