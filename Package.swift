@@ -1,9 +1,11 @@
 // swift-tools-version:6.1
 import PackageDescription
 
+// Linux only (built and tested on Debian 12): LocalPostgres and the tests use Glibc's process,
+// socket and /proc interfaces, so no Apple platform is claimed here. Dependencies are pinned
+// with `exact:`; Package.resolved stays out of git.
 let package = Package(
     name: "Backfill",
-    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "backfill", targets: ["backfill"]),
         .library(name: "BackfillCore", targets: ["BackfillCore"]),
@@ -57,12 +59,15 @@ let package = Package(
             ],
             path: "benchmarks/Sources/backfill-bench"
         ),
-        .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "LocalPostgres"]),
+        // Test-only helpers (fresh databases per test); not a product, so nothing here ships.
+        .target(name: "BackfillTestSupport", dependencies: ["LocalPostgres", "PostgresClient"], path: "Tests/BackfillTestSupport"),
+        .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "LocalPostgres", "BackfillTestSupport"]),
         .testTarget(name: "BackfillCoreTests", dependencies: ["BackfillCore"]),
         .testTarget(
             name: "BackfillIntegrationTests",
             dependencies: [
-                "BackfillCore", "LocalPostgres", "PostgresClient", .product(name: "Yams", package: "Yams"),
+                "BackfillCore", "LocalPostgres", "PostgresClient", "BackfillTestSupport",
+                .product(name: "Yams", package: "Yams"),
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ]
         ),

@@ -1,4 +1,4 @@
-/// The version `backfill --version` prints.
+/// The version `backfill --version` prints, and the one `scripts/package-deb` gives the package.
 public enum BackfillVersion {
     public static let current = "0.1.0"
 }

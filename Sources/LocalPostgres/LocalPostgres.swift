@@ -1,3 +1,7 @@
+#if !os(Linux)
+#error("Backfill builds on Linux only: LocalPostgres uses Glibc's posix_spawn, socket and runuser interfaces")
+#endif
+
 import Foundation
 import PostgresClient
 import Synchronization
@@ -13,6 +17,8 @@ public final class LocalPostgres: Sendable {
     /// Errors starting or driving the cluster, with what to do about them.
     public struct Failure: Error, CustomStringConvertible, Sendable {
         public let description: String
+
+        public init(description: String) { self.description = description }
     }
 
     /// The TCP port on 127.0.0.1.
@@ -32,8 +38,9 @@ public final class LocalPostgres: Sendable {
 
     /// The superuser's name in the cluster.
     public static let superuser = "postgres"
-    /// The password of the superuser over TCP (Unix sockets trust local users).
-    public static let superuserPassword = "backfill-local"
+    /// The superuser's password over TCP (Unix sockets trust local users): random for each
+    /// cluster, so that no fixed password ships in the binary.
+    public let password = UUID().uuidString
 
     /// Starts a new cluster.
     ///
@@ -142,7 +149,7 @@ public final class LocalPostgres: Sendable {
 
     /// A `postgresql://` URL for `database` over TCP with the superuser's password.
     public func url(database: String = "postgres") -> String {
-        "postgresql://\(Self.superuser):\(Self.superuserPassword)@127.0.0.1:\(port)/\(database)"
+        "postgresql://\(Self.superuser):\(password)@127.0.0.1:\(port)/\(database)"
     }
 
     /// Creates an empty database and returns its connection string.
@@ -167,7 +174,7 @@ public final class LocalPostgres: Sendable {
 
     private func writePasswordFile() throws -> String {
         let path = rootDirectory + "/pwfile"
-        try Self.superuserPassword.write(toFile: path, atomically: true, encoding: .utf8)
+        try password.write(toFile: path, atomically: true, encoding: .utf8)
         if runAsPostgres { try Self.chownToPostgres([path]) }
         return path
     }

@@ -8,8 +8,10 @@ func connect(_ db: DatabaseOptions, as name: String) throws -> Connection {
     do {
         return try Connection(db.conninfo, applicationName: "backfill:\(name)")
     } catch {
-        printError("backfill: \(error)")
-        throw ExitCode(1)
+        throw CommandFailure(
+            message: "\(error)",
+            next: "check the server is up and the connection settings (--database, \(Setting.database), DATABASE_URL or libpq's PG* variables)",
+            exitCode: 1)
     }
 }
 
@@ -18,8 +20,7 @@ func loadSpec(_ path: String) throws -> JobSpec {
     do {
         return try JobSpec.load(path: path)
     } catch {
-        printError("backfill: invalid job file: \(error)")
-        throw ExitCode(2)
+        throw CommandFailure.invalid("invalid job file: \(error)", next: "fix the job file as the message says, then run again; nothing was changed")
     }
 }
 
@@ -28,8 +29,7 @@ func planJob(_ spec: JobSpec, _ db: Connection) throws -> JobPlan {
     do {
         return try Planner.plan(spec, on: db)
     } catch let error as JobFileError {
-        printError("backfill: invalid: \(error)")
-        throw ExitCode(2)
+        throw CommandFailure.invalid("invalid: \(error)")
     }
 }
 
@@ -42,10 +42,7 @@ struct Status: ParsableCommand {
     func run() throws {
         let conn = try connect(db, as: "status")
         var jobs = try db.store.status(job: job, db: conn)
-        if let job, jobs.isEmpty {
-            printError("backfill: no job named `\(job)` in schema `\(db.schema)`")
-            throw ExitCode(2)
-        }
+        if let job, jobs.isEmpty { throw noSuchJob(job, db) }
         if let job {
             let details = try db.store.details(job: job, db: conn)
             jobs[0].rangeList = details.ranges
@@ -91,6 +88,11 @@ struct Forget: ParsableCommand {
     func run() throws { try apply(.forget, job, db) }
 }
 
+private func noSuchJob(_ job: String, _ db: DatabaseOptions) -> CommandFailure {
+    .invalid("no job named `\(job)` in schema `\(db.schema)`",
+             next: "`backfill status` lists the jobs in that schema (--schema or \(Setting.schema) names another)")
+}
+
 /// Carries out an operator command; a job that does not exist, or a command its state does not
 /// allow (`JobLifecycle`), is exit 2 with the reason.
 private func apply(_ command: JobCommand, _ job: String, _ db: DatabaseOptions) throws {
@@ -98,11 +100,10 @@ private func apply(_ command: JobCommand, _ job: String, _ db: DatabaseOptions) 
     let actor = "\(NSUserName())@\(ProcessInfo.processInfo.hostName)"
     switch try db.store.apply(command, job: job, by: actor, db: conn) {
     case .notFound:
-        printError("backfill: no job named `\(job)` in schema `\(db.schema)`; `backfill status` lists the jobs")
-        throw ExitCode(2)
+        throw noSuchJob(job, db)
     case .refused(let state, let reason):
-        printError("backfill: cannot \(command.rawValue) `\(job)`: it \(reason) (state: \(state.rawValue))")
-        throw ExitCode(2)
+        throw CommandFailure.invalid("cannot \(command.rawValue) `\(job)`: it \(reason) (state: \(state.rawValue))",
+                                    next: "`backfill status \(job)` shows the job; nothing was changed")
     case .applied(nil):
         print("\(job): forgotten by \(actor)")
     case .applied(let state?):
@@ -125,7 +126,12 @@ struct Verify: ParsableCommand {
         }
         let remaining = try Planner.countMatching(spec, on: conn)
         print("\(spec.name): \(remaining) rows still match `where`")
-        if remaining > 0 { throw ExitCode(1) }
+        if remaining > 0 {
+            throw CommandFailure(
+                message: "\(spec.name): \(remaining) rows still match `where`",
+                next: "run the job (`backfill run \(file)`); if it already says done, its `set` leaves rows matching or rows changed behind the checkpoint: run it with --restart",
+                exitCode: 1)
+        }
     }
 }
 

@@ -1,3 +1,4 @@
+import ArgumentParser
 import BackfillCore
 import Foundation
 import Logging
@@ -6,8 +7,6 @@ import PostgresClient
 enum ProgressMode: String, ExpressibleByArgument, CaseIterable {
     case auto, always, never
 }
-
-import ArgumentParser
 
 /// The terminal side of a run: events through swift-log (JSON lines, or text lines for people),
 /// and the progress line — redrawn in place on a terminal, printed every 10 s otherwise.
@@ -55,8 +54,27 @@ final class Console: @unchecked Sendable {
         }
     }
 
+    /// A line of the command's own (the demo's steps): as it is, or a JSON object with `message`.
+    func note(_ message: String) {
+        logger.logger.info("\(message)")
+    }
+
+    /// A signal arrived: the run stops after the batch in flight. With JSON logs, a `signal` event.
+    func signal(_ name: String) {
+        let job = lock.withLock { tracker.job }
+        let message = "received \(name); stopping after the batch in flight (cancelling it if still running in 2 s)"
+        if json {
+            var metadata: Logger.Metadata = ["event": "signal", "signal": .string(name), "message": .string(message)]
+            if !job.isEmpty { metadata["job"] = .string(job) }
+            logger.logger.notice("\(message)", metadata: metadata)
+        } else {
+            logger.logger.notice("backfill: \(message)")
+        }
+    }
+
     /// The final summary, on every exit path, and what to do next. With JSON logs the `done`,
-    /// `stop` and `error` events already carry the summary; a refusal becomes an `error` object.
+    /// `stop` and `error` events already carry the summary, `exit_code` and `next`; a refusal
+    /// becomes an `error` object with the same fields.
     func finish(_ outcome: RunOutcome, job: String) {
         lock.withLock {
             if lineShown { writeRaw("\r\u{1B}[2K") }

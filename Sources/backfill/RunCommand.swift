@@ -5,33 +5,48 @@ import Foundation
 
 /// Flags of the operator's view shared by `run` and `demo`.
 struct OutputOptions: ParsableArguments {
-    @Option(name: .long, help: "Log format on stderr: text (for people) or json (one object per event).")
-    var logFormat: LogFormat = .text
+    @Option(name: .customLong("log-format"), help: "Log format on stderr: text (for people) or json (one object per line). Default: text. Env: \(Setting.logFormat).")
+    var givenLogFormat: LogFormat?
 
-    @Option(name: .long, help: "Progress line: auto (redrawn on a terminal, every 10 s otherwise, off with json logs), always, never.")
-    var progress: ProgressMode = .auto
+    @Option(name: .customLong("progress"), help: "Progress line: auto (redrawn on a terminal, every 10 s otherwise, off with json logs), always, never. Default: auto. Env: \(Setting.progress).")
+    var givenProgress: ProgressMode?
 
-    @Option(name: .long, help: "Write Prometheus metrics to this file (atomically, every 5 s and at exit), for node_exporter's textfile collector.")
+    @Option(name: .long, help: "Write Prometheus metrics to this file (atomically, every 5 s and at exit), for node_exporter's textfile collector. Env: \(Setting.metricsFile).")
     var metricsFile: String?
 
-    @Option(name: .long, help: "Serve Prometheus metrics at http://0.0.0.0:PORT/metrics while the job runs.")
+    @Option(name: .long, help: "Serve Prometheus metrics at http://0.0.0.0:PORT/metrics while the job runs. Env: \(Setting.metricsPort).")
     var metricsPort: Int?
 
-    func validate() throws {
-        if let metricsPort, !(1...65535).contains(metricsPort) { throw ValidationError("--metrics-port must be from 1 to 65535") }
+    mutating func validate() throws {
+        try Setting.logFormat.fill(&givenLogFormat)
+        try Setting.progress.fill(&givenProgress)
+        let fileSource = try Setting.metricsFile.fill(&metricsFile) { $0 }
+        if let metricsFile {
+            let directory = URL(fileURLWithPath: metricsFile).deletingLastPathComponent().path
+            guard FileManager.default.isWritableFile(atPath: directory) else {
+                throw ValidationError("\(fileSource)=\(metricsFile): the directory \(directory) does not exist or is not writable")
+            }
+        }
+        let portSource = try Setting.metricsPort.fill(&metricsPort)
+        if let metricsPort, !(1...65535).contains(metricsPort) { throw ValidationError("\(portSource) must be from 1 to 65535") }
     }
 
-    /// Runs `body` with a console and, when asked for, metrics; the exporter writes its last file at the end.
-    func withConsole<T>(_ body: (Console, @escaping (RunEvent) -> Void) throws -> T) throws -> T {
+    var logFormat: LogFormat { givenLogFormat ?? .text }
+    var progress: ProgressMode { givenProgress ?? .auto }
+
+    /// Runs `body` with a console, SIGINT/SIGTERM handling that sets `stop`, and, when asked for,
+    /// metrics; the exporter writes its last file at the end.
+    func withConsole<T>(stop: StopSignal, _ body: (Console, @escaping (RunEvent) -> Void) throws -> T) throws -> T {
         let exporter: MetricsExporter?
         do {
             exporter = try MetricsSetup.start(file: metricsFile, port: metricsPort)
         } catch {
-            printError("backfill: \(error)")
-            throw ExitCode(2)
+            throw CommandFailure.invalid("metrics: \(error)", next: "choose another --metrics-port or --metrics-file; nothing was changed")
         }
         defer { exporter?.stop() }
         let console = Console(logFormat: logFormat, progress: progress)
+        let signals = SignalHandling.install(stop: stop, console: console)
+        defer { withExtendedLifetime(signals) {} }
         var metrics: [String: RunMetrics] = [:]
         return try body(console) { event in
             console.handle(event)
@@ -44,32 +59,44 @@ struct OutputOptions: ParsableArguments {
     }
 }
 
-struct Run: ParsableCommand {
+struct Run: ParsableCommand, LogFormatted {
     static let configuration = CommandConfiguration(
         abstract: "Run one or more job files, one after another.",
-        discussion: "Exit codes: 0 done, 1 failed, 2 invalid job file/flag/database object, 3 stopped before done, 4 another runner holds the job.")
+        discussion: """
+            Every flag can also come from the environment, as BACKFILL_<FLAG> (BACKFILL_MAX_RUNTIME=50m, \
+            BACKFILL_LOG_FORMAT=json, BACKFILL_RESTART=true …); a flag beats its variable, an empty variable \
+            counts as unset, and an invalid value exits 2 naming the variable.
+
+            Exit codes: 0 done, 1 failed, 2 invalid job file/flag/database object, 3 stopped before done, \
+            4 another runner holds the job.
+            """)
 
     @Argument(help: "Job files (YAML).")
     var files: [String]
 
     @OptionGroup var db: DatabaseOptions
     @OptionGroup var output: OutputOptions
+    var logFormat: LogFormat { output.logFormat }
 
-    @Option(name: .long, help: "Stop after the batch in flight once this much time has passed (90s, 10m, 2h); exit 3, resumable.")
+    @Option(name: .long, help: "Stop after the batch in flight once this much time has passed (90s, 10m, 2h); exit 3, resumable. Env: \(Setting.maxRuntime).", transform: DurationArgument.init(parsing:))
     var maxRuntime: DurationArgument?
 
-    @Flag(name: .long, help: "Discard the job's checkpoint (also one made by a changed job file) and start from the first key.")
-    var restart = false
+    @Flag(name: .long, inversion: .prefixedNo, help: "Discard the job's checkpoint (also one made by a changed job file) and start from the first key. Env: \(Setting.restart)=true.")
+    var restart: Bool?
 
-    @Flag(name: .long, help: "Skip the lease and add this process's workers to a job another runner holds (from any machine).")
-    var join = false
+    @Flag(name: .long, inversion: .prefixedNo, help: "Skip the lease and add this process's workers to a job another runner holds, from any machine. Env: \(Setting.join)=true.")
+    var join: Bool?
 
-    @Option(name: .long, help: "Workers in this process, each on its own connection and thread (default: the job file's `workers`).")
+    @Option(name: .long, help: "Workers in this process, each on its own connection and thread. Default: the job file's `workers`. Env: \(Setting.workers).")
     var workers: Int?
 
-    func validate() throws {
-        if let workers, !(1...1024).contains(workers) { throw ValidationError("--workers must be from 1 to 1024") }
-        if join && restart {
+    mutating func validate() throws {
+        try Setting.maxRuntime.fill(&maxRuntime, DurationArgument.init(parsing:))
+        try Setting.restart.fill(&restart)
+        try Setting.join.fill(&join)
+        let workersSource = try Setting.workers.fill(&workers)
+        if let workers, !(1...1024).contains(workers) { throw ValidationError("\(workersSource) must be from 1 to 1024") }
+        if join == true && restart == true {
             throw ValidationError("--join cannot be combined with --restart: a joining process adds workers to a run another process holds, and only that runner may start the job over")
         }
     }
@@ -77,16 +104,14 @@ struct Run: ParsableCommand {
     func run() throws {
         let specs = try files.map(loadSpec)
         let stop = StopSignal()
-        let signals = SignalHandling.install(stop: stop)
-        defer { withExtendedLifetime(signals) {} }
         let started = Date()
-        try output.withConsole { console, emit in
+        try output.withConsole(stop: stop) { console, emit in
             for spec in specs {
                 var options = RunOptions(database: db.conninfo)
                 options.store = db.store
                 options.maxRuntime = maxRuntime.map { max(0, $0.seconds - Date().timeIntervalSince(started)) }
-                options.restart = restart
-                options.join = join
+                options.restart = restart ?? false
+                options.join = join ?? false
                 options.workers = workers
                 let outcome = Runner(spec: spec, options: options, stop: stop, emit: emit).run()
                 console.finish(outcome, job: spec.name)
@@ -97,13 +122,14 @@ struct Run: ParsableCommand {
 }
 
 /// SIGINT and SIGTERM: stop after the batch in flight; if it is still running 2 s later, cancel it.
+/// The console reports each signal (a `signal` event with JSON logs).
 enum SignalHandling {
-    static func install(stop: StopSignal) -> [DispatchSourceSignal] {
-        [SIGINT, SIGTERM].map { number in
+    static func install(stop: StopSignal, console: Console) -> [DispatchSourceSignal] {
+        [(SIGINT, "SIGINT"), (SIGTERM, "SIGTERM")].map { number, name in
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
             source.setEventHandler {
-                printError("backfill: received signal \(number); stopping after the batch in flight")
+                console.signal(name)
                 stop.request()
                 DispatchQueue.global().asyncAfter(deadline: .now() + 2) { stop.cancelInFlight() }
             }

@@ -94,17 +94,4 @@ struct JobSpecTests {
         #expect(base.fingerprint != changed.fingerprint)
         #expect(base.fingerprint != filtered.fingerprint)
     }
-
-    @Test("durations for --max-runtime")
-    func durations() {
-        #expect(parseDuration("90s") == 90)
-        #expect(parseDuration("10m") == 600)
-        #expect(parseDuration("2h") == 7200)
-        #expect(parseDuration("1h30m") == 5400)
-        #expect(parseDuration("500ms") == 0.5)
-        #expect(parseDuration("45") == 45)
-        #expect(parseDuration("soon") == nil)
-        #expect(parseDuration("0s") == nil)
-        #expect(parseDuration("-5") == nil)
-    }
 }

@@ -45,6 +45,7 @@ struct BadInputTests {
 
     @Test("bad flags and files exit 2", arguments: [
         (["run", "--max-runtime", "soon", "jobs/demo.yaml"], "max-runtime"),
+        (["run", "--max-runtime", "3", "jobs/demo.yaml"], "`3` has no unit"),
         (["run"], "<files>"),
         (["run", "/nonexistent/job.yaml"], "does not exist"),
         (["status", "--format", "xml"], "format"),

@@ -1,4 +1,5 @@
 import BackfillCore
+import BackfillTestSupport
 import Foundation
 import LocalPostgres
 import PostgresClient
@@ -26,8 +27,10 @@ final class CLIProcess: @unchecked Sendable {
     init(_ arguments: [String], environment: [String: String] = [:], executable: String = backfillExecutable) throws {
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
-        env.removeValue(forKey: "DATABASE_URL")
+        // The run's settings come from the test alone, not from the shell that started the tests.
+        var env = ProcessInfo.processInfo.environment.filter { key, _ in
+            key == TestDatabases.environmentVariable || (key != "DATABASE_URL" && !key.hasPrefix("BACKFILL_"))
+        }
         for (k, v) in environment { env[k] = v }
         process.environment = env
         FileManager.default.createFile(atPath: outPath, contents: nil)
@@ -70,9 +73,12 @@ final class CLIProcess: @unchecked Sendable {
     }
 }
 
-/// Runs the CLI to completion.
-func backfill(_ arguments: [String], timeout: Double = 240) throws -> (code: Int32, out: String, err: String, events: [[String: Any]]) {
-    let p = try CLIProcess(arguments)
+/// A finished run of the CLI: exit code, stdout, stderr, and the JSON events on stderr.
+typealias CLIRun = (code: Int32, out: String, err: String, events: [[String: Any]])
+
+/// Runs the CLI to completion, with `environment` added to this process's.
+func backfill(_ arguments: [String], environment: [String: String] = [:], timeout: Double = 240) throws -> CLIRun {
+    let p = try CLIProcess(arguments, environment: environment)
     let code = p.wait(timeout: timeout)
     return (code, p.stdout, p.stderr, p.events)
 }

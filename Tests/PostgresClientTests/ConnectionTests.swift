@@ -1,3 +1,4 @@
+import BackfillTestSupport
 import Dispatch
 import Foundation
 import LocalPostgres
@@ -198,7 +199,7 @@ struct ConnectionTests {
     @Test("a wrong password gives 28P01 and never shows the password")
     func badPassword() throws {
         guard let cluster = try TestDatabases.localCluster() else { return }
-        let wrong = cluster.url().replacingOccurrences(of: LocalPostgres.superuserPassword, with: "Wr0ng-Pa55word")
+        let wrong = cluster.url().replacingOccurrences(of: cluster.password, with: "Wr0ng-Pa55word")
         do {
             _ = try Connection(wrong)
             Issue.record("connected with a wrong password")

@@ -9,7 +9,10 @@ import Foundation
 /// catalog's row estimate. The ETA divides what is left by the rate measured in this run.
 public struct ProgressTracker: Sendable {
     public private(set) var job = ""
+    /// The job's total: rows done before this run plus this run's (`rows_done`).
     public private(set) var rowsDone: Int64 = 0
+    /// Rows this run wrote (`run_rows`), for the rate.
+    public private(set) var runRows: Int64 = 0
     public private(set) var rowsBefore: Int64 = 0
     public private(set) var rowsEstimate: Int64?
     public private(set) var batchSize: Int64 = 0
@@ -32,7 +35,7 @@ public struct ProgressTracker: Sendable {
         case .start:
             startedAt = event.time
             if case .int(let n) = event["rows_estimate"] { rowsEstimate = n }
-            if case .int(let n) = event["rows_done_before"] { rowsBefore = n }
+            if case .int(let n) = event["rows_done_before"] { (rowsBefore, rowsDone) = (n, n) }
             if case .double(let v) = event["key_min"] { keyMin = v }
             if case .double(let v) = event["key_max"] { keyMax = v }
             if case .int(let n) = event["batch_size"] { batchSize = n }
@@ -41,6 +44,7 @@ public struct ProgressTracker: Sendable {
             startFraction = fraction
         case .batch:
             if case .int(let n) = event["rows_done"] { rowsDone = n }
+            if case .int(let n) = event["run_rows"] { runRows = n }
             if case .int(let n) = event["next_batch_size"] { batchSize = n }
             if case .double(let ms) = event["duration_ms"] { lastBatchMs = ms }
             state = "running"
@@ -74,13 +78,13 @@ public struct ProgressTracker: Sendable {
 
     private var rowsFraction: Double? {
         guard let estimate = rowsEstimate, estimate > 0 else { return nil }
-        return min(Double(rowsBefore + rowsDone) / Double(estimate), 0.99)
+        return min(Double(rowsDone) / Double(estimate), 0.99)
     }
 
     /// Rows per second in this run.
     public func rate(at now: Date) -> Double {
         guard let startedAt, now > startedAt else { return 0 }
-        return Double(rowsDone) / now.timeIntervalSince(startedAt)
+        return Double(runRows) / now.timeIntervalSince(startedAt)
     }
 
     /// Seconds left at the rate this run has shown, when it can be said.
@@ -96,7 +100,7 @@ public struct ProgressTracker: Sendable {
         let total = rowsEstimate.map { " / ~\($0)" } ?? ""
         let eta = eta(at: now).map { "ETA \(Self.clock($0))" } ?? "ETA ?"
         return String(format: "%@  %@  %lld%@ rows  %.0f rows/s  %@  batch %lld keys, %.1f ms  %@",
-                      job, percent, rowsBefore + rowsDone, total, rate(at: now), eta, batchSize, lastBatchMs, state)
+                      job, percent, rowsDone, total, rate(at: now), eta, batchSize, lastBatchMs, state)
     }
 
     /// `1:02:03` (h:mm:ss) from an hour up, `4:05` (m:ss) below.

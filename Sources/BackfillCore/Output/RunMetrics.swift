@@ -1,12 +1,14 @@
 import CoreMetrics
 import Foundation
 
-/// Turns run events into swift-metrics: rows and batches, batch duration and size, retries and
+/// Turns run events into swift-metrics: rows (`backfill_rows_total` counts this process's,
+/// `backfill_rows_done` is the job's total, as `rows_done` in events and `status`) and batches, batch duration and size, retries and
 /// throttled seconds by reason, progress, state and the time of the last committed batch.
 /// Whatever `MetricsSystem` backend the process bootstrapped receives them (Prometheus in the CLI).
 public final class RunMetrics {
     private let job: String
     private let rows: Counter
+    private let rowsDone: Gauge
     private let batches: Counter
     private let batchDuration: CoreMetrics.Timer
     private let batchSize: Gauge
@@ -24,6 +26,7 @@ public final class RunMetrics {
         self.job = job
         let dims = [("job", job)]
         rows = Counter(label: "backfill_rows_total", dimensions: dims)
+        rowsDone = Gauge(label: "backfill_rows_done", dimensions: dims)
         batches = Counter(label: "backfill_batches_total", dimensions: dims)
         batchDuration = CoreMetrics.Timer(label: "backfill_batch_duration_seconds", dimensions: dims)
         batchSize = Gauge(label: "backfill_batch_size", dimensions: dims)
@@ -43,9 +46,11 @@ public final class RunMetrics {
         tracker.consume(event)
         switch event.kind {
         case .start:
+            rowsDone.record(Double(tracker.rowsDone))
             setState("running")
         case .batch:
             if case .int(let n) = event["rows"] { rows.increment(by: Int(n)) }
+            rowsDone.record(Double(tracker.rowsDone))
             batches.increment()
             if case .double(let ms) = event["duration_ms"] { batchDuration.recordNanoseconds(Int64(ms * 1_000_000)) }
             if case .int(let n) = event["next_batch_size"] { batchSize.record(Double(n)) }

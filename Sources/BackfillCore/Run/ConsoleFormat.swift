@@ -35,7 +35,7 @@ public enum ConsoleFormat {
         case .done:
             return "\(event.job): done"
         case .error:
-            return "\(event.job): failed: \(text("message"))"
+            return "backfill: \(event.job) failed: \(text("message"))"
         }
     }
 }

@@ -75,14 +75,18 @@ final class RunContext: Sendable {
         }
     }
 
-    /// Adds a committed batch to the run's counters; returns the rows done so far in this run.
-    func addBatch(rows: Int64, ms: Double, lastKey: [String]) -> Int64 {
+    /// Records the rows the job had done before this run, read from the checkpoint store.
+    func setRowsBefore(_ rows: Int64) { state.withLock { $0.merged.rowsBefore = rows } }
+
+    /// Adds a committed batch to the run's counters; returns the rows done so far in this run
+    /// and the job's total (before this run plus this run).
+    func addBatch(rows: Int64, ms: Double, lastKey: [String]) -> (run: Int64, job: Int64) {
         state.withLock {
             $0.merged.rows += rows
             $0.merged.batches += 1
             $0.merged.batchMs.append(ms)
             $0.merged.lastKey = lastKey
-            return $0.merged.rows
+            return ($0.merged.rows, $0.merged.rowsDone)
         }
     }
 

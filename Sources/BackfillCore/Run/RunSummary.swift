@@ -4,7 +4,10 @@ import PostgresClient
 public struct RunSummary: Sendable, Hashable {
     public var job: String
     public var state: JobState
+    /// Rows this run wrote (`run_rows`).
     public var rows: Int64 = 0
+    /// Rows the job had done before this run started, according to the checkpoint store.
+    public var rowsBefore: Int64 = 0
     public var batches: Int64 = 0
     public var seconds: Double = 0
     public var batchMs: [Double] = []
@@ -18,6 +21,9 @@ public struct RunSummary: Sendable, Hashable {
         self.state = state
     }
 
+    /// The job's total (`rows_done`, as in `status` and the metrics): before this run plus this run.
+    public var rowsDone: Int64 { rowsBefore + rows }
+
     public var rowsPerSecond: Double { seconds > 0 ? Double(rows) / seconds : 0 }
 
     /// The q-quantile (0…1) of batch transaction times, nearest-rank.
@@ -29,7 +35,8 @@ public struct RunSummary: Sendable, Hashable {
     }
 
     public var fields: [(String, RunEvent.Value)] {
-        [("state", .string(state.rawValue)), ("rows", .int(rows)), ("batches", .int(batches)),
+        [("state", .string(state.rawValue)), ("rows", .int(rows)), ("run_rows", .int(rows)), ("rows_done", .int(rowsDone)),
+         ("batches", .int(batches)),
          ("seconds", .double(seconds)), ("rows_per_second", .double(rowsPerSecond)),
          ("batch_p50_ms", .double(batchPercentile(0.5))), ("batch_p99_ms", .double(batchPercentile(0.99))),
          ("batch_max_ms", .double(batchMs.max() ?? 0)),

@@ -94,10 +94,11 @@ public final class Runner {
             default: break
             }
         }
+        let closing: [(String, RunEvent.Value)] = [("exit_code", .int(Int64(outcome.exitCode))), ("next", .string(outcome.nextStep))]
         switch outcome {
-        case .done(let s): context.event(.done, s.fields)
-        case .stopped(let reason, let s): context.event(.stop, [("reason", .string(reason.rawValue))] + s.fields)
-        case .failed(let failure, let s): context.event(.error, failure.fields + s.fields)
+        case .done(let s): context.event(.done, s.fields + closing)
+        case .stopped(let reason, let s): context.event(.stop, [("reason", .string(reason.rawValue))] + s.fields + closing)
+        case .failed(let failure, let s): context.event(.error, failure.fields + s.fields + closing)
         case .held, .invalid: break
         }
         return outcome
@@ -115,7 +116,9 @@ public final class Runner {
             if let holder = try context.acquireLease() { return .held(holder) }
         }
         let workers = options.workers ?? spec.workers
-        switch try store.prepare(spec, plan: plan, workers: workers, restart: options.restart, db: db) {
+        let prepared = try store.prepare(spec, plan: plan, workers: workers, restart: options.restart, db: db)
+        context.setRowsBefore(try store.status(job: spec.name, db: db).first?.rowsDone ?? 0)
+        switch prepared {
         case .ready: break
         case .alreadyDone: return .done(context.summary(state: .done))
         case .notRunnable(let state, _):

@@ -105,7 +105,7 @@ final class Worker {
             if let committed {
                 self.event(.batch, [("rows", .int(committed.rows)), ("batch_size", .int(Int64(committed.size))), ("keys", .int(Int64(committed.walked))),
                                     ("duration_ms", .double(committed.ms)), ("attempt", .int(Int64(attempt))), ("last_key", .strings(committed.lastKey)),
-                                    ("range", .int(Int64(committed.range))), ("rows_done", .int(committed.total)),
+                                    ("range", .int(Int64(committed.range))), ("rows_done", .int(committed.total.job)), ("run_rows", .int(committed.total.run)),
                                     ("next_batch_size", .int(Int64(machine.sizer.size)))])
             }
             emit(machine.drainNotes())
@@ -114,7 +114,7 @@ final class Worker {
 
     /// A committed batch, for its event.
     private struct Committed {
-        var rows: Int64, size: Int, walked: Int, ms: Double, lastKey: [String], range: Int, total: Int64
+        var rows: Int64, size: Int, walked: Int, ms: Double, lastKey: [String], range: Int, total: (run: Int64, job: Int64)
     }
 
     /// Logs the machine's decisions as events and counters.
