@@ -17,6 +17,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics", exact: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
+        .package(url: "https://github.com/pointfreeco/swift-snapshot-testing", exact: "1.19.7"),
     ],
     targets: [
         .systemLibrary(
@@ -57,7 +58,14 @@ let package = Package(
             path: "benchmarks/Sources/backfill-bench"
         ),
         .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "LocalPostgres"]),
-        .testTarget(name: "BackfillCoreTests", dependencies: ["BackfillCore"]),
+        .testTarget(
+            name: "BackfillCoreTests",
+            dependencies: [
+                "BackfillCore",
+                .product(name: "SnapshotTesting", package: "swift-snapshot-testing"),
+            ],
+            exclude: ["__Snapshots__"]
+        ),
         .testTarget(
             name: "BackfillIntegrationTests",
             dependencies: ["BackfillCore", "LocalPostgres", "PostgresClient", .product(name: "Yams", package: "Yams")]
