@@ -62,6 +62,7 @@ let package = Package(
             name: "BackfillCoreTests",
             dependencies: [
                 "BackfillCore",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "SnapshotTesting", package: "swift-snapshot-testing"),
             ],
             exclude: ["__Snapshots__"]
