@@ -21,7 +21,7 @@ private func fixedChart() -> LineChart {
             .init("p99", color: ChartColor.orange, style: .line(dash: "7 3"), points: p99),
             .init("p50", color: ChartColor.blue, points: p50),
         ])
-    chart.spans = [8...19.5]
+    chart.spans = [.init(8...19.5), .init(12...13, color: ChartColor.vermillion, name: "no live transaction ended")]
     chart.verticalRules = [.init(8, label: "job start"), .init(19.5, label: "job end")]
     chart.horizontalRules = [.init(50, label: "gate live p99 ≤ 50 ms: passed", color: ChartColor.green),
                              .init(40, label: "gate max ≤ 40 ms: FAILED", color: ChartColor.vermillion)]

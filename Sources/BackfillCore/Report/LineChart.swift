@@ -64,6 +64,19 @@ public struct LineChart: Sendable {
         }
     }
 
+    /// A shaded span of x; a named one is explained in the legend.
+    public struct Span: Sendable, Hashable {
+        public var range: ClosedRange<Double>
+        public var color: String
+        public var name: String?
+
+        public init(_ range: ClosedRange<Double>, color: String = ChartColor.skyBlue, name: String? = nil) {
+            self.range = range
+            self.color = color
+            self.name = name
+        }
+    }
+
     /// A kind of event drawn as a symbol in a strip above the plot, named in the legend.
     public struct MarkKind: Sendable, Hashable {
         public enum Symbol: Sendable, Hashable { case triangle, diamond, cross }
@@ -96,13 +109,15 @@ public struct LineChart: Sendable {
     public var y: ChartAxis
     public var series: [Series]
     /// Shaded spans of x (such as the job's window).
-    public var spans: [ClosedRange<Double>] = []
+    public var spans: [Span] = []
     public var verticalRules: [Rule] = []
     public var horizontalRules: [Rule] = []
     public var markKinds: [MarkKind] = []
     public var marks: [Mark] = []
     /// A line of text under the axis title, for what the picture does not say by itself.
     public var note: String?
+    /// The least room left of the plot, so that charts stacked on one time axis line up.
+    public var leftMargin: Double = 0
 
     public init(title: String, x: ChartAxis, y: ChartAxis, series: [Series]) {
         self.title = title
@@ -138,6 +153,11 @@ public struct LineChart: Sendable {
         var legend: [(name: String, draw: (inout SVG, Double, Double) -> Void)] = series.map { s in
             (s.name, { svg, x, y in Self.swatch(s, into: &svg, x: x, y: y) })
         }
+        var named: [Span] = []
+        for span in spans where span.name != nil && !named.contains(where: { $0.name == span.name }) { named.append(span) }
+        legend += named.map { span in
+            (span.name!, { svg, x, y in svg.rect(x: x + 3, y: y - 6, width: 16, height: 12, fill: span.color, opacity: 0.3) })
+        }
         legend += markKinds.filter { kind in marks.contains { markKinds[$0.kind] == kind } }.map { kind in
             (kind.name, { svg, x, y in Self.symbol(kind, into: &svg, x: x + 11, y: y, title: nil) })
         }
@@ -159,12 +179,12 @@ public struct LineChart: Sendable {
 
         // Axes: the y axis first (its labels set the left margin), then x ticks sized to fit.
         let allY = series.flatMap { $0.points.compactMap(\.y) } + horizontalRules.map(\.value)
-        let allX = series.flatMap { $0.points.map(\.x) } + verticalRules.map(\.value) + spans.flatMap { [$0.lowerBound, $0.upperBound] } + marks.map(\.x)
+        let allX = series.flatMap { $0.points.map(\.x) } + verticalRules.map(\.value) + spans.flatMap { [$0.range.lowerBound, $0.range.upperBound] } + marks.map(\.x)
         let plotTop = y0 + 30 + legendHeight + stripHeight + 6
         let plotBottom = y0 + height - (note == nil ? 40 : 56)
-        let yLayout = y.layout(for: allY, maxTicks: max(2, Int((plotBottom - plotTop) / 26)))
+        let yLayout = y.layout(for: allY, maxTicks: max(2, Int((plotBottom - plotTop) / (y.scale == .log ? 17 : 26))))
         let yLabelWidth = yLayout.labels.map { SVG.textWidth($0, size: tickSize) }.max() ?? 0
-        let plotLeft = x0 + 26 + yLabelWidth + 6
+        let plotLeft = x0 + max(26 + yLabelWidth + 6, leftMargin)
         let plotRight = x0 + width - 14
         var maxXTicks = 12
         var xLayout = x.layout(for: allX, maxTicks: maxXTicks)
@@ -178,7 +198,8 @@ public struct LineChart: Sendable {
         func py(_ v: Double) -> Double { plotBottom - yLayout.fraction(v) * (plotBottom - plotTop) }
 
         for span in spans {
-            svg.rect(x: px(span.lowerBound), y: plotTop, width: px(span.upperBound) - px(span.lowerBound), height: plotBottom - plotTop, fill: ChartColor.skyBlue, opacity: 0.12)
+            svg.rect(x: px(span.range.lowerBound), y: plotTop, width: px(span.range.upperBound) - px(span.range.lowerBound), height: plotBottom - plotTop,
+                     fill: span.color, opacity: span.name == nil ? 0.12 : 0.3)
         }
         for (tick, label) in zip(yLayout.ticks, yLayout.labels) {
             svg.line(x1: plotLeft, y1: py(tick), x2: plotRight, y2: py(tick), stroke: "#e3e3e3")

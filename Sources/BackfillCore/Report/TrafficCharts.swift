@@ -16,6 +16,14 @@ public struct TrafficWindow: Sendable {
     func x(_ second: TrafficSecond) -> Double {
         start + min(Double(second.second) + 0.5, max(figures.seconds, 0))
     }
+
+    /// The seconds in which no live transaction ended: every client was waiting.
+    var stalls: [LineChart.Span] {
+        figures.series.filter { $0.transactions == 0 && $0.errors == 0 }.map { second in
+            let from = start + Double(second.second)
+            return LineChart.Span(from...min(from + 1, start + figures.seconds), color: ChartColor.vermillion, name: "no live transaction ended: all waiting")
+        }
+    }
 }
 
 extension LineChart {
@@ -31,7 +39,7 @@ extension LineChart {
                 Series("p99", color: ChartColor.orange, style: .line(dash: "7 3"), points: points(\.p99Ms)),
                 Series("p50", color: ChartColor.blue, points: points(\.p50Ms)),
             ])
-        chart.note = "one point per second; a gap is a second in which no live transaction ended (all of them waiting)"
+        chart.spans = windows.flatMap(\.stalls)
         return chart
     }
 

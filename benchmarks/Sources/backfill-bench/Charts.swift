@@ -23,11 +23,10 @@ extension Report {
                     windows: [TrafficWindow(start: 0, figures: live)], xTitle: "seconds since the strategy started")
                 chart.y.lowerBound = all.min()
                 chart.y.upperBound = all.max()
-                chart.note = nil
                 return chart
             }
             let title = "Live write latency per second, \(ChartAxis.grouped(Int64(main.rows))) rows, \(liveClients) live writers"
-            charts.append(Chart(file: "live-latency.svg", title: "Live write latency over time, by strategy", svg: LineChart.stack(panels, title: title, panelHeight: 200)))
+            charts.append(Chart(file: "live-latency.svg", title: "Live write latency over time, by strategy", svg: LineChart.stack(panels, title: title, panelHeight: 240)))
         }
 
         var groups = [BarChart.Group(main.baseline == nil ? "no live traffic" : "under \(liveClients) live writers", color: ChartColor.blue)]
