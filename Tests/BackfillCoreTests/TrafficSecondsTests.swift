@@ -28,6 +28,18 @@ struct TrafficSecondsTests {
         #expect(abs((series[3].maxMs ?? 0) - 2_100) < 3)
     }
 
+    @Test("a last part-second shorter than half a second joins the second before it")
+    func shortLastSecond() {
+        var buckets = SecondBuckets(clients: 1)
+        buckets.add(client: 0, second: 0, latencies: latencies([100, 100]), transactions: 2, errors: 0, next: 1)
+        buckets.add(client: 0, second: 1, latencies: latencies([100, 100, 100]), transactions: 3, errors: 0, next: 2)
+        buckets.add(client: 0, second: 2, latencies: latencies([4_000]), transactions: 1, errors: 0, next: .max)
+        let series = buckets.series(windowSeconds: 2.2)
+        #expect(series.map(\.transactions) == [2, 4])
+        #expect(abs(series[1].tps - 4 / 1.2) < 1e-9)
+        #expect(abs((series[1].maxMs ?? 0) - 4) < 0.01)
+    }
+
     @Test("a second is reduced only once every client has moved past it")
     func lateClient() {
         var buckets = SecondBuckets(clients: 2)

@@ -13,7 +13,7 @@ public struct TrafficFigures: Encodable, Sendable, Hashable {
     public var p99Ms: Double = 0
     public var maxMs: Double = 0
     public var tps: Double { seconds > 0 ? Double(transactions) / seconds : 0 }
-    /// One entry per second of the window, counted from its start, the last one partial.
+    /// One entry per second of the window, counted from its start (see `SecondBuckets.series`).
     public var series: [TrafficSecond] = []
 
     public init() {}
@@ -94,8 +94,11 @@ struct SecondBuckets: Sendable {
             open[second] = bucket
         }
         clientSeconds[client] = next
+        // Keep the last second every client has passed open too, and everything once all are
+        // done: the window's last part-second may still be folded into it.
         let floor = clientSeconds.min() ?? Int.max
-        for second in open.keys where second < floor { reduce(second) }
+        guard floor != .max else { return }
+        for second in open.keys where second < floor - 1 { reduce(second) }
     }
 
     private mutating func reduce(_ second: Int) {
@@ -108,14 +111,26 @@ struct SecondBuckets: Sendable {
             maxMs: any ? Double(h.max) / 1000 : nil)
     }
 
-    /// Every second of a window `seconds` long, in order: empty seconds included, the last
-    /// second's rate over its part of the window.
+    /// One entry per second of a window `seconds` long, in order, seconds in which no transaction
+    /// ended included: as many as the window's seconds, rounded. A last part-second shorter than
+    /// half a second joins the second before it (its rate over the 1.x seconds they cover), so
+    /// that no point stands for a sliver of time.
     mutating func series(windowSeconds seconds: Double) -> [TrafficSecond] {
+        let whole = Int(seconds)
+        var count = max(1, seconds - Double(whole) >= 0.5 ? whole + 1 : whole)
+        for second in open.keys.sorted() where second > count - 1 {
+            guard let late = open.removeValue(forKey: second) else { continue }
+            var last = open[count - 1] ?? (Self.histogram(), 0, 0)
+            last.latencies.add(late.latencies)
+            last.transactions += late.transactions
+            last.errors += late.errors
+            open[count - 1] = last
+        }
         for second in open.keys { reduce(second) }
-        let count = max(Int(seconds.rounded(.up)), (reduced.keys.max() ?? -1) + 1)
+        count = max(count, (reduced.keys.max() ?? -1) + 1)
         return (0..<count).map { i in
             var entry = reduced[i] ?? TrafficSecond(second: i, transactions: 0, errors: 0, tps: 0, p50Ms: nil, p99Ms: nil, maxMs: nil)
-            let covered = min(1, max(seconds - Double(i), 0.001))
+            let covered = i == count - 1 ? max(seconds - Double(i), 0.001) : 1
             entry.tps = Double(entry.transactions) / covered
             return entry
         }
