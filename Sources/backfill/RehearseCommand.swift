@@ -7,8 +7,11 @@ struct Rehearse: ParsableCommand {
         abstract: "Staging load rehearsal: synthetic live traffic, first alone, then during the job; report what it felt.",
         discussion: """
             Default traffic takes the row locks a writer would without changing data (SELECT … FOR NO KEY UPDATE of \
-            random existing keys, rolled back). With --max-live-p99-ms / --max-lock-wait-ms it is a gate: exit 1 \
-            when exceeded. --dry-run rolls every batch back: locks are real, writes are not kept.
+            random existing keys, rolled back). The job runs from its first key every time, under a checkpoint of \
+            its own (<name>.rehearsal), so a job that is already done is measured again and its own checkpoint \
+            never moves. With --max-live-p99-ms / --max-lock-wait-ms it is a gate: exit 1 when exceeded, or when \
+            the job's window held fewer than \(Rehearsal.minimumLiveTransactions) live transactions. --dry-run rolls \
+            every batch back: locks are real, writes are not kept.
             """)
 
     @Argument(help: "The job file.") var file: String
@@ -50,24 +53,24 @@ struct Rehearse: ParsableCommand {
         let signals = SignalHandling.install(stop: stop)
         defer { withExtendedLifetime(signals) {} }
         let console = Console(logFormat: logFormat, progress: .never)
-        let (report, outcome): (RehearsalReport, RunOutcome)
+        let (result, outcome): (RehearsalReport, RunOutcome)
         do {
-            (report, outcome) = try Rehearsal.run(spec: spec, options: options, stop: stop, emit: console.handle)
+            (result, outcome) = try Rehearsal.run(spec: spec, options: options, stop: stop, emit: console.handle)
         } catch let error as JobFileError {
             printError("backfill: invalid: \(error)")
             throw ExitCode(2)
         }
         switch format {
-        case .text: print(report.text)
+        case .text: print(result.text)
         case .json:
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
-            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            print(String(decoding: try encoder.encode(result), as: UTF8.self))
         }
         if outcome.exitCode != 0 {
             console.finish(outcome, job: spec.name)
             throw ExitCode(outcome.exitCode)
         }
-        if !report.passed { throw ExitCode(1) }
+        if !result.passed { throw ExitCode(1) }
     }
 }

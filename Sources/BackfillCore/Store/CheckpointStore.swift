@@ -219,6 +219,11 @@ public struct CheckpointStore: Sendable {
         }
     }
 
+    /// Deletes a job's record, ranges and workers (a rehearsal's own checkpoint, once it is done).
+    public func remove(_ job: String, db: Connection) throws {
+        try db.query("DELETE FROM \(jobs) WHERE name = $1", [.text(job)])
+    }
+
     /// Marks the job running by this process.
     public func markRunning(_ job: String, runner: String, db: Connection) throws {
         try db.query(
