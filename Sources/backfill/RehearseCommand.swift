@@ -11,7 +11,7 @@ struct Rehearse: ParsableCommand {
             its own (<name>.rehearsal), so a job that is already done is measured again and its own checkpoint \
             never moves. With --max-live-p99-ms / --max-lock-wait-ms it is a gate: exit 1 when exceeded, or when \
             the job's window held fewer than \(Rehearsal.minimumLiveTransactions) live transactions. --dry-run rolls \
-            every batch back: locks are real, writes are not kept.
+            every batch back: locks are real, writes are not kept. --report writes the report as one HTML page.
             """)
 
     @Argument(help: "The job file.") var file: String
@@ -24,12 +24,20 @@ struct Rehearse: ParsableCommand {
     @Option(help: "Gate: exit 1 when any live transaction waited longer than this.") var maxLockWaitMs: Double?
     @Flag(help: "Roll back every batch (the staging database must not change).") var dryRun = false
     @Option(help: "Report format: text or json.") var format: ReportFormat = .text
+    @Option(help: ArgumentHelp("Also write the report as one self-contained HTML page: charts as inline SVG, no scripts, printable.", valueName: "FILE.html"))
+    var report: String?
     @Option(name: .long, help: "Log format of the run's events on stderr.") var logFormat: LogFormat = .text
 
     enum ReportFormat: String, ExpressibleByArgument, CaseIterable { case text, json }
 
     func validate() throws {
         guard (1...256).contains(clients) else { throw ValidationError("--clients must be from 1 to 256") }
+        if let report {
+            let folder = (report as NSString).deletingLastPathComponent
+            guard FileManager.default.fileExists(atPath: folder.isEmpty ? "." : folder) else {
+                throw ValidationError("--report \(report): the folder \(folder) does not exist")
+            }
+        }
     }
 
     func run() throws {
@@ -66,6 +74,15 @@ struct Rehearse: ParsableCommand {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
             print(String(decoding: try encoder.encode(result), as: UTF8.self))
+        }
+        if let report {
+            do {
+                try result.html().write(toFile: report, atomically: true, encoding: .utf8)
+                printError("backfill: report written to \(report)")
+            } catch {
+                printError("backfill: --report \(report): cannot write the file: \(error)")
+                throw ExitCode(1)
+            }
         }
         if outcome.exitCode != 0 {
             console.finish(outcome, job: spec.name)
