@@ -1,7 +1,7 @@
 import CoreMetrics
 import Foundation
 
-/// Turns run events into swift-metrics: rows and batches, batch duration and size, retries and
+/// Turns run events into swift-metrics: rows and batches, batch duration, size and target, retries and
 /// throttled seconds by reason, progress, state and the time of the last committed batch.
 /// Whatever `MetricsSystem` backend the process bootstrapped receives them (Prometheus in the CLI).
 public final class RunMetrics {
@@ -10,6 +10,7 @@ public final class RunMetrics {
     private let batches: Counter
     private let batchDuration: CoreMetrics.Timer
     private let batchSize: Gauge
+    private let batchTarget: Gauge
     private let progress: Gauge
     private let lastSuccess: Gauge
     private var retries: [String: Counter] = [:]
@@ -27,6 +28,7 @@ public final class RunMetrics {
         batches = Counter(label: "backfill_batches_total", dimensions: dims)
         batchDuration = CoreMetrics.Timer(label: "backfill_batch_duration_seconds", dimensions: dims)
         batchSize = Gauge(label: "backfill_batch_size", dimensions: dims)
+        batchTarget = Gauge(label: "backfill_batch_target_seconds", dimensions: dims)
         progress = Gauge(label: "backfill_progress_ratio", dimensions: dims)
         lastSuccess = Gauge(label: "backfill_last_success_timestamp_seconds", dimensions: dims)
         for state in Self.stateNames {
@@ -43,6 +45,7 @@ public final class RunMetrics {
         tracker.consume(event)
         switch event.kind {
         case .start:
+            if case .int(let ms) = event["target_ms"] { batchTarget.record(Double(ms) / 1000) }
             setState("running")
         case .batch:
             if case .int(let n) = event["rows"] { rows.increment(by: Int(n)) }
