@@ -74,10 +74,11 @@ public enum Rehearsal {
         }
         let tableRows = try db.query("SELECT count(*) AS n FROM \(plan.statements.table)").first?["n"].int64
         let productionRows = options.rowsEstimate ?? tableRows
-        let measured = RehearsalGate.Samples(liveTransactions: during.transactions, batches: summary.batches)
         var gates: [RehearsalGate] = []
-        if let limit = options.maxLiveP99Ms { gates.append(RehearsalGate(name: "live p99", limitMs: limit, measuredMs: during.p99Ms, samples: measured)) }
-        if let limit = options.maxLockWaitMs { gates.append(RehearsalGate(name: "lock wait", limitMs: limit, measuredMs: during.maxMs, samples: measured)) }
+        for (name, limit, measured) in [("live p99", options.maxLiveP99Ms, during.p99Ms), ("lock wait", options.maxLockWaitMs, during.maxMs)] {
+            guard let limit else { continue }
+            gates.append(RehearsalGate(name: name, limitMs: limit, measuredMs: measured, liveTransactions: during.transactions, batches: summary.batches))
+        }
         let events = timeline.withLock { $0 }
         let report = RehearsalReport(
             job: spec.name, rehearsalJob: rehearsed.name, table: plan.statements.table, clients: options.clients, dryRun: options.dryRun,

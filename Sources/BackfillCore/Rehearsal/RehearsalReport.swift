@@ -3,27 +3,24 @@ import Foundation
 /// One gate of the rehearsal: a limit, what was measured, and whether it held. A gate over a
 /// window with too few samples fails: nothing was measured that could pass it.
 public struct RehearsalGate: Encodable, Sendable, Hashable {
-    /// What the job's window held.
-    public struct Samples: Sendable, Hashable {
-        public var liveTransactions: UInt64
-        public var batches: Int64
-    }
-
     public var name: String
     public var limitMs: Double
     public var measuredMs: Double
-    public var samples: Samples
+    /// What the job's window held: live transactions and committed batches.
+    public var liveTransactions: UInt64
+    public var batches: Int64
     /// Why the gate failed without a verdict on its figure; nil when there were enough samples.
     public var problem: String?
     public var passed: Bool
 
-    public init(name: String, limitMs: Double, measuredMs: Double, samples: Samples) {
+    public init(name: String, limitMs: Double, measuredMs: Double, liveTransactions: UInt64, batches: Int64) {
         self.name = name
         self.limitMs = limitMs
         self.measuredMs = measuredMs
-        self.samples = samples
-        if samples.liveTransactions < Rehearsal.minimumLiveTransactions || samples.batches < 1 {
-            problem = "too few samples: \(samples.liveTransactions) live transactions and \(samples.batches) batches during the job, "
+        self.liveTransactions = liveTransactions
+        self.batches = batches
+        if liveTransactions < Rehearsal.minimumLiveTransactions || batches < 1 {
+            problem = "too few samples: \(liveTransactions) live transactions and \(batches) batches during the job, "
                 + "at least \(Rehearsal.minimumLiveTransactions) and 1 needed; rehearse on a larger table, with more --clients, or with a lower throttle.max_rows_per_second"
             passed = false
         } else {
@@ -39,18 +36,7 @@ public struct RehearsalGate: Encodable, Sendable, Hashable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, passed, problem, limitMs = "limit_ms", measuredMs = "measured_ms", liveTransactions = "live_transactions", batches
-    }
-
-    public func encode(to encoder: Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(name, forKey: .name)
-        try c.encode(limitMs, forKey: .limitMs)
-        try c.encode(measuredMs, forKey: .measuredMs)
-        try c.encode(samples.liveTransactions, forKey: .liveTransactions)
-        try c.encode(samples.batches, forKey: .batches)
-        try c.encode(problem, forKey: .problem)
-        try c.encode(passed, forKey: .passed)
+        case name, passed, problem, batches, limitMs = "limit_ms", measuredMs = "measured_ms", liveTransactions = "live_transactions"
     }
 }
 

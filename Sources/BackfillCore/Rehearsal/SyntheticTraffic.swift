@@ -34,7 +34,7 @@ public struct TrafficFigures: Encodable, Sendable, Hashable {
 }
 
 /// One second of live traffic: transactions that ended in it, and their latency. A second in
-/// which no transaction ended (every client waiting) has no latency figures.
+/// which no transaction ended (every client waiting) has no latency figures (absent in JSON).
 public struct TrafficSecond: Encodable, Sendable, Hashable {
     /// Seconds from the start of the window.
     public var second: Int
@@ -46,28 +46,7 @@ public struct TrafficSecond: Encodable, Sendable, Hashable {
     public var p99Ms: Double?
     public var maxMs: Double?
 
-    public init(second: Int, transactions: UInt64, errors: UInt64, tps: Double, p50Ms: Double?, p99Ms: Double?, maxMs: Double?) {
-        self.second = second
-        self.transactions = transactions
-        self.errors = errors
-        self.tps = tps
-        self.p50Ms = p50Ms
-        self.p99Ms = p99Ms
-        self.maxMs = maxMs
-    }
-
     enum CodingKeys: String, CodingKey { case second, transactions, errors, tps, p50Ms = "p50_ms", p99Ms = "p99_ms", maxMs = "max_ms" }
-
-    public func encode(to encoder: Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(second, forKey: .second)
-        try c.encode(transactions, forKey: .transactions)
-        try c.encode(errors, forKey: .errors)
-        try c.encode(tps, forKey: .tps)
-        try c.encode(p50Ms, forKey: .p50Ms)
-        try c.encode(p99Ms, forKey: .p99Ms)
-        try c.encode(maxMs, forKey: .maxMs)
-    }
 }
 
 /// Per-second latency histograms of several clients, merged as the clients move on: a second is

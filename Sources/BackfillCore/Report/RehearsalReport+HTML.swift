@@ -75,7 +75,7 @@ extension RehearsalReport {
                         .tr(.data(named: "gate", value: gate.name),
                             .td(.text(gate.name)), .td(.text(String(format: "≤ %.1f ms", gate.limitMs))),
                             .td(.text(String(format: "%.1f ms", gate.measuredMs))),
-                            .td(.text("\(gate.samples.liveTransactions) live transactions, \(gate.samples.batches) batches")),
+                            .td(.text("\(gate.liveTransactions) live transactions, \(gate.batches) batches")),
                             .td(.class(gate.passed ? "pass" : "fail"), .text(gate.passed ? "passed" : "FAILED" + (gate.problem.map { ": " + $0 } ?? ""))))
                     })),
                 .if(nothingWrittenNote != nil, .p(.class("note"), .text("Note: " + (nothingWrittenNote ?? "")))),
