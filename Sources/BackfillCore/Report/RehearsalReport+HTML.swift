@@ -118,7 +118,7 @@ extension RehearsalReport {
     static let css = """
         body { font-family: 'DejaVu Sans', 'Helvetica Neue', Arial, sans-serif; color: #222222; max-width: 800px; margin: 24px auto; padding: 0 16px; line-height: 1.4; }
         h1 { font-size: 22px; margin: 0 0 4px; }
-        h2 { font-size: 17px; margin: 28px 0 8px; }
+        h2 { font-size: 17px; margin: 28px 0 8px; break-after: avoid; page-break-after: avoid; }
         .meta { color: #555555; font-size: 13px; margin: 0 0 14px; }
         .verdict { font-size: 17px; padding: 10px 14px; border: 2px solid; border-radius: 4px; margin: 0 0 12px; }
         .verdict.pass { border-color: #009E73; background: #e8f6f1; }
