@@ -20,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", exact: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
         .package(url: "https://github.com/x-sheep/swift-property-based", exact: "2.0.1"),
+        .package(url: "https://github.com/JohnSundell/Plot", exact: "0.14.0"),
+        .package(url: "https://github.com/pointfreeco/swift-snapshot-testing", exact: "1.19.7"),
     ],
     targets: [
         .systemLibrary(
@@ -38,6 +40,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Plot", package: "Plot"),
             ]
         ),
         .executableTarget(
@@ -62,7 +65,15 @@ let package = Package(
         // Test-only helpers (fresh databases per test); not a product, so nothing here ships.
         .target(name: "BackfillTestSupport", dependencies: ["LocalPostgres", "PostgresClient"], path: "Tests/BackfillTestSupport"),
         .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "LocalPostgres", "BackfillTestSupport"]),
-        .testTarget(name: "BackfillCoreTests", dependencies: ["BackfillCore"]),
+        .testTarget(
+            name: "BackfillCoreTests",
+            dependencies: [
+                "BackfillCore",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "SnapshotTesting", package: "swift-snapshot-testing"),
+            ],
+            exclude: ["__Snapshots__"]
+        ),
         .testTarget(
             name: "BackfillIntegrationTests",
             dependencies: [

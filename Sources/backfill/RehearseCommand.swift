@@ -7,8 +7,11 @@ struct Rehearse: ParsableCommand, LogFormatted {
         abstract: "Staging load rehearsal: synthetic live traffic, first alone, then during the job; report what it felt.",
         discussion: """
             Default traffic takes the row locks a writer would without changing data (SELECT … FOR NO KEY UPDATE of \
-            random existing keys, rolled back). With --max-live-p99-ms / --max-lock-wait-ms it is a gate: exit 1 \
-            when exceeded. --dry-run rolls every batch back: locks are real, writes are not kept.
+            random existing keys, rolled back). The job runs from its first key every time, under a checkpoint of \
+            its own (<name>.rehearsal), so a job that is already done is measured again and its own checkpoint \
+            never moves. With --max-live-p99-ms / --max-lock-wait-ms it is a gate: exit 1 when exceeded, or when \
+            the job's window held fewer than \(Rehearsal.minimumLiveTransactions) live transactions. --dry-run rolls \
+            every batch back: locks are real, writes are not kept. --report writes the report as one HTML page.
             """)
 
     @Argument(help: "The job file.") var file: String
@@ -21,6 +24,8 @@ struct Rehearse: ParsableCommand, LogFormatted {
     @Option(help: "Gate: exit 1 when any live transaction waited longer than this.") var maxLockWaitMs: Double?
     @Flag(help: "Roll back every batch (the staging database must not change).") var dryRun = false
     @Option(help: "Report format: text or json.") var format: ReportFormat = .text
+    @Option(help: ArgumentHelp("Also write the report as one self-contained HTML page: charts as inline SVG, no scripts, printable.", valueName: "FILE.html"))
+    var report: String?
     @Option(name: .customLong("log-format"), help: "Log format of the run's events on stderr: text or json. Default: text. Env: \(Setting.logFormat).") var givenLogFormat: LogFormat?
 
     var logFormat: LogFormat { givenLogFormat ?? .text }
@@ -30,6 +35,12 @@ struct Rehearse: ParsableCommand, LogFormatted {
     mutating func validate() throws {
         try Setting.logFormat.fill(&givenLogFormat)
         guard (1...256).contains(clients) else { throw ValidationError("--clients must be from 1 to 256") }
+        if let report {
+            let folder = (report as NSString).deletingLastPathComponent
+            guard FileManager.default.fileExists(atPath: folder.isEmpty ? "." : folder) else {
+                throw ValidationError("--report \(report): the folder \(folder) does not exist")
+            }
+        }
     }
 
     func run() throws {
@@ -52,25 +63,33 @@ struct Rehearse: ParsableCommand, LogFormatted {
         let console = Console(logFormat: logFormat, progress: .never)
         let signals = SignalHandling.install(stop: stop, console: console)
         defer { withExtendedLifetime(signals) {} }
-        let (report, outcome): (RehearsalReport, RunOutcome)
+        let (result, outcome): (RehearsalReport, RunOutcome)
         do {
-            (report, outcome) = try Rehearsal.run(spec: spec, options: options, stop: stop, emit: console.handle)
+            (result, outcome) = try Rehearsal.run(spec: spec, options: options, stop: stop, emit: console.handle)
         } catch let error as JobFileError {
             throw CommandFailure.invalid("invalid: \(error)")
         }
         switch format {
-        case .text: print(report.text)
+        case .text: print(result.text)
         case .json:
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
-            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            print(String(decoding: try encoder.encode(result), as: UTF8.self))
+        }
+        if let report {
+            do {
+                try result.html().write(toFile: report, atomically: true, encoding: .utf8)
+                console.note("backfill: report written to \(report)")
+            } catch {
+                throw CommandFailure(message: "--report \(report): cannot write the file: \(error)", next: "choose a folder you can write to", exitCode: 1)
+            }
         }
         if outcome.exitCode != 0 {
             console.finish(outcome, job: spec.name)
             throw ExitCode(outcome.exitCode)
         }
-        if !report.passed {
-            let failed = report.gates.filter { !$0.passed }.map(\.name).joined(separator: ", ")
+        if !result.passed {
+            let failed = result.gates.filter { !$0.passed }.map(\.name).joined(separator: ", ")
             throw CommandFailure(
                 message: "rehearsal gate failed: \(failed) (see the report)",
                 next: "make the job gentler (batch.target_ms, throttle.max_rows_per_second, timeouts.lock_ms) and rehearse again",

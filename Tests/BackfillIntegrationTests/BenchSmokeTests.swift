@@ -1,9 +1,12 @@
 import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
 import Testing
 
 @Suite("Benchmark harness smoke run")
 struct BenchSmokeTests {
-    @Test("backfill-bench --rows 20000 --live-clients 2: every strategy fills the table right")
+    @Test("backfill-bench --rows 20000 --live-clients 2: every strategy fills the table right; the charts are written")
     func smoke() throws {
         let bench = URL(fileURLWithPath: backfillExecutable).deletingLastPathComponent().appendingPathComponent("backfill-bench").path
         let output = NSTemporaryDirectory() + "backfill-bench-\(UUID().uuidString)"
@@ -24,6 +27,16 @@ struct BenchSmokeTests {
         #expect(results.allSatisfy { ($0["rows"] as? Int) == 20000 && (($0["rows_per_second"] as? Double) ?? 0) > 0 })
         #expect(results.allSatisfy { (($0["live"] as? [String: Any])?["transactions"] as? Int ?? 0) > 0 })
         #expect((report["series"] as? [[String: Any]])?.first?["rows"] as? Int == 5000)
+        #expect(results.allSatisfy { ((($0["live"] as? [String: Any])?["series"] as? [[String: Any]])?.count ?? 0) >= 1 })
         #expect(FileManager.default.fileExists(atPath: output + "/RESULTS.md") == false)
+
+        // The charts: well-formed SVG; one latency panel per strategy and the baseline; a bar per
+        // strategy; a line per strategy of the series.
+        func chart(_ name: String) throws -> XMLDocument {
+            try XMLDocument(xmlString: String(contentsOfFile: output + "/results/" + name, encoding: .utf8))
+        }
+        #expect(try chart("live-latency.svg").nodes(forXPath: "//*[@data-panel]").count == 7)
+        #expect(try chart("rows-per-second.svg").nodes(forXPath: "//*[@data-category]/*[local-name()='rect']").count == 6)
+        #expect(try chart("scale-series.svg").nodes(forXPath: "//*[@data-series]").count == 6)
     }
 }

@@ -2,7 +2,8 @@ import CoreMetrics
 import Foundation
 
 /// Turns run events into swift-metrics: rows (`backfill_rows_total` counts this process's,
-/// `backfill_rows_done` is the job's total, as `rows_done` in events and `status`) and batches, batch duration and size, retries and
+/// `backfill_rows_done` is the job's total, as `rows_done` in events and `status`) and batches,
+/// batch duration, size and target, retries and
 /// throttled seconds by reason, progress, state and the time of the last committed batch.
 /// Whatever `MetricsSystem` backend the process bootstrapped receives them (Prometheus in the CLI).
 public final class RunMetrics {
@@ -12,6 +13,7 @@ public final class RunMetrics {
     private let batches: Counter
     private let batchDuration: CoreMetrics.Timer
     private let batchSize: Gauge
+    private let batchTarget: Gauge
     private let progress: Gauge
     private let lastSuccess: Gauge
     private var retries: [String: Counter] = [:]
@@ -30,6 +32,7 @@ public final class RunMetrics {
         batches = Counter(label: "backfill_batches_total", dimensions: dims)
         batchDuration = CoreMetrics.Timer(label: "backfill_batch_duration_seconds", dimensions: dims)
         batchSize = Gauge(label: "backfill_batch_size", dimensions: dims)
+        batchTarget = Gauge(label: "backfill_batch_target_seconds", dimensions: dims)
         progress = Gauge(label: "backfill_progress_ratio", dimensions: dims)
         lastSuccess = Gauge(label: "backfill_last_success_timestamp_seconds", dimensions: dims)
         for state in Self.stateNames {
@@ -47,6 +50,7 @@ public final class RunMetrics {
         switch event.kind {
         case .start:
             rowsDone.record(Double(tracker.rowsDone))
+            if case .int(let ms) = event["target_ms"] { batchTarget.record(Double(ms) / 1000) }
             setState("running")
         case .batch:
             if case .int(let n) = event["rows"] { rows.increment(by: Int(n)) }

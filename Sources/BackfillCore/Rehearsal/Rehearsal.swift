@@ -1,5 +1,6 @@
 import Foundation
 import PostgresClient
+import Synchronization
 
 /// Options of `backfill rehearse`.
 public struct RehearsalOptions: Sendable {
@@ -20,94 +21,20 @@ public struct RehearsalOptions: Sendable {
     public init(database: String?) { self.database = database }
 }
 
-/// One gate of the rehearsal: a limit, what was measured, and whether it held.
-public struct RehearsalGate: Encodable, Sendable, Hashable {
-    public var name: String
-    public var limitMs: Double
-    public var measuredMs: Double
-    public var passed: Bool
-
-    enum CodingKeys: String, CodingKey { case name, passed, limitMs = "limit_ms", measuredMs = "measured_ms" }
-}
-
-/// What a rehearsal measured: live traffic before and during the job, the job's own figures, an
-/// estimate for production, and the gates.
-public struct RehearsalReport: Encodable, Sendable {
-    public var job: String
-    public var table: String
-    public var clients: Int
-    public var dryRun: Bool
-    public var traffic: String
-    public var baseline: TrafficFigures
-    public var during: TrafficFigures
-    public var outcome: String
-    public var rows: Int64
-    public var seconds: Double
-    public var rowsPerSecond: Double
-    public var batches: Int64
-    public var batchP50Ms: Double
-    public var batchP99Ms: Double
-    public var batchMaxMs: Double
-    public var retries: [String: Int]
-    public var throttledSeconds: [String: Double]
-    public var productionRows: Int64?
-    public var productionSecondsEstimate: Double?
-    public var gates: [RehearsalGate]
-    public var passed: Bool { gates.allSatisfy(\.passed) }
-
-    enum CodingKeys: String, CodingKey {
-        case job, table, clients, traffic, baseline, during, outcome, rows, seconds, batches, retries, gates, passed
-        case dryRun = "dry_run", rowsPerSecond = "rows_per_second", batchP50Ms = "batch_p50_ms", batchP99Ms = "batch_p99_ms"
-        case batchMaxMs = "batch_max_ms", throttledSeconds = "throttled_seconds", productionRows = "production_rows"
-        case productionSecondsEstimate = "production_seconds_estimate"
-    }
-
-    public func encode(to encoder: Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(job, forKey: .job); try c.encode(table, forKey: .table); try c.encode(clients, forKey: .clients)
-        try c.encode(dryRun, forKey: .dryRun); try c.encode(traffic, forKey: .traffic)
-        try c.encode(baseline, forKey: .baseline); try c.encode(during, forKey: .during); try c.encode(outcome, forKey: .outcome)
-        try c.encode(rows, forKey: .rows); try c.encode(seconds, forKey: .seconds); try c.encode(rowsPerSecond, forKey: .rowsPerSecond)
-        try c.encode(batches, forKey: .batches); try c.encode(batchP50Ms, forKey: .batchP50Ms); try c.encode(batchP99Ms, forKey: .batchP99Ms)
-        try c.encode(batchMaxMs, forKey: .batchMaxMs); try c.encode(retries, forKey: .retries); try c.encode(throttledSeconds, forKey: .throttledSeconds)
-        try c.encode(productionRows, forKey: .productionRows); try c.encode(productionSecondsEstimate, forKey: .productionSecondsEstimate)
-        try c.encode(gates, forKey: .gates); try c.encode(passed, forKey: .passed)
-    }
-
-    /// The report for people.
-    public var text: String {
-        func row(_ name: String, _ a: String, _ b: String) -> String {
-            name.padding(toLength: 22, withPad: " ", startingAt: 0) + a.padding(toLength: 14, withPad: " ", startingAt: 0) + b
-        }
-        let ratio = baseline.tps > 0 ? String(format: " (%.2f×)", during.tps / baseline.tps) : ""
-        var lines = [
-            "rehearsal of \(job) on \(table): \(clients) live clients (\(traffic))\(dryRun ? ", dry run: every batch rolled back" : "")",
-            "",
-            row("live traffic", "baseline", "during the job"),
-            row("  TPS", String(format: "%.0f", baseline.tps), String(format: "%.0f", during.tps) + ratio),
-            row("  p50 ms", String(format: "%.2f", baseline.p50Ms), String(format: "%.2f", during.p50Ms)),
-            row("  p99 ms", String(format: "%.2f", baseline.p99Ms), String(format: "%.2f", during.p99Ms)),
-            row("  max ms (lock wait)", String(format: "%.1f", baseline.maxMs), String(format: "%.1f", during.maxMs)),
-            row("  errors", String(baseline.errors), String(during.errors)),
-            "",
-            String(format: "backfill: %@, %lld rows in %.1f s (%.0f rows/s), %lld batches, batch p50/p99/max %.1f/%.1f/%.1f ms",
-                   outcome, rows, seconds, rowsPerSecond, batches, batchP50Ms, batchP99Ms, batchMaxMs),
-            "retries: " + (retries.isEmpty ? "none" : retries.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
-                + "; throttled: " + (throttledSeconds.isEmpty ? "never" : throttledSeconds.sorted { $0.key < $1.key }.map { String(format: "%@ %.1f s", $0.key, $0.value) }.joined(separator: ", ")),
-        ]
-        if let productionRows, let productionSecondsEstimate {
-            lines.append("production estimate: \(productionRows) rows at \(String(format: "%.0f", rowsPerSecond)) rows/s ≈ \(String(format: "%.0f", productionSecondsEstimate)) s (\(ProgressTracker.clock(productionSecondsEstimate)))")
-        }
-        for gate in gates {
-            lines.append(String(format: "gate %@ ≤ %.1f ms: %@ (measured %.1f ms)", gate.name, gate.limitMs, gate.passed ? "passed" : "FAILED", gate.measuredMs))
-        }
-        return lines.joined(separator: "\n")
-    }
-}
-
 /// `backfill rehearse`: a baseline window of synthetic live traffic, then the job while the
 /// traffic goes on, and a report of what the traffic felt.
+///
+/// The job always runs from its first key, under a checkpoint of its own (`<name>.rehearsal`,
+/// started over each time and removed at the end), so a rehearsal measures a whole walk even when
+/// the job itself is done, and never moves the job's own checkpoint.
 public enum Rehearsal {
+    /// Live transactions the job's window must hold before a gate can pass: below 100, a p99 is
+    /// just the slowest transaction, and a short window says nothing.
+    public static let minimumLiveTransactions: UInt64 = 100
+
+    /// The name the rehearsal runs the job under: its own checkpoint and lease.
+    public static func jobName(for name: String) -> String { name + ".rehearsal" }
+
     public static func run(
         spec: JobSpec, options: RehearsalOptions, stop: StopSignal = StopSignal(), emit: @escaping (RunEvent) -> Void = { _ in }
     ) throws -> (RehearsalReport, RunOutcome) {
@@ -115,43 +42,52 @@ public enum Rehearsal {
         let plan = try Planner.plan(spec, on: db)
         let transaction = try makeTraffic(plan: plan, options: options, db: db)
         let description = options.trafficSQL == nil ? "SELECT … FOR NO KEY UPDATE of random rows, rolled back" : "the operator's --traffic-sql"
+        let origin = ContinuousClock.now
+        let elapsed = { (ContinuousClock.now - origin).seconds }
 
         let baselineTraffic = SyntheticTraffic(clients: options.clients, conninfo: options.database, applicationName: "backfill:rehearse:traffic", transaction: transaction)
-        var waited = 0.0
-        while waited < options.baselineSeconds && !stop.isRequested {
-            usleep(50_000)
-            waited += 0.05
-        }
+        while elapsed() < options.baselineSeconds && !stop.isRequested { usleep(20_000) }
         let baseline = baselineTraffic.stop()
 
-        let duringTraffic = SyntheticTraffic(clients: options.clients, conninfo: options.database, applicationName: "backfill:rehearse:traffic", transaction: transaction)
+        var rehearsed = spec
+        rehearsed.name = jobName(for: spec.name)
         var runOptions = RunOptions(database: options.database)
         runOptions.dryRun = options.dryRun
         runOptions.store = options.store
-        let outcome = Runner(spec: spec, options: runOptions, stop: stop, emit: emit).run()
+        runOptions.restart = true
+        let timeline = Mutex(JobTimeline())
+        let jobStart = elapsed()
+        let duringTraffic = SyntheticTraffic(clients: options.clients, conninfo: options.database, applicationName: "backfill:rehearse:traffic", transaction: transaction)
+        let outcome = Runner(spec: rehearsed, options: runOptions, stop: stop) { event in
+            let t = elapsed()
+            timeline.withLock { $0.record(event, at: t) }
+            emit(event)
+        }.run()
+        let jobEnd = elapsed()
         let during = duringTraffic.stop()
+        if !options.dryRun, case .done = outcome { try options.store.remove(rehearsed.name, db: db) }
 
         let summary: RunSummary
         switch outcome {
         case .done(let s), .stopped(_, let s), .failed(_, let s): summary = s
-        case .held, .invalid: summary = RunSummary(job: spec.name, state: .failed)
+        case .held, .invalid: summary = RunSummary(job: rehearsed.name, state: .failed)
         }
         let tableRows = try db.query("SELECT count(*) AS n FROM \(plan.statements.table)").first?["n"].int64
         let productionRows = options.rowsEstimate ?? tableRows
         var gates: [RehearsalGate] = []
-        if let limit = options.maxLiveP99Ms {
-            gates.append(RehearsalGate(name: "live p99", limitMs: limit, measuredMs: during.p99Ms, passed: during.p99Ms <= limit))
+        for (name, limit, measured) in [("live p99", options.maxLiveP99Ms, during.p99Ms), ("lock wait", options.maxLockWaitMs, during.maxMs)] {
+            guard let limit else { continue }
+            gates.append(RehearsalGate(name: name, limitMs: limit, measuredMs: measured, liveTransactions: during.transactions, batches: summary.batches))
         }
-        if let limit = options.maxLockWaitMs {
-            gates.append(RehearsalGate(name: "lock wait", limitMs: limit, measuredMs: during.maxMs, passed: during.maxMs <= limit))
-        }
+        let events = timeline.withLock { $0 }
         let report = RehearsalReport(
-            job: spec.name, table: plan.statements.table, clients: options.clients, dryRun: options.dryRun, traffic: description,
-            baseline: baseline, during: during, outcome: summary.state.rawValue, rows: summary.rows, seconds: summary.seconds,
+            job: spec.name, rehearsalJob: rehearsed.name, table: plan.statements.table, clients: options.clients, dryRun: options.dryRun,
+            traffic: description, baseline: baseline, during: during, jobStartSeconds: jobStart, jobEndSeconds: jobEnd,
+            outcome: summary.state.rawValue, rows: summary.rows, seconds: summary.seconds,
             rowsPerSecond: summary.rowsPerSecond, batches: summary.batches, batchP50Ms: summary.batchPercentile(0.5),
-            batchP99Ms: summary.batchPercentile(0.99), batchMaxMs: summary.batchMs.max() ?? 0,
+            batchP99Ms: summary.batchPercentile(0.99), batchMaxMs: summary.batchMs.max() ?? 0, targetMs: spec.batch.targetMs,
             retries: Dictionary(uniqueKeysWithValues: summary.retries.map { ($0.key.rawValue, $0.value) }),
-            throttledSeconds: summary.throttledSeconds, productionRows: productionRows,
+            throttledSeconds: summary.throttledSeconds, batchSeries: events.batches, events: events.marks, productionRows: productionRows,
             productionSecondsEstimate: productionRows.flatMap { rows in summary.rowsPerSecond > 0 ? Double(rows) / summary.rowsPerSecond : nil },
             gates: gates)
         return (report, outcome)
@@ -184,6 +120,29 @@ public enum Rehearsal {
                 if db.isOpen { try? db.execute("ROLLBACK") }
                 throw error
             }
+        }
+    }
+}
+
+/// The job's side of a rehearsal as it happened: each batch, retry and throttle, timed from the
+/// rehearsal's start.
+struct JobTimeline: Sendable {
+    var batches: [RehearsalBatch] = []
+    var marks: [RehearsalEvent] = []
+
+    mutating func record(_ event: RunEvent, at seconds: Double) {
+        func text(_ name: String) -> String? { if case .string(let s) = event[name] { s } else { nil } }
+        switch event.kind {
+        case .batch:
+            guard case .double(let ms) = event["duration_ms"] else { return }
+            var rows: Int64 = 0, size: Int64 = 0
+            if case .int(let n) = event["rows"] { rows = n }
+            if case .int(let n) = event["batch_size"] { size = n }
+            batches.append(RehearsalBatch(seconds: seconds, durationMs: ms, rows: rows, batchSize: size))
+        case .retry, .throttle:
+            marks.append(RehearsalEvent(seconds: seconds, event: event.kind.rawValue, reason: text("reason") ?? "?",
+                                        detail: [text("state"), text("sqlstate"), text("message")].compactMap { $0 }.joined(separator: " ")))
+        default: break
         }
     }
 }

@@ -227,7 +227,7 @@ public final class Runner {
         var fields: [(String, RunEvent.Value)] = [
             ("table", .string(spec.table)), ("action", .string(spec.action.name)),
             ("rows_estimate", plan.estimatedRows.map { .int($0) } ?? .null), ("rows_done_before", .int(rowsBefore)),
-            ("batch_size", .int(Int64(spec.batch.size))), ("key_index", .string(plan.keyIndex)),
+            ("batch_size", .int(Int64(spec.batch.size))), ("target_ms", .int(Int64(spec.batch.targetMs))), ("key_index", .string(plan.keyIndex)),
             ("runner", .string(context.runnerName)),
         ]
         if let bounds = try plan.statements.numericKeyBounds.flatMap({ try db.query($0).first }),

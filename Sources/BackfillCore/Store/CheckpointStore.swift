@@ -301,6 +301,11 @@ public struct CheckpointStore: Sendable {
         try db.query("UPDATE \(jobs) SET pass = pass + 1, state = 'pending', finished_at = NULL, updated_at = now() WHERE name = $1", [.text(job)])
     }
 
+    /// Deletes a job's record, ranges and workers (a rehearsal's own checkpoint, once it is done).
+    public func remove(_ job: String, db: Connection) throws {
+        try db.query("DELETE FROM \(jobs) WHERE name = $1", [.text(job)])
+    }
+
     /// Marks the job running by this process.
     public func markRunning(_ job: String, runner: String, db: Connection) throws {
         try db.query(

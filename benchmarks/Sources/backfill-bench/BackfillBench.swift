@@ -19,7 +19,7 @@ struct BackfillBench: ParsableCommand {
     @Option(help: "Also run every strategy at these table sizes, e.g. 250000,1000000,4000000.") var series: String?
     @Option(help: "Skip OFFSET pagination above this many rows in the series (its cost grows with the square of the table).") var offsetLimit = 2_000_000
     @Option(help: "Only these strategies (comma-separated): \(Strategy.allCases.map(\.rawValue).joined(separator: ", ")).") var strategies: String?
-    @Option(help: "Folder for results/latest.json and RESULTS.md.") var outputDir = "benchmarks"
+    @Option(help: "Folder for RESULTS.md and results/ (latest.json and the SVG charts).") var outputDir = "benchmarks"
     @Flag(help: "Do not rewrite RESULTS.md (smoke runs).") var noMarkdownFile = false
     @Flag(help: "Also run the strategies without live traffic (OFFSET excepted), for raw throughput.") var quietPass = false
 
@@ -55,13 +55,16 @@ struct BackfillBench: ParsableCommand {
         }
         let report = Report(
             date: RunEvent.timestamp(Date()), command: (["swift run -c release backfill-bench"] + CommandLine.arguments.dropFirst()).joined(separator: " "),
-            machine: try bench.machine(), main: main, quiet: quiet, series: seriesRuns, offsetLimit: offsetLimit)
+            machine: try bench.machine(), main: main, quiet: quiet, series: seriesRuns, offsetLimit: offsetLimit, liveClients: liveClients)
         print(report.markdown)
         let results = outputDir + "/results"
         try FileManager.default.createDirectory(atPath: results, withIntermediateDirectories: true)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try encoder.encode(report).write(to: URL(fileURLWithPath: results + "/latest.json"))
+        for chart in report.charts {
+            try chart.svg.write(toFile: results + "/" + chart.file, atomically: true, encoding: .utf8)
+        }
         if !noMarkdownFile {
             try report.markdown.write(toFile: outputDir + "/RESULTS.md", atomically: true, encoding: .utf8)
         }

@@ -9,8 +9,9 @@ struct Report: Encodable, Sendable {
     var quiet: SizeRun?
     var series: [SizeRun]
     var offsetLimit: Int
+    var liveClients: Int
 
-    enum CodingKeys: String, CodingKey { case date, command, machine, main, quiet, series, offsetLimit = "offset_limit" }
+    enum CodingKeys: String, CodingKey { case date, command, machine, main, quiet, series, offsetLimit = "offset_limit", liveClients = "live_clients" }
 
     var markdown: String {
         var lines = [
@@ -25,6 +26,9 @@ struct Report: Encodable, Sendable {
             "- settings: " + machine.keys.filter { $0.hasPrefix("setting.") }.sorted().map { "\($0.dropFirst(8))=\(machine[$0]!)" }.joined(separator: ", "),
             "",
         ]
+        lines += ["## Charts", "", "Drawn from this run's figures (`results/*.svg`, written with this file)."]
+        for chart in charts { lines += ["", "![\(chart.title)](results/\(chart.file))"] }
+        lines.append("")
         lines += table(main, heading: "## \(main.rows) rows, \(String(format: "%.0f", Double(main.tableBytes) / 1_048_576)) MB, under live traffic")
         if let quiet {
             lines += [""] + table(quiet, heading: "## \(quiet.rows) rows, no live traffic (raw throughput)")
