@@ -1,0 +1,43 @@
+import Foundation
+
+/// The table `backfill status` prints.
+public enum StatusTable {
+    public static func render(_ jobs: [JobStatus]) -> String {
+        guard !jobs.isEmpty else { return "no jobs in the checkpoint store" }
+        let header = ["JOB", "STATE", "ROWS", "BATCHES", "LAST KEY", "UPDATED", "NOTE"]
+        let rows = jobs.map { job -> [String] in
+            var note = job.lastError ?? ""
+            if let reason = job.throttleReason {
+                note = "throttled: \(reason)" + (job.throttledSince.map { " since \(RunEvent.timestamp($0))" } ?? "")
+            }
+            if let by = job.pausedBy, job.state == .paused || job.state == .cancelled {
+                note = "\(job.state.rawValue) by \(by)" + (job.pausedAt.map { " at \(RunEvent.timestamp($0))" } ?? "")
+            }
+            let state = job.noRunnerSince.map { "stopped (no runner since \(RunEvent.timestamp($0)))" } ?? job.state.rawValue
+            return [job.name, state, String(job.rowsDone), String(job.batches),
+                    job.lastKey.map { "(" + $0.joined(separator: ", ") + ")" } ?? "-",
+                    job.updatedAt.map(RunEvent.timestamp) ?? "-", note]
+        }
+        var text = columns([header] + rows)
+        if jobs.count == 1, let ranges = jobs[0].rangeList, ranges.count > 1 || !(jobs[0].workers ?? []).isEmpty {
+            func key(_ k: [String]?) -> String { k.map { "(" + $0.joined(separator: ", ") + ")" } ?? "-" }
+            text += "\n\nRANGES\n" + columns([["RANGE", "FROM (EXCL)", "TO (INCL)", "AT KEY", "ROWS", "DONE", "LAST WORKER"]] + ranges.map {
+                [String($0.range), key($0.lowerKey), $0.upperKey == nil ? "(end)" : key($0.upperKey), key($0.lastKey), String($0.rowsDone), $0.done ? "yes" : "no", $0.worker ?? "-"]
+            })
+            if let workers = jobs[0].workers, !workers.isEmpty {
+                text += "\n\nWORKERS (seen in the last 30 s)\n" + columns([["WORKER (HOST:PID:N)", "RANGE", "ROWS", "ROWS/S", "LAST SEEN"]] + workers.map {
+                    [$0.worker, $0.range.map(String.init) ?? "-", String($0.rowsDone), String(format: "%.0f", $0.rowsPerSecond), $0.lastSeen.map(RunEvent.timestamp) ?? "-"]
+                })
+            }
+        }
+        return text
+    }
+
+    private static func columns(_ rows: [[String]]) -> String {
+        let widths = rows[0].indices.map { i in rows.map { $0[i].count }.max() ?? 0 }
+        return rows.map { row in
+            row.enumerated().map { i, cell in i == row.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+                .joined(separator: "  ").trimmingCharacters(in: .whitespaces)
+        }.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,134 @@
+import Foundation
+import PostgresClient
+
+/// The job record: registration and the spec fingerprint, passes, the running and final states,
+/// the throttle reason, and the operator commands of `JobLifecycle`.
+extension CheckpointStore {
+    /// What `prepare` found.
+    public enum Preparation: Sendable, Hashable {
+        /// The job may run.
+        case ready
+        /// The job finished before; nothing to do.
+        case alreadyDone
+        /// The job is paused or cancelled; it does not run.
+        case notRunnable(JobState, by: String?)
+        /// The job's checkpoint was made by a different spec.
+        case specChanged
+    }
+
+    /// Registers the job (or finds it), checks its spec fingerprint, and makes sure it has a range.
+    /// With `restart`, an existing checkpoint is discarded and the job starts from the first key.
+    public func prepare(_ spec: JobSpec, plan: JobPlan, workers: Int, restart: Bool, db: Connection) throws -> Preparation {
+        try db.transaction { db in
+            try db.execute(SessionPins.statements)
+            let existing = try db.query(
+                "SELECT spec_hash, state, paused_by FROM \(jobs) WHERE name = $1 FOR UPDATE", [.text(spec.name)]
+            ).first
+            if let existing, !restart {
+                if existing["spec_hash"].string != spec.fingerprint { return .specChanged }
+                let state = JobState(rawValue: existing["state"].string ?? "") ?? .pending
+                switch state {
+                case .done where spec.repeats:
+                    try startPass(spec.name, db: db)
+                    return .ready
+                case .done: return .alreadyDone
+                case .paused, .cancelled: return .notRunnable(state, by: existing["paused_by"].string)
+                default: break
+                }
+            }
+            if existing != nil && restart {
+                try db.query("DELETE FROM \(jobs) WHERE name = $1", [.text(spec.name)])
+            }
+            try db.query(
+                "INSERT INTO \(jobs) (name, spec_hash, table_name) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+                [.text(spec.name), .text(spec.fingerprint), .text(spec.table)])
+            let hasRanges = try db.query("SELECT EXISTS (SELECT 1 FROM \(ranges) WHERE job = $1) AS present", [.text(spec.name)]).first?["present"].bool ?? false
+            if !hasRanges { try createRanges(spec.name, plan: plan, workers: workers, db: db) }
+            return .ready
+        }
+    }
+
+    /// Starts a new pass over the whole key space: every range walks again from its lower bound,
+    /// keeping its counters. Runs inside the caller's transaction.
+    public func startPass(_ job: String, db: Connection) throws {
+        try db.query(
+            "UPDATE \(ranges) SET done = false, last_key = NULL, worker = NULL, estimated_rows = rows_done + coalesce(estimated_rows, 0), updated_at = now() WHERE job = $1",
+            [.text(job)])
+        try db.query("UPDATE \(jobs) SET pass = pass + 1, state = 'pending', finished_at = NULL, updated_at = now() WHERE name = $1", [.text(job)])
+    }
+
+    /// Deletes a job's record, ranges and workers (a rehearsal's own checkpoint, once it is done).
+    public func remove(_ job: String, db: Connection) throws {
+        try db.query("DELETE FROM \(jobs) WHERE name = $1", [.text(job)])
+    }
+
+    /// Marks the job running by this process.
+    public func markRunning(_ job: String, runner: String, db: Connection) throws {
+        try db.query(
+            "UPDATE \(jobs) SET state = 'running', runner = $2, started_at = coalesce(started_at, now()), updated_at = now(), last_error = NULL WHERE name = $1",
+            [.text(job), .text(runner)])
+    }
+
+    /// Records a final or resumable state, with the counters summed from the ranges.
+    public func finish(_ job: String, state: JobState, error: String? = nil, db: Connection) throws {
+        try db.query(
+            """
+            UPDATE \(jobs) j SET state = CASE WHEN j.state IN ('paused', 'cancelled') AND $2 = 'pending' THEN j.state ELSE $2 END,
+                last_error = $3, updated_at = now(), throttle_reason = NULL, throttled_since = NULL,
+                finished_at = CASE WHEN $2 = 'done' THEN now() END,
+                rows_done = r.rows_done, batches = r.batches, last_key = r.last_key
+            FROM (SELECT coalesce(sum(rows_done), 0)::bigint AS rows_done, coalesce(sum(batches), 0)::bigint AS batches,
+                         (array_agg(last_key ORDER BY range_id DESC) FILTER (WHERE last_key IS NOT NULL))[1] AS last_key
+                  FROM \(ranges) WHERE job = $1) r
+            WHERE j.name = $1
+            """, [.text(job), .text(state.rawValue), error.map { .text(ConnectionInfo.scrub($0)) } ?? .null])
+    }
+
+    /// Records why the job is throttled (nil when it no longer is), for `status`.
+    public func setThrottle(_ job: String, reason: String?, db: Connection) throws {
+        try db.query(
+            "UPDATE \(jobs) SET throttle_reason = $2, throttled_since = CASE WHEN $2::text IS NULL THEN NULL ELSE now() END WHERE name = $1",
+            [.text(job), reason.map { .text($0) } ?? .null])
+    }
+
+    /// The job's state, read outside a batch (while throttled).
+    public func state(_ job: String, db: Connection) throws -> JobState? {
+        try db.query("SELECT state FROM \(jobs) WHERE name = $1", [.text(job)]).first.flatMap { JobState(rawValue: $0["state"].string ?? "") }
+    }
+
+    /// What an operator command did.
+    public enum CommandResult: Sendable, Hashable {
+        /// The job moved to this state (nil: its record was removed).
+        case applied(JobState?)
+        /// `JobLifecycle` does not allow the command in the job's state: the reason.
+        case refused(JobState, String)
+        case notFound
+    }
+
+    /// Carries out `pause`, `resume`, `cancel` or `forget` as `JobLifecycle` decides, under the job
+    /// row's lock. Never creates or upgrades the store.
+    public func apply(_ command: JobCommand, job: String, by actor: String, db: Connection) throws -> CommandResult {
+        guard try db.query("SELECT to_regclass($1) IS NOT NULL AS present", [.text(jobs)]).first?["present"].bool == true else { return .notFound }
+        return try db.transaction { db in
+            guard let row = try db.query("SELECT state FROM \(jobs) WHERE name = $1 FOR UPDATE", [.text(job)]).first,
+                  let state = JobState(rawValue: row["state"].string ?? "")
+            else { return .notFound }
+            switch JobLifecycle.decide(command, from: state) {
+            case .refuse(let reason):
+                return .refused(state, reason)
+            case .remove:
+                try db.query("DELETE FROM \(jobs) WHERE name = $1", [.text(job)])
+                return .applied(nil)
+            case .to(let next):
+                try db.query(
+                    """
+                    UPDATE \(jobs) SET state = $2, updated_at = now(),
+                        paused_by = CASE WHEN $2 IN ('paused', 'cancelled') THEN $3 ELSE NULL END,
+                        paused_at = CASE WHEN $2 IN ('paused', 'cancelled') THEN now() ELSE NULL END
+                    WHERE name = $1
+                    """, [.text(job), .text(next.rawValue), .text(actor)])
+                return .applied(next)
+            }
+        }
+    }
+}

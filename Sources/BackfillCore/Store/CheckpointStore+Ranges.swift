@@ -1,0 +1,123 @@
+import Foundation
+import PostgresClient
+
+/// The ranges of a job: created at quantiles of a key sample, claimed one batch at a time, moved
+/// in the batch's own transaction, split when every range is busy.
+extension CheckpointStore {
+    /// Splits the key space at quantiles of a sample of the key (read through TABLESAMPLE, so it
+    /// works for any key type and for skewed keys) and stores the ranges.
+    func createRanges(_ job: String, plan: JobPlan, workers: Int, db: Connection) throws {
+        let count = RangeSplitter.rangeCount(estimatedRows: plan.estimatedRows, workers: workers)
+        let sample = count > 1 ? try plan.sampleKeys(on: db) : []
+        let bounds = RangeSplitter.boundaries(sample: sample, count: count)
+        let perRange = (plan.estimatedRows ?? 0) / Int64(bounds.count + 1)
+        for i in 0...bounds.count {
+            try db.query(
+                "INSERT INTO \(ranges) (job, range_id, lower_key, upper_key, estimated_rows) VALUES ($1, $2, $3::jsonb, $4::jsonb, $5)",
+                [.text(job), .int(Int64(i)), i == 0 ? .null : .text(Self.encodeKey(bounds[i - 1])),
+                 i == bounds.count ? .null : .text(Self.encodeKey(bounds[i])), .int(perRange)])
+        }
+    }
+
+    /// Claims the range for one batch: locks its row (`FOR UPDATE SKIP LOCKED`) for the rest of the
+    /// batch transaction and reads the checkpoint and the job's state. Nil when another
+    /// transaction holds the range.
+    public func claim(_ job: String, preferring preferred: Int?, db: Connection) throws -> RangeClaim? {
+        guard let row = try db.query(
+            """
+            SELECT r.range_id, r.lower_key::text AS lower_key, r.upper_key::text AS upper_key, r.last_key::text AS last_key, j.state
+            FROM \(ranges) r JOIN \(jobs) j ON j.name = r.job
+            WHERE r.job = $1 AND NOT r.done
+            ORDER BY r.range_id = $2 DESC, r.range_id
+            LIMIT 1 FOR UPDATE OF r SKIP LOCKED
+            """, [.text(job), .int(Int64(preferred ?? -1))], prepared: true).first
+        else { return nil }
+        return RangeClaim(
+            range: row["range_id"].int ?? 0,
+            lower: try (row["last_key"].string ?? row["lower_key"].string).map(Self.decodeKey),
+            ceiling: try row["upper_key"].string.map(Self.decodeKey),
+            jobState: JobState(rawValue: row["state"].string ?? "") ?? .running)
+    }
+
+    /// How many of the job's ranges are not walked to their end yet.
+    public func openRanges(_ job: String, db: Connection) throws -> Int {
+        try db.query("SELECT count(*) FILTER (WHERE NOT done)::int AS n FROM \(ranges) WHERE job = $1", [.text(job)]).first?["n"].int ?? 0
+    }
+
+    /// Work stealing: splits the open range with the most rows left (by its estimate) in two at
+    /// its middle key, so that an idle worker can take the second half. Waits for the range's
+    /// current batch (its row lock) and reads its committed checkpoint, so no key is skipped or
+    /// walked twice. Returns false when no range is worth splitting (fewer than `minimumRows` left).
+    public func splitLargestRange(_ job: String, plan: JobPlan, minimumRows: Int64, db: Connection) throws -> Bool {
+        do {
+            return try split(job, plan: plan, minimumRows: minimumRows, db: db)
+        } catch let error as PostgresError where error.code == .uniqueViolation || error.code == .lockNotAvailable {
+            return false  // another worker split at the same moment: no split this time
+        }
+    }
+
+    private func split(_ job: String, plan: JobPlan, minimumRows: Int64, db: Connection) throws -> Bool {
+        try db.transaction { db in
+            // One split at a time per job: the job row's lock serialises them, so two idle workers
+            // never pick the same new range number.
+            try db.execute("SET LOCAL lock_timeout = '2s'; " + SessionPins.statements)
+            guard try db.query("SELECT 1 FROM \(jobs) WHERE name = $1 FOR UPDATE", [.text(job)]).first != nil else { return false }
+            guard let row = try db.query(
+                """
+                SELECT range_id, coalesce(last_key, lower_key)::text AS lower, upper_key::text AS ceiling,
+                       greatest(coalesce(estimated_rows, 0) - rows_done, 0)::bigint AS remaining
+                FROM \(ranges) WHERE job = $1 AND NOT done
+                ORDER BY greatest(coalesce(estimated_rows, 0) - rows_done, 0) DESC, range_id LIMIT 1
+                """, [.text(job)]).first,
+                let range = row["range_id"].int
+            else { return false }
+            // Lock it (after the batch in flight commits) and read the committed position again.
+            guard let locked = try db.query(
+                "SELECT coalesce(last_key, lower_key)::text AS lower, upper_key::text AS ceiling, done, greatest(coalesce(estimated_rows, 0) - rows_done, 0)::bigint AS remaining FROM \(ranges) WHERE job = $1 AND range_id = $2 FOR UPDATE",
+                [.text(job), .int(Int64(range))]).first, locked["done"].bool == false
+            else { return false }
+            let remaining = locked["remaining"].int64 ?? 0
+            guard remaining >= minimumRows else { return false }
+            let lower = try locked["lower"].string.map(Self.decodeKey)
+            let ceiling = try locked["ceiling"].string.map(Self.decodeKey)
+            let values = (lower ?? []).map(PostgresValue.text) + (ceiling ?? []).map(PostgresValue.text) + [.int(remaining / 2)]
+            guard let mid = try db.query(plan.statements.upperBound(afterKey: lower != nil, belowCeiling: ceiling != nil), values).first
+                .map({ plan.statements.upperKey($0).key }), mid != ceiling
+            else { return false }
+            let next = try db.query("SELECT max(range_id) + 1 AS id FROM \(ranges) WHERE job = $1", [.text(job)]).first?["id"].int ?? 0
+            try db.query(
+                "UPDATE \(ranges) SET upper_key = $3::jsonb, estimated_rows = rows_done + $4 WHERE job = $1 AND range_id = $2",
+                [.text(job), .int(Int64(range)), .text(Self.encodeKey(mid)), .int(remaining / 2)])
+            try db.query(
+                "INSERT INTO \(ranges) (job, range_id, lower_key, upper_key, estimated_rows) VALUES ($1, $2, $3::jsonb, $4::jsonb, $5)",
+                [.text(job), .int(Int64(next)), .text(Self.encodeKey(mid)), ceiling.map { .text(Self.encodeKey($0)) } ?? .null, .int(remaining - remaining / 2)])
+            return true
+        }
+    }
+
+    /// Moves the range's checkpoint; runs inside the batch transaction, after the batch statement.
+    /// With `countWaiters`, the same statement also returns how many sessions are waiting on this
+    /// transaction's locks right now, at the end of the batch, when it holds the most of them.
+    @discardableResult
+    public func advance(_ job: String, range: Int, lastKey: [String], rows: Int64, worker: String, countWaiters: Bool = false, db: Connection) throws -> Waiters {
+        let (from, returning) = countWaiters
+            ? (" FROM (\(Self.waitersQuery)) w", "w.waiters, w.longest_wait_ms")
+            : ("", "0 AS waiters, 0::float8 AS longest_wait_ms")
+        let row = try db.query(
+            "UPDATE \(ranges) SET last_key = $3::jsonb, rows_done = rows_done + $4, batches = batches + 1, worker = $5, updated_at = now()\(from) WHERE job = $1 AND range_id = $2 RETURNING \(returning)",
+            [.text(job), .int(Int64(range)), .text(Self.encodeKey(lastKey)), .int(rows), .text(worker)], prepared: true).first
+        return Waiters(row)
+    }
+
+    /// Sessions waiting on this transaction's locks right now, and the longest any of them has
+    /// waited so far (since its statement started); the columns `waiters` and `longest_wait_ms`.
+    static let waitersQuery = """
+        SELECT count(*)::int AS waiters, coalesce(max(extract(epoch FROM clock_timestamp() - a.query_start)) * 1000, 0)::float8 AS longest_wait_ms \
+        FROM pg_stat_activity a WHERE a.wait_event_type = 'Lock' AND pg_backend_pid() = ANY (pg_blocking_pids(a.pid))
+        """
+
+    /// Marks the range walked to its end.
+    public func completeRange(_ job: String, range: Int, db: Connection) throws {
+        try db.query("UPDATE \(ranges) SET done = true, updated_at = now() WHERE job = $1 AND range_id = $2", [.text(job), .int(Int64(range))])
+    }
+}

@@ -1,0 +1,67 @@
+import Foundation
+import PostgresClient
+
+/// What `status` reads: jobs with their progress summed over their ranges, ranges and workers.
+extension CheckpointStore {
+    /// The jobs in the store (or one of them), with progress summed over their ranges.
+    public func status(job: String? = nil, db: Connection) throws -> [JobStatus] {
+        let exists = try db.query("SELECT to_regclass($1) IS NOT NULL AS present", [.text("\(Identifier.quote(schema)).jobs")]).first?["present"].bool ?? false
+        guard exists else { return [] }
+        return try db.query(
+            """
+            SELECT j.name, j.state, j.table_name, j.last_error, j.pass, j.runner, j.paused_by, j.paused_at, j.started_at, j.finished_at,
+                   j.throttle_reason, j.throttled_since,
+                   coalesce(r.rows_done, 0) AS rows_done, coalesce(r.batches, 0) AS batches, r.last_key::text AS last_key,
+                   greatest(j.updated_at, r.updated_at) AS updated_at, coalesce(r.ranges, 0) AS ranges, coalesce(r.ranges_done, 0) AS ranges_done,
+                   EXISTS (SELECT 1 FROM pg_locks l
+                           WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                             AND l.classid = $2::int::oid AND l.objid = hashtext(j.name)::oid AND l.objsubid = 2)
+                       OR EXISTS (SELECT 1 FROM \(workers) w WHERE w.job = j.name AND w.last_seen > now() - interval '30 seconds'
+                                  AND (j.runner IS NULL OR left(w.worker, length(j.runner) + 1) <> j.runner || ':')) AS runner_alive,
+                   (SELECT max(w.last_seen) FROM \(workers) w WHERE w.job = j.name) AS last_seen
+            FROM \(jobs) j LEFT JOIN LATERAL (
+                SELECT sum(rows_done)::bigint AS rows_done, sum(batches)::bigint AS batches, max(updated_at) AS updated_at,
+                       count(*)::int AS ranges, count(*) FILTER (WHERE done)::int AS ranges_done,
+                       (array_agg(last_key ORDER BY range_id DESC) FILTER (WHERE last_key IS NOT NULL))[1] AS last_key
+                FROM \(ranges) WHERE job = j.name) r ON true
+            WHERE $1::text IS NULL OR j.name = $1
+            ORDER BY j.name
+            """, [job.map { .text($0) } ?? .null, .int(Lease.namespace)]
+        ).rows.map { row in
+            let stored = JobState(rawValue: row["state"].string!) ?? .pending
+            // `running` with no live lease and no fresh heartbeat: the runner died (kill -9, a lost
+            // host). The job is resumable, so it shows as pending, with since when nobody runs it.
+            let orphaned = stored == .running && row["runner_alive"].bool == false
+            return JobStatus(
+                name: row["name"].string!, state: orphaned ? .pending : stored,
+                table: row["table_name"].string!, rowsDone: row["rows_done"].int64!, batches: row["batches"].int64!,
+                lastKey: try row["last_key"].string.map(Self.decodeKey), lastError: row["last_error"].string,
+                runner: row["runner"].string, pausedBy: row["paused_by"].string, pausedAt: row["paused_at"].date,
+                startedAt: row["started_at"].date, updatedAt: row["updated_at"].date, finishedAt: row["finished_at"].date,
+                rangesDone: row["ranges_done"].int ?? 0, ranges: row["ranges"].int ?? 0,
+                throttleReason: row["throttle_reason"].string, throttledSince: row["throttled_since"].date,
+                noRunnerSince: orphaned ? (row["last_seen"].date ?? row["updated_at"].date) : nil, pass: row["pass"].int ?? 1)
+        }
+    }
+
+    /// The job's ranges and its recently seen workers.
+    public func details(job: String, db: Connection) throws -> (ranges: [RangeStatus], workers: [WorkerStatus]) {
+        let ranges = try db.query(
+            "SELECT range_id, lower_key::text AS lo, upper_key::text AS hi, last_key::text AS last, done, rows_done, worker FROM \(self.ranges) WHERE job = $1 ORDER BY range_id",
+            [.text(job)]
+        ).rows.map { row in
+            RangeStatus(
+                range: row["range_id"].int ?? 0, lowerKey: try row["lo"].string.map(Self.decodeKey), upperKey: try row["hi"].string.map(Self.decodeKey),
+                lastKey: try row["last"].string.map(Self.decodeKey), done: row["done"].bool ?? false, rowsDone: row["rows_done"].int64 ?? 0,
+                worker: row["worker"].string)
+        }
+        let seen = try db.query(
+            "SELECT worker, range_id, rows_done, rows_per_second, last_seen FROM \(workers) WHERE job = $1 AND last_seen > now() - interval '30 seconds' ORDER BY worker",
+            [.text(job)]
+        ).rows.map { row in
+            WorkerStatus(worker: row["worker"].string ?? "", range: row["range_id"].int, rowsDone: row["rows_done"].int64 ?? 0,
+                         rowsPerSecond: row["rows_per_second"].double ?? 0, lastSeen: row["last_seen"].date)
+        }
+        return (ranges, seen)
+    }
+}

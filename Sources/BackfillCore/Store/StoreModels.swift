@@ -1,0 +1,104 @@
+import Foundation
+import PostgresClient
+
+/// A job's state in the checkpoint store.
+public enum JobState: String, Sendable, Codable, CaseIterable {
+    case pending, running, paused, done, failed, cancelled
+}
+
+/// One range of a job, for `status`.
+public struct RangeStatus: Sendable, Hashable, Codable {
+    public var range: Int
+    public var lowerKey: [String]?
+    public var upperKey: [String]?
+    public var lastKey: [String]?
+    public var done: Bool
+    public var rowsDone: Int64
+    public var worker: String?
+
+    enum CodingKeys: String, CodingKey {
+        case range, done, worker
+        case lowerKey = "lower_key", upperKey = "upper_key", lastKey = "last_key", rowsDone = "rows_done"
+    }
+}
+
+/// A worker that reported progress in the last 30 seconds, for `status`.
+public struct WorkerStatus: Sendable, Hashable, Codable {
+    public var worker: String
+    public var range: Int?
+    public var rowsDone: Int64
+    public var rowsPerSecond: Double
+    public var lastSeen: Date?
+
+    enum CodingKeys: String, CodingKey {
+        case worker, range
+        case rowsDone = "rows_done", rowsPerSecond = "rows_per_second", lastSeen = "last_seen"
+    }
+}
+
+/// One row of `status`: a job and its progress, summed over its ranges.
+public struct JobStatus: Sendable, Hashable, Codable {
+    public var name: String
+    public var state: JobState
+    public var table: String
+    public var rowsDone: Int64
+    public var batches: Int64
+    public var lastKey: [String]?
+    public var lastError: String?
+    public var runner: String?
+    public var pausedBy: String?
+    public var pausedAt: Date?
+    public var startedAt: Date?
+    public var updatedAt: Date?
+    public var finishedAt: Date?
+    public var rangesDone: Int
+    public var ranges: Int
+    /// Why the job is paused by a throttle right now (`replication_lag`, `check_sql`, `autovacuum`).
+    public var throttleReason: String?
+    public var throttledSince: Date?
+    /// Per-range progress (filled when one job is asked for).
+    public var rangeList: [RangeStatus]?
+    /// Workers seen in the last 30 s (filled when one job is asked for).
+    public var workers: [WorkerStatus]?
+    /// Set when the store says `running` but no runner holds the lease and no worker reported in
+    /// the last 30 s (a runner killed with -9, a lost host): when it was last seen. `state` is
+    /// then `pending`: run it again to resume.
+    public var noRunnerSince: Date?
+    /// Which pass over the key space the job is in (catch-up passes and `repeat` add passes).
+    public var pass: Int = 1
+
+    enum CodingKeys: String, CodingKey {
+        case name, state, table, batches, runner, ranges
+        case rowsDone = "rows_done", lastKey = "last_key", lastError = "last_error", pausedBy = "paused_by"
+        case pausedAt = "paused_at", startedAt = "started_at", updatedAt = "updated_at", finishedAt = "finished_at"
+        case rangesDone = "ranges_done", throttleReason = "throttle_reason", throttledSince = "throttled_since"
+        case rangeList = "range_list", workers, noRunnerSince = "no_runner_since", pass
+    }
+}
+
+/// Who was waiting on a batch's locks as it ended.
+public struct Waiters: Sendable, Hashable {
+    public var count: Int
+    public var longestMs: Double
+
+    init(_ row: PostgresRow?) {
+        count = row?["waiters"].int ?? 0
+        longestMs = row?["longest_wait_ms"].double ?? 0
+    }
+
+    public init(count: Int, longestMs: Double) {
+        self.count = count
+        self.longestMs = longestMs
+    }
+}
+
+/// A range as a batch transaction claimed it, under the range's row lock.
+public struct RangeClaim: Sendable, Hashable {
+    public var range: Int
+    /// Where the next batch starts (exclusive): the range's checkpoint, else its lower bound;
+    /// nil at the start of the table.
+    public var lower: [String]?
+    /// Where the range ends (inclusive); nil for the open-ended last range.
+    public var ceiling: [String]?
+    public var jobState: JobState
+}
