@@ -172,3 +172,36 @@ struct PassTests {
 }
 
 import Synchronization
+
+@Suite("Bounded memory")
+struct MemoryTests {
+    /// Peak resident memory of a running process, from /proc (VmHWM), in kB.
+    static func peakKB(_ pid: Int32) -> Int? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") })
+        else { return nil }
+        return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
+    }
+
+    @Test("a 3M-row table that was never analyzed: splitting it into ranges reads a bounded sample", .timeLimit(.minutes(5)))
+    func unanalyzedTable() throws {
+        let url = try TestDatabases.create("memory")
+        let db = try Connection(url)
+        try db.execute("""
+            CREATE TABLE big (id bigint PRIMARY KEY, v int) WITH (autovacuum_enabled = false);
+            INSERT INTO big SELECT g, 0 FROM generate_series(1, 3000000) g;
+            """)
+        #expect(try db.query("SELECT reltuples < 0 AS never FROM pg_class WHERE relname = 'big'").first?["never"].bool == true)
+        let job = try jobFile("name: big\ntable: big\nkey: [id]\nset: {v: 1}\n")
+        let run = try CLIProcess(["run", job, "--database", url, "--workers", "2", "--max-runtime", "2s"])
+        var peak = 0
+        while run.process.isRunning {
+            if let kb = Self.peakKB(run.pid) { peak = max(peak, kb) }
+            usleep(20_000)
+        }
+        #expect([0, 3].contains(run.wait()), "\(run.stderr)")
+        let ranges = try db.query("SELECT count(*) AS n FROM backfill.ranges WHERE job = 'big'").first?["n"].int64 ?? 0
+        #expect(ranges >= 8, "the key space was split into \(ranges) ranges")
+        #expect(peak > 0 && peak < 150_000, "peak resident memory \(peak) kB")
+    }
+}

@@ -218,7 +218,7 @@ final class Worker {
             if outside > 0 {
                 throw RangeViolation(range: claim.range, lower: claim.lower, upper: upper, keys: walked, rows: rows, outside: outside)
             }
-            let waiters = try store.advance(spec.name, range: claim.range, lastKey: upper, rows: rows, worker: name,
+            let waiters = try store.advance(spec.name, range: claim.range, lastKey: upper, rows: rows, keys: walked, worker: name,
                                             countWaiters: spec.throttle.whenBlocking, db: db)
             try store.endBatch(db)
             return .committed(rows: rows, walked: walked, lastKey: upper, range: claim.range, waiters: waiters)

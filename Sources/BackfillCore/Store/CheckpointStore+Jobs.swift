@@ -49,10 +49,11 @@ extension CheckpointStore {
     }
 
     /// Starts a new pass over the whole key space: every range walks again from its lower bound,
-    /// keeping its counters. Runs inside the caller's transaction.
+    /// keeping its row and batch counters; the keys it walked last pass become its estimate.
+    /// Runs inside the caller's transaction.
     public func startPass(_ job: String, db: Connection) throws {
         try db.query(
-            "UPDATE \(ranges) SET done = false, last_key = NULL, worker = NULL, estimated_rows = rows_done + coalesce(estimated_rows, 0), updated_at = now() WHERE job = $1",
+            "UPDATE \(ranges) SET done = false, last_key = NULL, worker = NULL, estimated_rows = keys_walked, keys_walked = 0, updated_at = now() WHERE job = $1",
             [.text(job)])
         try db.query("UPDATE \(jobs) SET pass = pass + 1, state = 'pending', finished_at = NULL, updated_at = now() WHERE name = $1", [.text(job)])
     }

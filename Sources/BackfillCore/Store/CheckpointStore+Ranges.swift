@@ -65,47 +65,54 @@ extension CheckpointStore {
             guard let row = try db.query(
                 """
                 SELECT range_id, coalesce(last_key, lower_key)::text AS lower, upper_key::text AS ceiling,
-                       greatest(coalesce(estimated_rows, 0) - rows_done, 0)::bigint AS remaining
+                       greatest(coalesce(estimated_rows, 0) - keys_walked, 0)::bigint AS remaining
                 FROM \(ranges) WHERE job = $1 AND NOT done
-                ORDER BY greatest(coalesce(estimated_rows, 0) - rows_done, 0) DESC, range_id LIMIT 1
+                ORDER BY greatest(coalesce(estimated_rows, 0) - keys_walked, 0) DESC, range_id LIMIT 1
                 """, [.text(job)]).first,
                 let range = row["range_id"].int
             else { return false }
             // Lock it (after the batch in flight commits) and read the committed position again.
             guard let locked = try db.query(
-                "SELECT coalesce(last_key, lower_key)::text AS lower, upper_key::text AS ceiling, done, greatest(coalesce(estimated_rows, 0) - rows_done, 0)::bigint AS remaining FROM \(ranges) WHERE job = $1 AND range_id = $2 FOR UPDATE",
+                "SELECT coalesce(last_key, lower_key)::text AS lower, upper_key::text AS ceiling, done, greatest(coalesce(estimated_rows, 0) - keys_walked, 0)::bigint AS remaining FROM \(ranges) WHERE job = $1 AND range_id = $2 FOR UPDATE",
                 [.text(job), .int(Int64(range))]).first, locked["done"].bool == false
             else { return false }
             let remaining = locked["remaining"].int64 ?? 0
             guard remaining >= minimumRows else { return false }
             let lower = try locked["lower"].string.map(Self.decodeKey)
             let ceiling = try locked["ceiling"].string.map(Self.decodeKey)
-            let values = (lower ?? []).map(PostgresValue.text) + (ceiling ?? []).map(PostgresValue.text) + [.int(remaining / 2)]
+            // The split point: the middle of what is left, but never more than `splitSearchLimit`
+            // keys into the range, so that finding it is a short index walk under the range's lock
+            // (the idle worker then takes the larger rest, which can be split again).
+            let keep = min(remaining / 2, Self.splitSearchLimit)
+            let values = (lower ?? []).map(PostgresValue.text) + (ceiling ?? []).map(PostgresValue.text) + [.int(keep)]
             guard let mid = try db.query(plan.statements.upperBound(afterKey: lower != nil, belowCeiling: ceiling != nil), values).first
                 .map({ plan.statements.upperKey($0).key }), mid != ceiling
             else { return false }
             let next = try db.query("SELECT max(range_id) + 1 AS id FROM \(ranges) WHERE job = $1", [.text(job)]).first?["id"].int ?? 0
             try db.query(
-                "UPDATE \(ranges) SET upper_key = $3::jsonb, estimated_rows = rows_done + $4 WHERE job = $1 AND range_id = $2",
-                [.text(job), .int(Int64(range)), .text(Self.encodeKey(mid)), .int(remaining / 2)])
+                "UPDATE \(ranges) SET upper_key = $3::jsonb, estimated_rows = keys_walked + $4 WHERE job = $1 AND range_id = $2",
+                [.text(job), .int(Int64(range)), .text(Self.encodeKey(mid)), .int(keep)])
             try db.query(
                 "INSERT INTO \(ranges) (job, range_id, lower_key, upper_key, estimated_rows) VALUES ($1, $2, $3::jsonb, $4::jsonb, $5)",
-                [.text(job), .int(Int64(next)), .text(Self.encodeKey(mid)), ceiling.map { .text(Self.encodeKey($0)) } ?? .null, .int(remaining - remaining / 2)])
+                [.text(job), .int(Int64(next)), .text(Self.encodeKey(mid)), ceiling.map { .text(Self.encodeKey($0)) } ?? .null, .int(remaining - keep)])
             return true
         }
     }
+
+    /// At most this many keys are walked to find a split point.
+    static let splitSearchLimit: Int64 = 100_000
 
     /// Moves the range's checkpoint; runs inside the batch transaction, after the batch statement.
     /// With `countWaiters`, the same statement also returns how many sessions are waiting on this
     /// transaction's locks right now, at the end of the batch, when it holds the most of them.
     @discardableResult
-    public func advance(_ job: String, range: Int, lastKey: [String], rows: Int64, worker: String, countWaiters: Bool = false, db: Connection) throws -> Waiters {
+    public func advance(_ job: String, range: Int, lastKey: [String], rows: Int64, keys: Int, worker: String, countWaiters: Bool = false, db: Connection) throws -> Waiters {
         let (from, returning) = countWaiters
             ? (" FROM (\(Self.waitersQuery)) w", "w.waiters, w.longest_wait_ms")
             : ("", "0 AS waiters, 0::float8 AS longest_wait_ms")
         let row = try db.query(
-            "UPDATE \(ranges) SET last_key = $3::jsonb, rows_done = rows_done + $4, batches = batches + 1, worker = $5, updated_at = now()\(from) WHERE job = $1 AND range_id = $2 RETURNING \(returning)",
-            [.text(job), .int(Int64(range)), .text(Self.encodeKey(lastKey)), .int(rows), .text(worker)], prepared: true).first
+            "UPDATE \(ranges) SET last_key = $3::jsonb, rows_done = rows_done + $4, keys_walked = keys_walked + $6, batches = batches + 1, worker = $5, updated_at = now()\(from) WHERE job = $1 AND range_id = $2 RETURNING \(returning)",
+            [.text(job), .int(Int64(range)), .text(Self.encodeKey(lastKey)), .int(rows), .text(worker), .int(Int64(keys))], prepared: true).first
         return Waiters(row)
     }
 

@@ -13,7 +13,7 @@ protocol RunStore: Sendable {
     func completeRange(_ job: String, range: Int, db: Connection) throws
     /// Moves the range's checkpoint after the batch statement, inside the batch transaction, and
     /// tells who waits on the transaction's locks.
-    func advance(_ job: String, range: Int, lastKey: [String], rows: Int64, worker: String, countWaiters: Bool, db: Connection) throws -> Waiters
+    func advance(_ job: String, range: Int, lastKey: [String], rows: Int64, keys: Int, worker: String, countWaiters: Bool, db: Connection) throws -> Waiters
     /// Ends the batch transaction: `COMMIT` (the checkpoint moves with the data), or `ROLLBACK`
     /// for a store that must change nothing.
     func endBatch(_ db: Connection) throws
@@ -51,7 +51,7 @@ final class MemoryStore: RunStore {
 
     func completeRange(_ job: String, range: Int, db: Connection) throws { state.withLock { $0.done = true } }
 
-    func advance(_ job: String, range: Int, lastKey: [String], rows: Int64, worker: String, countWaiters: Bool, db: Connection) throws -> Waiters {
+    func advance(_ job: String, range: Int, lastKey: [String], rows: Int64, keys: Int, worker: String, countWaiters: Bool, db: Connection) throws -> Waiters {
         state.withLock { $0.lastKey = lastKey }
         return Waiters(countWaiters ? try db.query(CheckpointStore.waitersQuery).first : nil)
     }
