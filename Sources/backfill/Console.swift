@@ -3,33 +3,32 @@ import BackfillCore
 import Foundation
 import Logging
 import PostgresClient
+import Synchronization
 
 enum ProgressMode: String, ExpressibleByArgument, CaseIterable {
     case auto, always, never
 }
 
 /// The terminal side of a run: events through swift-log (JSON lines, or text lines for people),
-/// and the progress line — redrawn in place on a terminal, printed every 10 s otherwise.
-final class Console: @unchecked Sendable {
-    private let lock = NSLock()
-    private let redraw: Bool
-    private let plainInterval: Double?
-    private var tracker = ProgressTracker()
-    private var lastDraw = Date.distantPast
-    private var lineShown = false
-    private var logger: EventLogger!
+/// and the progress line — redrawn in place on a terminal, printed every 10 s otherwise. Safe to
+/// call from every worker thread: the screen's state sits behind a `Mutex`.
+final class Console: Sendable {
+    private let screen: Screen
+    private let logger: EventLogger
     private let json: Bool
 
     init(logFormat: LogFormat, progress: ProgressMode) {
         let terminal = isatty(STDERR_FILENO) == 1
         json = logFormat == .json
-        switch (progress, logFormat) {
-        case (.never, _): (redraw, plainInterval) = (false, nil)
-        case (.always, _): (redraw, plainInterval) = (true, nil)
-        case (.auto, .json): (redraw, plainInterval) = (false, nil)
-        case (.auto, .text): (redraw, plainInterval) = terminal ? (true, nil) : (false, 10)
+        let (redraw, plainInterval): (Bool, Double?) = switch (progress, logFormat) {
+        case (.never, _): (false, nil)
+        case (.always, _): (true, nil)
+        case (.auto, .json): (false, nil)
+        case (.auto, .text): terminal ? (true, nil) : (false, 10)
         }
-        let write: @Sendable (String) -> Void = { [unowned self] line in self.printLine(line) }
+        let screen = Screen(redraw: redraw, plainInterval: plainInterval)
+        self.screen = screen
+        let write: @Sendable (String) -> Void = { line in screen.printLine(line) }
         var log = Logger(label: "backfill") { label -> any LogHandler in
             if logFormat == .json { return JSONLogHandler(label: label, write: write) }
             return TextLogHandler(label: label, write: write)
@@ -41,17 +40,7 @@ final class Console: @unchecked Sendable {
     /// Takes one run event: logs it, and updates the progress line.
     func handle(_ event: RunEvent) {
         logger.log(event)
-        lock.withLock {
-            tracker.consume(event)
-            let now = Date()
-            if redraw, now.timeIntervalSince(lastDraw) >= 0.1 || event.kind != .batch {
-                draw(tracker.line(at: now))
-                lastDraw = now
-            } else if let interval = plainInterval, now.timeIntervalSince(lastDraw) >= interval, event.kind == .batch {
-                writeRaw(tracker.line(at: now) + "\n")
-                lastDraw = now
-            }
-        }
+        screen.progress(event)
     }
 
     /// A line of the command's own (the demo's steps): as it is, or a JSON object with `message`.
@@ -61,7 +50,7 @@ final class Console: @unchecked Sendable {
 
     /// A signal arrived: the run stops after the batch in flight. With JSON logs, a `signal` event.
     func signal(_ name: String) {
-        let job = lock.withLock { tracker.job }
+        let job = screen.job
         let message = "received \(name); stopping after the batch in flight (cancelling it if still running in 2 s)"
         if json {
             var metadata: Logger.Metadata = ["event": "signal", "signal": .string(name), "message": .string(message)]
@@ -76,10 +65,7 @@ final class Console: @unchecked Sendable {
     /// `stop` and `error` events already carry the summary, `exit_code` and `next`; a refusal
     /// becomes an `error` object with the same fields.
     func finish(_ outcome: RunOutcome, job: String) {
-        lock.withLock {
-            if lineShown { writeRaw("\r\u{1B}[2K") }
-            lineShown = false
-        }
+        screen.clearLine()
         if json {
             switch outcome {
             case .held(let holder):
@@ -100,21 +86,60 @@ final class Console: @unchecked Sendable {
         }
         printError("next: " + outcome.nextStep)
     }
+}
 
-    private func printLine(_ line: String) {
-        lock.withLock {
-            if lineShown { writeRaw("\r\u{1B}[2K") }
-            writeRaw(ConnectionInfo.scrub(line) + "\n")
-            if lineShown { writeRaw(tracker.line(at: Date())) }
+/// What is on the terminal: the progress line and when it was drawn.
+private final class Screen: Sendable {
+    private struct State {
+        var tracker = ProgressTracker()
+        var lastDraw = Date.distantPast
+        var lineShown = false
+    }
+    private let state = Mutex(State())
+    private let redraw: Bool
+    private let plainInterval: Double?
+
+    init(redraw: Bool, plainInterval: Double?) {
+        self.redraw = redraw
+        self.plainInterval = plainInterval
+    }
+
+    var job: String { state.withLock { $0.tracker.job } }
+
+    /// Feeds the progress line; redraws it, or prints it every `plainInterval` seconds.
+    func progress(_ event: RunEvent) {
+        state.withLock { state in
+            state.tracker.consume(event)
+            let now = Date()
+            if redraw, now.timeIntervalSince(state.lastDraw) >= 0.1 || event.kind != .batch {
+                Self.write("\r\u{1B}[2K" + state.tracker.line(at: now))
+                state.lineShown = true
+                state.lastDraw = now
+            } else if let interval = plainInterval, now.timeIntervalSince(state.lastDraw) >= interval, event.kind == .batch {
+                Self.write(state.tracker.line(at: now) + "\n")
+                state.lastDraw = now
+            }
         }
     }
 
-    private func draw(_ line: String) {
-        writeRaw("\r\u{1B}[2K" + line)
-        lineShown = true
+    /// A log line above the progress line, which is drawn again under it.
+    func printLine(_ line: String) {
+        state.withLock { state in
+            if state.lineShown { Self.write("\r\u{1B}[2K") }
+            Self.write(ConnectionInfo.scrub(line) + "\n")
+            if state.lineShown { Self.write(state.tracker.line(at: Date())) }
+        }
     }
 
-    private func writeRaw(_ text: String) {
+    /// Removes the progress line (before the summary).
+    func clearLine() {
+        state.withLock { state in
+            if state.lineShown { Self.write("\r\u{1B}[2K") }
+            state.lineShown = false
+        }
+    }
+
+    private static func write(_ text: String) {
         FileHandle.standardError.write(Data(text.utf8))
     }
 }

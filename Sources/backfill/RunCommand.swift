@@ -2,6 +2,7 @@ import ArgumentParser
 import BackfillCore
 import Dispatch
 import Foundation
+import Synchronization
 
 /// Flags of the operator's view shared by `run` and `demo`.
 struct OutputOptions: ParsableArguments {
@@ -36,7 +37,7 @@ struct OutputOptions: ParsableArguments {
 
     /// Runs `body` with a console, SIGINT/SIGTERM handling that sets `stop`, and, when asked for,
     /// metrics; the exporter writes its last file at the end.
-    func withConsole<T>(stop: StopSignal, _ body: (Console, @escaping (RunEvent) -> Void) throws -> T) throws -> T {
+    func withConsole<T>(stop: StopSignal, _ body: (Console, @escaping @Sendable (RunEvent) -> Void) throws -> T) throws -> T {
         let exporter: MetricsExporter?
         do {
             exporter = try MetricsSetup.start(file: metricsFile, port: metricsPort)
@@ -47,14 +48,23 @@ struct OutputOptions: ParsableArguments {
         let console = Console(logFormat: logFormat, progress: progress)
         let signals = SignalHandling.install(stop: stop, console: console)
         defer { withExtendedLifetime(signals) {} }
-        var metrics: [String: RunMetrics] = [:]
+        let recorders = exporter == nil ? nil : MetricsRecorders()
         return try body(console) { event in
             console.handle(event)
-            if exporter != nil {
-                let recorder = metrics[event.job] ?? RunMetrics(job: event.job)
-                metrics[event.job] = recorder
-                recorder.record(event)
-            }
+            recorders?.record(event)
+        }
+    }
+}
+
+/// Each job's metrics recorder, fed from every worker thread.
+final class MetricsRecorders: Sendable {
+    private let recorders = Mutex<[String: RunMetrics]>([:])
+
+    func record(_ event: RunEvent) {
+        recorders.withLock { recorders in
+            let recorder = recorders[event.job] ?? RunMetrics(job: event.job)
+            recorders[event.job] = recorder
+            recorder.record(event)
         }
     }
 }

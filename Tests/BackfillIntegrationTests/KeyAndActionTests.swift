@@ -10,9 +10,9 @@ func runJob(_ yaml: String, url: String, restart: Bool = false) throws -> (RunOu
     let spec = try JobSpec.parse(yaml: yaml, file: "inline.yaml")
     var options = RunOptions(database: url)
     options.restart = restart
-    var events: [RunEvent] = []
-    let outcome = Runner(spec: spec, options: options) { events.append($0) }.run()
-    return (outcome, events)
+    let log = EventLog()
+    let outcome = Runner(spec: spec, options: options) { log.append($0) }.run()
+    return (outcome, log.events)
 }
 
 @Suite("Key types, actions and edge cases")
@@ -112,11 +112,10 @@ struct KeyAndActionTests {
 
         try db.execute("INSERT INTO items (id, payload) SELECT g, 'x' FROM generate_series(1, 5000) g")
         let spec = try JobSpec.parse(yaml: itemsJob(name: "grow") + "\nbatch: {size: 100, max: 100}", file: "g.yaml")
-        var inserted = false
+        let inserted = Once()
         let outcome = Runner(spec: spec, options: RunOptions(database: url)) { event in
-            if event.kind == .batch, !inserted {
-                inserted = true
-                try? db.execute("INSERT INTO items (id, payload) SELECT g, 'late' FROM generate_series(5001, 6000) g")
+            if event.kind == .batch, inserted.first() {
+                try? Connection(url).execute("INSERT INTO items (id, payload) SELECT g, 'late' FROM generate_series(5001, 6000) g")
             }
         }.run()
         #expect(outcome.exitCode == 0)

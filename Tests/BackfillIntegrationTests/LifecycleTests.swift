@@ -107,18 +107,17 @@ struct PassTests {
     func catchUp() throws {
         let (url, db) = try itemsDatabase("catchup", rows: 20_000)
         let spec = try JobSpec.parse(yaml: itemsJob(name: "catch", extra: "where: filled IS NULL\nbatch: {size: 1000, max: 1000}"), file: "c.yaml")
-        let reset = Mutex(false)
-        let events = Mutex<[RunEvent]>([])
+        let reset = Once()
+        let log = EventLog()
         let outcome = Runner(spec: spec, options: RunOptions(database: url)) { event in
-            events.withLock { $0.append(event) }
+            log.append(event)
             // Once the walk is past key 5000, an application sets row 10 back to NULL.
-            if event.kind == .batch, case .strings(let key) = event["last_key"], Int(key.first ?? "") ?? 0 > 5000,
-               reset.withLock({ let first = !$0; $0 = true; return first }) {
+            if event.kind == .batch, case .strings(let key) = event["last_key"], Int(key.first ?? "") ?? 0 > 5000, reset.first() {
                 try? Connection(url).execute("UPDATE items SET filled = NULL WHERE id = 10")
             }
         }.run()
         #expect(outcome.exitCode == 0, "\(outcome)")
-        let passes = events.withLock { $0.filter { $0.kind == .pass } }
+        let passes = log.events.filter { $0.kind == .pass }
         #expect(passes.count == 1)
         #expect(passes.first?["remaining"] == .int(1))
         #expect(try db.query("SELECT count(*) AS n FROM items WHERE filled IS NULL").first?["n"].int64 == 0)
@@ -150,15 +149,14 @@ struct PassTests {
         let job = packageRoot + "/jobs/sessions-purge-expired.yaml"
         let expired = "SELECT count(*) AS n FROM sessions WHERE expires_at < now() - interval '30 days'"
         // Night 1: once the walk is past key 20,000, sessions with small keys expire behind it.
-        let expiredBehind = Mutex(false)
+        let expiredBehind = Once()
         let night1 = Runner(spec: try JobSpec.load(path: job), options: RunOptions(database: url)) { event in
-            if event.kind == .batch, case .strings(let key) = event["last_key"], Int(key.first ?? "") ?? 0 > 20_000,
-               expiredBehind.withLock({ let first = !$0; $0 = true; return first }) {
+            if event.kind == .batch, case .strings(let key) = event["last_key"], Int(key.first ?? "") ?? 0 > 20_000, expiredBehind.first() {
                 try? Connection(url).execute("UPDATE sessions SET expires_at = now() - interval '45 days' WHERE id < 100 AND expires_at > now() - interval '30 days'")
             }
         }.run()
         #expect(night1.exitCode == 0, "\(night1)")
-        #expect(expiredBehind.withLock { $0 })
+        #expect(!expiredBehind.first(), "the walk never passed key 20,000")
         #expect(try db.query(expired).first?["n"].int64 ?? 0 > 0, "rows expired behind the walk are left for the next night")
         // Night 2 (the next day): more sessions have expired; the job starts a new pass.
         try db.execute("UPDATE sessions SET expires_at = now() - interval '31 days' WHERE id % 7 = 0")

@@ -1,6 +1,7 @@
 import BackfillCore
 import BackfillTestSupport
 import Foundation
+import Synchronization
 import LocalPostgres
 import PostgresClient
 import Testing
@@ -145,4 +146,17 @@ func waitFor(_ timeout: Double, _ condition: () throws -> Bool) rethrows -> Bool
 /// Rows done so far according to the checkpoint store.
 func rowsDone(_ db: Connection, job: String) -> Int64 {
     (try? db.query("SELECT coalesce(sum(rows_done), 0)::bigint AS n FROM backfill.ranges WHERE job = $1", [.text(job)]).first?["n"].int64) ?? 0
+}
+
+/// Run events collected from the worker threads that emit them.
+final class EventLog: Sendable {
+    private let list = Mutex<[RunEvent]>([])
+    func append(_ event: RunEvent) { list.withLock { $0.append(event) } }
+    var events: [RunEvent] { list.withLock { $0 } }
+}
+
+/// True the first time it is asked, from whichever thread, and false after.
+final class Once: Sendable {
+    private let done = Mutex(false)
+    func first() -> Bool { done.withLock { let first = !$0; $0 = true; return first } }
 }

@@ -90,10 +90,9 @@ struct WorkerTests {
         var options = RunOptions(database: url)
         options.workers = 2
         let spec = try JobSpec.parse(yaml: itemsJob(name: "growing") + "\nbatch: {size: 200, max: 400}", file: "g.yaml")
-        var grown = false
+        let grown = Once()
         let outcome = Runner(spec: spec, options: options) { event in
-            if event.kind == .batch, !grown {
-                grown = true
+            if event.kind == .batch, grown.first() {
                 try? Connection(url).execute("INSERT INTO items (id, payload) SELECT g, 'late' FROM generate_series(20001, 25000) g")
             }
         }.run()

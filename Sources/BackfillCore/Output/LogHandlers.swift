@@ -3,7 +3,7 @@ import Logging
 
 /// Turns run events into swift-log records: the event name is the message, its fields the
 /// metadata (numbers stay numbers), so any log handler can take them.
-public struct EventLogger {
+public struct EventLogger: Sendable {
     public let logger: Logger
     /// Log only the events that have a line for people (`ConsoleFormat`), with that line as the
     /// message; otherwise log every event.

@@ -36,14 +36,14 @@ public enum Rehearsal {
     public static func jobName(for name: String) -> String { name + ".rehearsal" }
 
     public static func run(
-        spec: JobSpec, options: RehearsalOptions, stop: StopSignal = StopSignal(), emit: @escaping (RunEvent) -> Void = { _ in }
+        spec: JobSpec, options: RehearsalOptions, stop: StopSignal = StopSignal(), emit: @escaping @Sendable (RunEvent) -> Void = { _ in }
     ) throws -> (RehearsalReport, RunOutcome) {
         let db = try Connection(options.database, applicationName: "backfill:\(spec.name):rehearse")
         let plan = try Planner.plan(spec, on: db)
         let transaction = try makeTraffic(plan: plan, options: options, db: db)
         let description = options.trafficSQL == nil ? "SELECT … FOR NO KEY UPDATE of random rows, rolled back" : "the operator's --traffic-sql"
         let origin = ContinuousClock.now
-        let elapsed = { (ContinuousClock.now - origin).seconds }
+        let elapsed: @Sendable () -> Double = { (ContinuousClock.now - origin).seconds }
 
         let baselineTraffic = SyntheticTraffic(clients: options.clients, conninfo: options.database, applicationName: "backfill:rehearse:traffic", transaction: transaction)
         while elapsed() < options.baselineSeconds && !stop.isRequested { usleep(20_000) }

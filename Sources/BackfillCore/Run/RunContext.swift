@@ -14,9 +14,8 @@ enum WorkerResult: Sendable {
 /// What the workers of one run share: the job, the store, the stop signal, the lease, one
 /// serialized event stream, and the merged counters.
 ///
-/// State sits behind a `Mutex` that is never held across network I/O or the caller's callback:
-/// events go out under a lock of their own (so that lines of several workers never interleave),
-/// and renewing the lease takes a lock of its own.
+/// State sits behind a `Mutex` that is never held across network I/O or the caller's callback;
+/// renewing the lease takes a lock of its own.
 final class RunContext: Sendable {
     let spec: JobSpec
     let options: RunOptions
@@ -25,11 +24,10 @@ final class RunContext: Sendable {
     let store: any RunStore
     let runnerName = "\(ProcessInfo.processInfo.hostName):\(getpid())"
     let started = ContinuousClock.now
-    /// The caller's event callback; called only under `emitting`, one event at a time, which is
-    /// what makes sharing this non-`Sendable` closure between worker threads sound.
-    nonisolated(unsafe) private let emitter: (RunEvent) -> Void
-    /// Serialises event delivery only; never taken together with `state`.
-    private let emitting = Mutex(())
+    /// The caller's event callback, called from the worker threads as events happen, under no
+    /// lock of the run's: it must be safe to call from several threads (the CLI's console
+    /// serialises its lines itself).
+    private let emitter: @Sendable (RunEvent) -> Void
     private let leaseLock: Mutex<Lease?>
 
     private struct State {
@@ -40,7 +38,7 @@ final class RunContext: Sendable {
     }
     private let state: Mutex<State>
 
-    init(spec: JobSpec, options: RunOptions, stop: StopSignal, emit: @escaping (RunEvent) -> Void) {
+    init(spec: JobSpec, options: RunOptions, stop: StopSignal, emit: @escaping @Sendable (RunEvent) -> Void) {
         self.spec = spec
         self.options = options
         self.stop = stop
@@ -54,10 +52,9 @@ final class RunContext: Sendable {
 
     var elapsed: Double { (ContinuousClock.now - started).seconds }
 
-    /// Emits an event; events from several workers never interleave.
+    /// Hands an event to the caller's callback.
     func event(_ kind: RunEvent.Kind, _ fields: [(String, RunEvent.Value)] = []) {
-        let event = RunEvent(kind, job: spec.name, fields)
-        emitting.withLock { _ in emitter(event) }
+        emitter(RunEvent(kind, job: spec.name, fields))
     }
 
     /// Whether the workers should stop now: a signal, or another worker failed.

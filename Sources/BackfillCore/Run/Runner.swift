@@ -66,7 +66,7 @@ public struct RunOptions: Sendable {
 public final class Runner {
     let context: RunContext
 
-    public init(spec: JobSpec, options: RunOptions, stop: StopSignal = StopSignal(), emit: @escaping (RunEvent) -> Void = { _ in }) {
+    public init(spec: JobSpec, options: RunOptions, stop: StopSignal = StopSignal(), emit: @escaping @Sendable (RunEvent) -> Void = { _ in }) {
         context = RunContext(spec: spec, options: options, stop: stop, emit: emit)
     }
 

@@ -1,5 +1,6 @@
 import BackfillCore
 import Foundation
+import Synchronization
 import PostgresClient
 
 /// The ways to fill `balance_cents` that the benchmark compares.
@@ -104,18 +105,19 @@ func execute(_ strategy: Strategy, conninfo: String, rows: Int) throws -> Execut
         return Execution(samples: samples)
     case .backfillDefaults, .backfillTuned, .backfillWorkers:
         let spec = try JobSpec.parse(yaml: Strategy.jobYAML(strategy), file: "bench-\(strategy.rawValue).yaml")
-        var samples: [BatchSample] = []
-        var lastBatch = Date()
-        var finished = Date()
+        // Events arrive from the worker threads.
+        let seen = Mutex((samples: [BatchSample](), lastBatch: Date(), finished: Date()))
         let outcome = Runner(spec: spec, options: RunOptions(database: conninfo)) { event in
-            if event.kind == .done { finished = event.time }
-            guard event.kind == .batch, case .double(let ms) = event["duration_ms"], case .strings(let key) = event["last_key"],
-                  let last = key.first.flatMap(Double.init) else { return }
-            lastBatch = event.time
-            samples.append(BatchSample(ms: ms, position: last / Double(rows)))
+            seen.withLock { seen in
+                if event.kind == .done { seen.finished = event.time }
+                guard event.kind == .batch, case .double(let ms) = event["duration_ms"], case .strings(let key) = event["last_key"],
+                      let last = key.first.flatMap(Double.init) else { return }
+                seen.lastBatch = event.time
+                seen.samples.append(BatchSample(ms: ms, position: last / Double(rows)))
+            }
         }.run()
         guard case .done = outcome else { throw BenchError("Backfill did not finish: \(outcome)") }
-        return Execution(samples: samples, verifySeconds: finished.timeIntervalSince(lastBatch))
+        return seen.withLock { Execution(samples: $0.samples, verifySeconds: $0.finished.timeIntervalSince($0.lastBatch)) }
     }
 }
 
