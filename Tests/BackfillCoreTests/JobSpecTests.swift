@@ -94,4 +94,28 @@ struct JobSpecTests {
         #expect(base.fingerprint != changed.fingerprint)
         #expect(base.fingerprint != filtered.fingerprint)
     }
+
+    @Test("one pass reports every problem of a file, each with its line, field and fix")
+    func everyProblem() {
+        let yaml = """
+            name: 'bad name!'
+            table: t
+            key: [id]
+            set: {a: 1}
+            batch: {size: lots, target_msec: 5}
+            timeouts: {lock_ms: 0}
+            throttle: {when_blocking: maybe}
+            workers: 0
+            """
+        do {
+            _ = try JobSpec.parse(yaml: yaml, file: "jobs/bad.yaml")
+            Issue.record("accepted")
+        } catch {
+            let problems = error.all
+            #expect(problems.map(\.field) == ["name", "batch.target_msec", "batch.size", "timeouts.lock_ms", "throttle.when_blocking", "workers"], "\(error)")
+            #expect(problems.allSatisfy { $0.line != nil && !$0.fix.isEmpty })
+            #expect(error.description.contains("(6 problems in this file)"))
+            #expect(error.description.contains("jobs/bad.yaml:5: field `batch.size`"), "\(error)")
+        }
+    }
 }

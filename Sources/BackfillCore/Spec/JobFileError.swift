@@ -10,6 +10,8 @@ public struct JobFileError: Error, Sendable, Hashable, CustomStringConvertible {
     public var problem: String
     /// What to do about it.
     public var fix: String
+    /// The file's other problems, found in the same pass (validation reports them all at once).
+    public var others: [JobFileError] = []
 
     public init(file: String, field: String?, line: Int? = nil, problem: String, fix: String) {
         self.file = file
@@ -19,10 +21,19 @@ public struct JobFileError: Error, Sendable, Hashable, CustomStringConvertible {
         self.fix = fix
     }
 
+    /// Every problem: this one and the others found in the same pass.
+    public var all: [JobFileError] {
+        var first = self
+        first.others = []
+        return [first] + others
+    }
+
     public var description: String {
-        var location = file
-        if let line { location += ":\(line)" }
-        let subject = field.map { "field `\($0)`: " } ?? ""
-        return "\(location): \(subject)\(problem)\n  fix: \(fix)"
+        all.map { error in
+            var location = error.file
+            if let line = error.line { location += ":\(line)" }
+            let subject = error.field.map { "field `\($0)`: " } ?? ""
+            return "\(location): \(subject)\(error.problem)\n  fix: \(error.fix)"
+        }.joined(separator: "\n") + (others.isEmpty ? "" : "\n(\(others.count + 1) problems in this file)")
     }
 }

@@ -10,7 +10,8 @@ extension JobSpec {
     static let throttleFields = ["max_rows_per_second", "max_replication_lag_ms", "when_blocking", "blocking_wait_ms", "check_sql", "pause_during_autovacuum"]
 
     /// Parses and validates a job file's text. Everything that can be checked without a database is
-    /// checked here; the first problem found is thrown as a `JobFileError`.
+    /// checked here, every field even after a problem: all the problems are thrown at once, as
+    /// the first `JobFileError` with the rest in its `others`, each with its line, field and fix.
     public static func parse(yaml: String, file: String) throws(JobFileError) -> JobSpec {
         let reader = FieldReader(file: file)
         let root: Node
@@ -26,78 +27,108 @@ extension JobSpec {
         } catch {
             throw reader.error(nil, nil, "could not be read as YAML: \(error)", fix: "check the YAML syntax")
         }
-        try reader.refuseHiddenCharacters(root, path: nil)
+        reader.refuseHiddenCharacters(root, path: nil)
         let fields = try reader.mapping(root, path: nil, allowed: topLevelFields)
 
-        let name = try reader.requiredString(fields, "name", fix: "add a unique name such as `name: accounts-fill-balance-cents`")
-        guard name.count <= 63, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }),
-              name.first?.isLetter == true || name.first?.isNumber == true
-        else {
-            throw reader.error("name", fields["name"], "`\(name)` is not a valid job name", fix: "use 1 to 63 letters, digits, `-`, `_` or `.`, starting with a letter or digit")
-        }
-        let table = try reader.requiredString(fields, "table", fix: "name the table to backfill, e.g. `table: public.accounts`")
-        guard let parts = Identifier.parseQualified(table), parts.count <= 2 else {
-            throw reader.error("table", fields["table"], "`\(table)` is not a table name", fix: "write `table` or `schema.table`; quote names with capitals or spaces: `\"My Schema\".\"Accounts\"`")
-        }
-        let key = try reader.key(fields)
-        let whereClause = try reader.optionalString(fields, "where").map { text throws(JobFileError) in
-            try reader.checkFragment(text, field: "where", node: fields["where"])
-        }
-
-        let action = try reader.action(fields, whereClause: whereClause)
-        var spec = JobSpec(name: name, table: table, key: key, whereClause: whereClause, action: action, file: file)
-        spec.tableParts = parts
-
-        if let node = fields["batch"] {
-            let b = try reader.mapping(node, path: "batch", allowed: batchFields)
-            spec.batch.size = try reader.int(b, "batch.size", spec.batch.size, 1...10_000_000)
-            spec.batch.min = try reader.int(b, "batch.min", spec.batch.min, 1...10_000_000)
-            spec.batch.max = try reader.int(b, "batch.max", spec.batch.max, 1...10_000_000)
-            spec.batch.targetMs = try reader.int(b, "batch.target_ms", spec.batch.targetMs, 1...600_000)
-            spec.batch.pauseMs = try reader.int(b, "batch.pause_ms", spec.batch.pauseMs, 0...3_600_000)
-            guard spec.batch.min <= spec.batch.max else {
-                throw reader.error("batch.min", b["min"], "`batch.min` (\(spec.batch.min)) is larger than `batch.max` (\(spec.batch.max))", fix: "make `batch.min` at most `batch.max`")
+        // Every field is read even after a problem, so that one pass reports them all.
+        let name = reader.attempt { () throws(JobFileError) -> String in
+            let name = try reader.requiredString(fields, "name", fix: "add a unique name such as `name: accounts-fill-balance-cents`")
+            guard name.count <= 63, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }),
+                  name.first?.isLetter == true || name.first?.isNumber == true
+            else {
+                throw reader.error("name", fields["name"], "`\(name)` is not a valid job name", fix: "use 1 to 63 letters, digits, `-`, `_` or `.`, starting with a letter or digit")
             }
-            guard (spec.batch.min...spec.batch.max).contains(spec.batch.size) else {
-                throw reader.error("batch.size", b["size"] ?? node, "`batch.size` (\(spec.batch.size)) is outside `batch.min`…`batch.max` (\(spec.batch.min)…\(spec.batch.max))", fix: "pick a first batch size between `batch.min` and `batch.max`")
+            return name
+        }
+        let table = reader.attempt { () throws(JobFileError) -> (String, [String]) in
+            let table = try reader.requiredString(fields, "table", fix: "name the table to backfill, e.g. `table: public.accounts`")
+            guard let parts = Identifier.parseQualified(table), parts.count <= 2 else {
+                throw reader.error("table", fields["table"], "`\(table)` is not a table name", fix: "write `table` or `schema.table`; quote names with capitals or spaces: `\"My Schema\".\"Accounts\"`")
+            }
+            return (table, parts)
+        }
+        let key = reader.attempt { () throws(JobFileError) in try reader.key(fields) }
+        let whereClause = reader.attempt { () throws(JobFileError) in
+            try reader.optionalString(fields, "where").map { text throws(JobFileError) in
+                try reader.checkFragment(text, field: "where", node: fields["where"])
+            }
+        } ?? nil
+        let action = reader.attempt { () throws(JobFileError) in try reader.action(fields, whereClause: whereClause) }
+
+        var spec = JobSpec(name: name ?? "", table: table?.0 ?? "", key: key ?? [], whereClause: whereClause, action: action ?? .delete, file: file)
+        spec.tableParts = table?.1 ?? []
+
+        if let node = fields["batch"], let b = reader.attempt({ () throws(JobFileError) in try reader.mapping(node, path: "batch", allowed: batchFields) }) {
+            spec.batch.size = reader.int(b, "batch.size", spec.batch.size, 1...10_000_000)
+            spec.batch.min = reader.int(b, "batch.min", spec.batch.min, 1...10_000_000)
+            spec.batch.max = reader.int(b, "batch.max", spec.batch.max, 1...10_000_000)
+            spec.batch.targetMs = reader.int(b, "batch.target_ms", spec.batch.targetMs, 1...600_000)
+            spec.batch.pauseMs = reader.int(b, "batch.pause_ms", spec.batch.pauseMs, 0...3_600_000)
+            if spec.batch.min > spec.batch.max {
+                reader.report(reader.error("batch.min", b["min"], "`batch.min` (\(spec.batch.min)) is larger than `batch.max` (\(spec.batch.max))", fix: "make `batch.min` at most `batch.max`"))
+            } else if !(spec.batch.min...spec.batch.max).contains(spec.batch.size) {
+                reader.report(reader.error("batch.size", b["size"] ?? node, "`batch.size` (\(spec.batch.size)) is outside `batch.min`…`batch.max` (\(spec.batch.min)…\(spec.batch.max))", fix: "pick a first batch size between `batch.min` and `batch.max`"))
             }
         }
-        if let node = fields["timeouts"] {
-            let t = try reader.mapping(node, path: "timeouts", allowed: timeoutFields)
-            spec.timeouts.lockMs = try reader.int(t, "timeouts.lock_ms", spec.timeouts.lockMs, 1...600_000)
-            spec.timeouts.statementMs = try reader.int(t, "timeouts.statement_ms", spec.timeouts.statementMs, 1...86_400_000)
+        if let node = fields["timeouts"], let t = reader.attempt({ () throws(JobFileError) in try reader.mapping(node, path: "timeouts", allowed: timeoutFields) }) {
+            spec.timeouts.lockMs = reader.int(t, "timeouts.lock_ms", spec.timeouts.lockMs, 1...600_000)
+            spec.timeouts.statementMs = reader.int(t, "timeouts.statement_ms", spec.timeouts.statementMs, 1...86_400_000)
         }
-        if let node = fields["retry"] {
-            let r = try reader.mapping(node, path: "retry", allowed: retryFields)
-            spec.retry.maxAttempts = try reader.int(r, "retry.max_attempts", spec.retry.maxAttempts, 1...1000)
-            spec.retry.backoffMs = try reader.int(r, "retry.backoff_ms", spec.retry.backoffMs, 1...600_000)
-            spec.retry.maxBackoffMs = try reader.int(r, "retry.max_backoff_ms", spec.retry.maxBackoffMs, 1...3_600_000)
-            spec.retry.reconnectTimeoutMs = try reader.int(r, "retry.reconnect_timeout_ms", spec.retry.reconnectTimeoutMs, 0...86_400_000)
+        if let node = fields["retry"], let r = reader.attempt({ () throws(JobFileError) in try reader.mapping(node, path: "retry", allowed: retryFields) }) {
+            spec.retry.maxAttempts = reader.int(r, "retry.max_attempts", spec.retry.maxAttempts, 1...1000)
+            spec.retry.backoffMs = reader.int(r, "retry.backoff_ms", spec.retry.backoffMs, 1...600_000)
+            spec.retry.maxBackoffMs = reader.int(r, "retry.max_backoff_ms", spec.retry.maxBackoffMs, 1...3_600_000)
+            spec.retry.reconnectTimeoutMs = reader.int(r, "retry.reconnect_timeout_ms", spec.retry.reconnectTimeoutMs, 0...86_400_000)
         }
-        if let node = fields["throttle"] {
-            let t = try reader.mapping(node, path: "throttle", allowed: throttleFields)
-            spec.throttle.maxRowsPerSecond = try reader.int(t, "throttle.max_rows_per_second", spec.throttle.maxRowsPerSecond, 0...1_000_000_000)
-            spec.throttle.maxReplicationLagMs = try reader.int(t, "throttle.max_replication_lag_ms", spec.throttle.maxReplicationLagMs, 0...86_400_000)
-            spec.throttle.whenBlocking = try reader.bool(t, "throttle.when_blocking", spec.throttle.whenBlocking)
+        if let node = fields["throttle"], let t = reader.attempt({ () throws(JobFileError) in try reader.mapping(node, path: "throttle", allowed: throttleFields) }) {
+            spec.throttle.maxRowsPerSecond = reader.int(t, "throttle.max_rows_per_second", spec.throttle.maxRowsPerSecond, 0...1_000_000_000)
+            spec.throttle.maxReplicationLagMs = reader.int(t, "throttle.max_replication_lag_ms", spec.throttle.maxReplicationLagMs, 0...86_400_000)
+            spec.throttle.whenBlocking = reader.bool(t, "throttle.when_blocking", spec.throttle.whenBlocking)
             if t["blocking_wait_ms"] != nil {
-                spec.throttle.blockingWaitMs = try reader.int(t, "throttle.blocking_wait_ms", spec.batch.targetMs, 0...600_000)
+                spec.throttle.blockingWaitMs = reader.int(t, "throttle.blocking_wait_ms", spec.batch.targetMs, 0...600_000)
             }
-            spec.throttle.pauseDuringAutovacuum = try reader.bool(t, "throttle.pause_during_autovacuum", spec.throttle.pauseDuringAutovacuum)
-            spec.throttle.checkSQL = try reader.optionalString(t, "check_sql").map { text throws(JobFileError) in
-                try reader.checkFragment(text, field: "throttle.check_sql", node: t["check_sql"])
-            }
+            spec.throttle.pauseDuringAutovacuum = reader.bool(t, "throttle.pause_during_autovacuum", spec.throttle.pauseDuringAutovacuum)
+            spec.throttle.checkSQL = reader.attempt { () throws(JobFileError) in
+                try reader.optionalString(t, "check_sql").map { text throws(JobFileError) in
+                    try reader.checkFragment(text, field: "throttle.check_sql", node: t["check_sql"])
+                }
+            } ?? nil
         }
-        spec.workers = try reader.int(fields, "workers", 1, 1...1024)
-        spec.repeats = try reader.bool(fields, "repeat", false)
-        spec.catchUpPasses = try reader.int(fields, "catch_up_passes", spec.catchUpPasses, 0...100)
+        spec.workers = reader.int(fields, "workers", 1, 1...1024)
+        spec.repeats = reader.bool(fields, "repeat", false)
+        spec.catchUpPasses = reader.int(fields, "catch_up_passes", spec.catchUpPasses, 0...100)
+        if var first = reader.problems.first {
+            first.others = Array(reader.problems.dropFirst())
+            throw first
+        }
         return spec
     }
 }
 
 /// Reads typed fields out of YAML nodes, turning every problem into a `JobFileError` that names
-/// the field, its line and the fix.
-struct FieldReader {
+/// the field, its line and the fix, and collecting them so that one pass reports them all.
+final class FieldReader {
     let file: String
+    /// The problems found so far, in the order of the file's fields.
+    private(set) var problems: [JobFileError] = []
+
+    init(file: String) { self.file = file }
+
+    func report(_ problem: JobFileError) {
+        // A field with a hidden character is reported once, not again by its own check.
+        guard !problems.contains(where: { $0.field == problem.field && $0.problem == problem.problem }) else { return }
+        problems.append(problem)
+    }
+
+    /// Runs one field's checks; a problem is recorded and the result is nil.
+    func attempt<T>(_ body: () throws(JobFileError) -> T) -> T? {
+        do {
+            return try body()
+        } catch {
+            report(error)
+            return nil
+        }
+    }
 
     func error(_ field: String?, _ node: Node?, _ problem: String, fix: String) -> JobFileError {
         JobFileError(file: file, field: field, line: node?.mark?.line, problem: problem, fix: fix)
@@ -127,9 +158,10 @@ struct FieldReader {
             guard allowed.contains(key) else {
                 let suggestion = allowed.min { editDistance($0, key) < editDistance($1, key) }
                 let near = suggestion.flatMap { editDistance($0, key) <= max(2, key.count / 3) ? $0 : nil }
-                throw error(
+                report(error(
                     dotted(path, key), keyNode, "unknown field `\(key)`" + (near.map { " (did you mean `\($0)`?)" } ?? ""),
-                    fix: near.map { "rename it to `\($0)`" } ?? "remove it; the fields here are: \(allowed.joined(separator: ", "))")
+                    fix: near.map { "rename it to `\($0)`" } ?? "remove it; the fields here are: \(allowed.joined(separator: ", "))"))
+                continue
             }
             result[key] = value
         }
@@ -155,25 +187,31 @@ struct FieldReader {
         return text
     }
 
-    func int(_ fields: [String: Node], _ dottedName: String, _ defaultValue: Int, _ range: ClosedRange<Int>) throws(JobFileError) -> Int {
+    /// A whole number in `range`, or the default (a problem is recorded when it is not one).
+    func int(_ fields: [String: Node], _ dottedName: String, _ defaultValue: Int, _ range: ClosedRange<Int>) -> Int {
         let name = String(dottedName.split(separator: ".").last!)
         guard let node = fields[name] else { return defaultValue }
         guard case .scalar(let scalar) = node, let value = Int(scalar.string.replacingOccurrences(of: "_", with: "")) else {
-            throw error(dottedName, node, "must be a whole number, got `\(node.scalar?.string ?? "a list or mapping")`", fix: "write a number from \(range.lowerBound) to \(range.upperBound), e.g. `\(name): \(defaultValue)`")
+            report(error(dottedName, node, "must be a whole number, got `\(node.scalar?.string ?? "a list or mapping")`", fix: "write a number from \(range.lowerBound) to \(range.upperBound), e.g. `\(name): \(defaultValue)`"))
+            return defaultValue
         }
         guard range.contains(value) else {
-            throw error(dottedName, node, "\(value) is out of range", fix: "use a number from \(range.lowerBound) to \(range.upperBound) (default \(defaultValue))")
+            report(error(dottedName, node, "\(value) is out of range", fix: "use a number from \(range.lowerBound) to \(range.upperBound) (default \(defaultValue))"))
+            return defaultValue
         }
         return value
     }
 
-    func bool(_ fields: [String: Node], _ dottedName: String, _ defaultValue: Bool) throws(JobFileError) -> Bool {
+    /// true or false, or the default (a problem is recorded when it is neither).
+    func bool(_ fields: [String: Node], _ dottedName: String, _ defaultValue: Bool) -> Bool {
         let name = String(dottedName.split(separator: ".").last!)
         guard let node = fields[name] else { return defaultValue }
         switch node.scalar?.string.lowercased() {
         case "true", "yes", "on": return true
         case "false", "no", "off": return false
-        default: throw error(dottedName, node, "must be true or false, got `\(node.scalar?.string ?? "a list or mapping")`", fix: "write `\(name): \(defaultValue)`")
+        default:
+            report(error(dottedName, node, "must be true or false, got `\(node.scalar?.string ?? "a list or mapping")`", fix: "write `\(name): \(defaultValue)`"))
+            return defaultValue
         }
     }
 
@@ -261,19 +299,19 @@ struct FieldReader {
 
     /// Refuses control characters and characters a reviewer cannot see anywhere in the file, in
     /// field names and values alike, naming the field.
-    func refuseHiddenCharacters(_ node: Node, path: String?) throws(JobFileError) {
+    func refuseHiddenCharacters(_ node: Node, path: String?) {
         let fix = "retype the text without it; data that needs such a character can write it in SQL, e.g. chr(13) or E'\\r'"
         switch node {
         case .scalar(let scalar):
-            if let problem = SQLFragment.hiddenCharacter(in: scalar.string) { throw error(path, node, problem, fix: fix) }
+            if let problem = SQLFragment.hiddenCharacter(in: scalar.string) { report(error(path, node, problem, fix: fix)) }
         case .mapping(let mapping):
             for (key, value) in mapping {
                 let name = key.scalar?.string ?? "?"
-                if let problem = SQLFragment.hiddenCharacter(in: name) { throw error(path, key, "a field name " + problem, fix: fix) }
-                try refuseHiddenCharacters(value, path: dotted(path, name))
+                if let problem = SQLFragment.hiddenCharacter(in: name) { report(error(path, key, "a field name " + problem, fix: fix)) }
+                refuseHiddenCharacters(value, path: dotted(path, name))
             }
         case .sequence(let sequence):
-            for item in sequence { try refuseHiddenCharacters(item, path: path) }
+            for item in sequence { refuseHiddenCharacters(item, path: path) }
         case .alias:
             break
         }
