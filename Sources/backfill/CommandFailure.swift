@@ -1,6 +1,7 @@
 import ArgumentParser
 import BackfillCore
 import Foundation
+import PostgresClient
 import Logging
 
 /// A failure of a command, as the user sees it: what happened, what to do next, and the exit
@@ -28,8 +29,8 @@ enum FailureReport {
         if json {
             var logger = Logger(label: "backfill") { JSONLogHandler(label: $0) }
             logger.logLevel = .info
-            logger.error("\(failure.message)", metadata: [
-                "event": "error", "message": .string(failure.message),
+            logger.error("\(ConnectionInfo.scrub(failure.message))", metadata: [
+                "event": "error", "message": .string(ConnectionInfo.scrub(failure.message)),
                 "exit_code": .stringConvertible(Int64(failure.exitCode)), "next": .string(failure.next),
             ])
         } else {

@@ -72,16 +72,16 @@ extension CheckpointStore {
     }
 
     /// Creates or upgrades the store's tables, only when its recorded version is older than this
-    /// build's: a store that is up to date costs one catalog query and takes no lock. Upgrades
+    /// build's (a newer store, upgraded by a newer binary, is left as it is: versions only add): a store that is up to date costs one catalog query and takes no lock. Upgrades
     /// run under an advisory lock and `lock_timeout`, create the schema only when it does not
     /// exist (a role that owns an existing schema needs no CREATE on the database), and refuse a
     /// schema that holds tables Backfill did not create.
     public func migrate(_ db: Connection) throws {
-        if try storedVersion(db) == Self.version { return }
+        if let stored = try storedVersion(db), stored >= Self.version { return }
         try db.transaction { db in
             try db.execute("SET LOCAL lock_timeout = '5s'")
             try db.query("SELECT pg_advisory_xact_lock(hashtext($1))", [.text("backfill-store:" + schema)])
-            if try storedVersion(db) == Self.version { return }
+            if let stored = try storedVersion(db), stored >= Self.version { return }
             let found = try db.query(
                 """
                 SELECT to_regnamespace($1) IS NOT NULL AS schema_exists,
