@@ -278,8 +278,7 @@ final class Worker {
             connection = try Connection(context.options.database, applicationName: context.applicationName)
             return .reconnected
         } catch let error as PostgresError {
-            event(.retry, [("reason", .string(RetryReason.connectionLost.rawValue)), ("attempt", .int(Int64(machine.attempt))),
-                           ("message", .string("reconnecting: \(error.message)"))])
+            lastFailure = (error, 0)  // the machine's retry note reports it, once
             return .reconnectFailed(error)
         } catch {
             return .reconnectFailed(PostgresError(code: .connectionFailure, severity: "CLIENT", message: "\(error)"))

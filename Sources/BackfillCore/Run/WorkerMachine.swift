@@ -260,9 +260,10 @@ struct WorkerMachine {
                     sqlstate: error.code.raw, range: failedAttempt?.range, afterKey: failedAttempt?.afterKey, attempts: attempt, exhausted: true,
                     message: "lost the connection and could not reconnect within \(settings.reconnectTimeoutMs) ms: \(error.message)"))
             }
-            notes.append(.retry(reason: .connectionLost, attempt: attempt, delayMs: 0, nextSize: sizer.size))
+            let delay = settings.retry.delay(attempt: attempt + 1, random: 0.5 + random / 2)
+            notes.append(.retry(reason: .connectionLost, attempt: attempt, delayMs: delay, nextSize: sizer.size))
             attempt += 1
-            return .rest(ms: settings.retry.delay(attempt: attempt, random: 0.5 + random / 2), everyWorker: false)
+            return .rest(ms: delay, everyWorker: false)
         }
     }
 
