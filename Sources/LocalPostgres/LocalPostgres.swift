@@ -165,6 +165,13 @@ public final class LocalPostgres: Sendable {
         try run("pg_ctl", ["-D", dataDirectory, "-l", logFile, "-w", "-t", "60", "-m", "fast", "restart"])
     }
 
+    /// Crashes the server and starts it again, the way a power loss or an OOM kill does:
+    /// `pg_ctl stop -m immediate` (no checkpoint, unwritten WAL lost), then crash recovery.
+    public func crashAndRecover() throws {
+        try run("pg_ctl", ["-D", dataDirectory, "-w", "-t", "30", "-m", "immediate", "stop"])
+        try run("pg_ctl", ["-D", dataDirectory, "-l", logFile, "-w", "-t", "60", "start"])
+    }
+
     /// Stops the server and removes its directory. Safe to call more than once.
     public func stop() {
         guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }

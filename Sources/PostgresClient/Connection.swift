@@ -162,14 +162,73 @@ public final class Connection {
                 name = fresh
             }
         }
-        let encoded: [UnsafeMutablePointer<CChar>?] = parameters.map { $0.textEncoded.map { strdup($0) } ?? nil }
-        defer { encoded.forEach { free($0) } }
-        let result: OpaquePointer? = encoded.withUnsafeBufferPointer { buffer in
-            let values = buffer.baseAddress.map { UnsafeRawPointer($0).assumingMemoryBound(to: UnsafePointer<CChar>?.self) }
+        let result: OpaquePointer? = Self.withEncoded(parameters) { values in
             if let name { return PQexecPrepared(conn, name, Int32(parameters.count), values, nil, nil, 0) }
             return PQexecParams(conn, sql, Int32(parameters.count), nil, values, nil, nil, 0)
         }
         return try consume(result, conn: conn)
+    }
+
+    /// Parameters as the C strings libpq takes (text format), for the duration of `body`.
+    private static func withEncoded<T>(_ parameters: [PostgresValue], _ body: (UnsafePointer<UnsafePointer<CChar>?>?) -> T) -> T {
+        let encoded: [UnsafeMutablePointer<CChar>?] = parameters.map { $0.textEncoded.map { strdup($0) } ?? nil }
+        defer { encoded.forEach { free($0) } }
+        return encoded.withUnsafeBufferPointer { buffer in
+            body(buffer.baseAddress.map { UnsafeRawPointer($0).assumingMemoryBound(to: UnsafePointer<CChar>?.self) })
+        }
+    }
+
+    /// One statement of a pipeline: its SQL and its parameters.
+    public struct Statement: Sendable {
+        public var sql: String
+        public var parameters: [PostgresValue]
+        public init(_ sql: String, _ parameters: [PostgresValue] = []) {
+            self.sql = sql
+            self.parameters = parameters
+        }
+    }
+
+    /// Sends every statement at once in libpq's pipeline mode and reads their results: one
+    /// round trip for all of them, and the server runs them one after another without waiting
+    /// for the client. Each is exactly one statement (the extended protocol). When one fails,
+    /// the server skips the rest, and the first failure is thrown after every result was read;
+    /// a transaction it was in is then aborted and needs `ROLLBACK`.
+    public func pipeline(_ statements: [Statement]) throws -> [QueryResult] {
+        let conn = try liveHandle()
+        guard PQenterPipelineMode(conn) == 1 else { throw clientError(conn) }
+        defer { PQexitPipelineMode(conn) }
+        for statement in statements {
+            let sent = Self.withEncoded(statement.parameters) { values in
+                PQsendQueryParams(conn, statement.sql, Int32(statement.parameters.count), nil, values, nil, nil, 0)
+            }
+            guard sent == 1 else { throw clientError(conn) }
+        }
+        guard PQpipelineSync(conn) == 1 else { throw clientError(conn) }
+        var results: [QueryResult] = []
+        var failure: (any Error)?
+        for _ in statements {
+            // Each statement's results end with a null result.
+            while let result = PQgetResult(conn) {
+                if PQresultStatus(result) == PGRES_PIPELINE_ABORTED {
+                    PQclear(result)
+                    continue
+                }
+                do {
+                    results.append(try consume(result, conn: conn))
+                } catch {
+                    failure = failure ?? error
+                }
+            }
+        }
+        // The sync point.
+        while let result = PQgetResult(conn) {
+            let status = PQresultStatus(result)
+            PQclear(result)
+            if status == PGRES_PIPELINE_SYNC { break }
+        }
+        if let failure { throw failure }
+        if PQstatus(conn) != CONNECTION_OK { throw clientError(conn) }
+        return results
     }
 
     /// Parses and analyses one statement on the server without running it, under `name`

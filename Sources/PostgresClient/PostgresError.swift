@@ -59,9 +59,13 @@ public struct PostgresError: Error, Sendable, Hashable, CustomStringConvertible 
         return text
     }
 
-    /// Whether the connection this error came from can no longer be used.
+    /// Whether the connection this error came from can no longer be used: a connection error,
+    /// a server shutdown, or a FATAL error that ended a session (an idle-in-transaction or
+    /// idle-session timeout, a terminated backend). A refused login (class 28, a wrong password;
+    /// class 3D, no such database) is not: connecting again would fail the same way.
     public var isConnectionLost: Bool {
         code.errorClass == "08" || code == .adminShutdown || code == .crashShutdown || code == .cannotConnectNow
+            || ((severity == "FATAL" || severity == "PANIC") && code.errorClass != "28" && code.errorClass != "3D")
     }
 
     /// What a batch runner should do when a batch transaction fails with this error.

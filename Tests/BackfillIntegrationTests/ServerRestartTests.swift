@@ -2,6 +2,7 @@ import BackfillCore
 import Foundation
 import LocalPostgres
 import PostgresClient
+import Synchronization
 import Testing
 
 @Suite("Server restart mid-run")
@@ -22,6 +23,75 @@ struct ServerRestartTests {
         let reasons = runner.events.filter { $0["event"] as? String == "retry" }.compactMap { $0["reason"] as? String }
         #expect(reasons.contains("connection_lost"), "\(runner.stderr)")
         try expectExactlyOnce(try Connection(url), rows: 100_000)
+    }
+}
+
+@Suite("Lock hold bounded by design")
+struct LockHoldTests {
+    @Test("an immediate stop (a crash) with asynchronous commit, then recovery: the runner carries on, every row exactly once")
+    func crashWithAsynchronousCommit() throws {
+        let cluster = try LocalPostgres.start(durable: true)
+        defer { cluster.stop() }
+        let url = try cluster.createDatabase("crash")
+        let db = try Connection(url)
+        try seedItems(db, rows: 100_000)
+        let job = try jobFile(itemsJob(name: "crash", extra: "throttle: {max_rows_per_second: 30000}"))
+        let runner = try CLIProcess(["run", job, "--database", url, "--log-format", "json"])
+        #expect(try waitFor(30) { rowsDone(db, job: "crash") >= 20_000 })
+        try cluster.crashAndRecover()
+        #expect(runner.wait() == 0, "\(runner.stderr)")
+        try expectExactlyOnce(try Connection(url), rows: 100_000)
+    }
+
+    @Test("a runner frozen with SIGSTOP for 10 s under live writers: no live write waits 1 s; continued, it finishes, every row once", .timeLimit(.minutes(3)))
+    func frozenRunner() throws {
+        let (url, db) = try itemsDatabase("frozen", rows: 200_000)
+        let job = try jobFile(itemsJob(name: "frozen", extra: "batch: {size: 5000, target_ms: 200, max: 20000}\nthrottle: {max_rows_per_second: 40000}"))
+        let runner = try CLIProcess(["run", job, "--database", url, "--log-format", "json"])
+        #expect(try waitFor(30) { rowsDone(db, job: "frozen") >= 20_000 })
+        // Live writers: single-row updates of random rows, each timed.
+        let stop = Atomic<Bool>(false)
+        let worst = Mutex(0.0)
+        let writers = (0..<2).map { _ in
+            Thread {
+                guard let live = try? Connection(url) else { return }
+                while !stop.load(ordering: .relaxed) {
+                    let started = ContinuousClock.now
+                    _ = try? live.query("UPDATE items SET touched = touched + 1 WHERE id = $1", [.int(Int64.random(in: 1...200_000))])
+                    let took = ContinuousClock.now - started
+                    let ms = Double(took.components.seconds) * 1000 + Double(took.components.attoseconds) / 1e15
+                    worst.withLock { $0 = max($0, ms) }
+                }
+            }
+        }
+        // The structure behind it: a batch session never sits idle, waiting for Backfill, while
+        // it holds the row-exclusive lock its UPDATE took on the table.
+        let idleWithRowLocks = Mutex(0)
+        let monitor = Thread {
+            guard let watch = try? Connection(url) else { return }
+            while !stop.load(ordering: .relaxed) {
+                let n = (try? watch.query(
+                    """
+                    SELECT count(*) AS n FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
+                    WHERE a.application_name = 'backfill:frozen' AND a.state = 'idle in transaction'
+                      AND l.relation = 'items'::regclass AND l.mode = 'RowExclusiveLock'
+                    """).first?["n"].int) ?? 0
+                idleWithRowLocks.withLock { $0 += n }
+            }
+        }
+        writers.forEach { $0.start() }
+        monitor.start()
+        usleep(300_000)
+        kill(runner.pid, SIGSTOP)
+        sleep(10)
+        kill(runner.pid, SIGCONT)
+        #expect(runner.wait() == 0, "\(runner.stderr)")
+        stop.store(true, ordering: .relaxed)
+        usleep(300_000)
+        let worstMs = worst.withLock { $0 }
+        #expect(worstMs < 1000, "a live write waited \(worstMs) ms")
+        #expect(idleWithRowLocks.withLock { $0 } == 0, "a batch session waited for Backfill while holding the table's row locks")
+        try expectExactlyOnce(db, rows: 200_000)
     }
 }
 

@@ -17,6 +17,16 @@ struct ClassificationTests {
         #expect(error.batchDisposition == .retry(reason))
     }
 
+    @Test("a FATAL error that ended the session reconnects; a refused login does not", arguments: [
+        ("25P03", "FATAL", true), ("57P05", "FATAL", true), ("XX000", "FATAL", true), ("28P01", "FATAL", false),
+        ("3D000", "FATAL", false), ("25P03", "ERROR", false),
+    ])
+    func fatal(code: String, severity: String, lost: Bool) {
+        let error = PostgresError(code: .init(code), severity: severity, message: "x")
+        #expect(error.isConnectionLost == lost)
+        #expect((error.batchDisposition == .retry(.connectionLost)) == lost)
+    }
+
     @Test("permanent SQLSTATEs", arguments: ["23505", "42P01", "42703", "42601", "22012", "XX000", "53100", "28P01"])
     func permanent(code: String) {
         #expect(PostgresError(code: .init(code), message: "x").batchDisposition == .permanent)

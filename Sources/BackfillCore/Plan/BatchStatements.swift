@@ -43,6 +43,16 @@ public struct BatchStatements: Sendable, Hashable {
     public let batch: String
     /// The batch statement of a range's first batch. Parameters: the upper key's values.
     public let batchFromStart: String
+    /// For `update` and `delete`: the data-changing statement (with `RETURNING` the key) and the
+    /// range condition, to build the batch statement with the checkpoint in it.
+    let change: Change?
+    let changeFromStart: Change?
+
+    /// A data-changing statement that returns the changed keys, and its key range condition.
+    struct Change: Sendable, Hashable {
+        var sql: String
+        var range: String
+    }
 
     public init(spec: JobSpec, key: [KeyColumn]) {
         let table = Identifier.quoteQualified(spec.tableParts)
@@ -78,30 +88,51 @@ public struct BatchStatements: Sendable, Hashable {
         upperBoundFromStartBelowCeiling = upper(after: nil, ceiling: parameters(from: 1), offsetParameter: n + 1)
         sampleTemplate = "SELECT \(selectKeys) FROM \(table) TABLESAMPLE SYSTEM (%PERCENT%) ORDER BY \(ascending)"
 
-        func statement(lower: String?, upper: String) -> String {
+        func statement(lower: String?, upper: String) -> (plain: String, change: Change?) {
             var bounds: [String] = []
             if let lower { bounds.append("\(tuple) > \(lower)") }
             bounds.append("\(tuple) <= \(upper)")
             let range = bounds.joined(separator: " AND ")
             let predicate = range + (spec.whereClause.map { " AND (\($0))" } ?? "")
             let keys = columns.joined(separator: ", ")
-            // The changed rows' keys, counted in the same statement: any outside the range means
-            // operator SQL escaped its place.
-            let counted = { (change: String) in
-                "WITH changed AS (\(change) RETURNING \(keys)) SELECT count(*) AS rows, count(*) FILTER (WHERE NOT (\(range))) AS outside FROM changed"
-            }
+            let change: String
             switch spec.action {
             case .update(let assignments):
                 let sets = assignments.map { "\(Identifier.quote($0.column)) = (\($0.expression))" }.joined(separator: ", ")
-                return counted("UPDATE \(table) SET \(sets) WHERE \(predicate)")
+                change = "UPDATE \(table) SET \(sets) WHERE \(predicate) RETURNING \(keys)"
             case .delete:
-                return counted("DELETE FROM \(table) WHERE \(predicate)")
+                change = "DELETE FROM \(table) WHERE \(predicate) RETURNING \(keys)"
             case .sql(let sql):
-                return "WITH batch AS MATERIALIZED (SELECT \(keys) FROM \(table) WHERE \(predicate) FOR NO KEY UPDATE) \(sql)"
+                return ("WITH batch AS MATERIALIZED (SELECT \(keys) FROM \(table) WHERE \(predicate) FOR NO KEY UPDATE) \(sql)", nil)
             }
+            // The changed rows' keys, counted in the same statement: any outside the range means
+            // operator SQL escaped its place.
+            return ("WITH changed AS (\(change)) SELECT count(*) AS rows, count(*) FILTER (WHERE NOT (\(range))) AS outside FROM changed", Change(sql: change, range: range))
         }
-        batch = statement(lower: parameters(from: 1), upper: parameters(from: n + 1))
-        batchFromStart = statement(lower: nil, upper: parameters(from: 1))
+        let after = statement(lower: parameters(from: 1), upper: parameters(from: n + 1))
+        let fromStart = statement(lower: nil, upper: parameters(from: 1))
+        batch = after.plain
+        batchFromStart = fromStart.plain
+        change = after.change
+        changeFromStart = fromStart.change
+    }
+
+    /// For `update` and `delete` (nil for `sql`): SQL expressions, over the batch statement's
+    /// `changed` rows, for how many rows it changed and how many of them lie outside its range,
+    /// for a checkpoint `UPDATE` that runs in the same statement (`batch(afterKey:checkpoint:)`).
+    public func counts(afterKey: Bool) -> (rows: String, outside: String)? {
+        guard let change = afterKey ? change : changeFromStart else { return nil }
+        return ("(SELECT count(*) FROM changed)", "(SELECT count(*) FROM changed WHERE NOT (\(change.range)))")
+    }
+
+    /// The batch statement of `update` or `delete` with the range's checkpoint `UPDATE` as a
+    /// CTE of the same statement: the data and the checkpoint move together, in one statement.
+    /// The checkpoint's parameters follow the batch's (lower key, upper key).
+    public func batch(afterKey: Bool, checkpoint: String) -> String {
+        let plain = afterKey ? batch : batchFromStart
+        guard let change = afterKey ? change : changeFromStart else { return plain }
+        return "WITH changed AS (\(change.sql)), checkpoint AS (\(checkpoint)) "
+            + "SELECT count(*) AS rows, count(*) FILTER (WHERE NOT (\(change.range))) AS outside FROM changed"
     }
 
     /// The key of an upper-bound row, and how many keys the batch up to it walks.

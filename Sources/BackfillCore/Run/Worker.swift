@@ -181,15 +181,34 @@ final class Worker {
         case jobState(JobState)
     }
 
-    /// One batch transaction: claim a range, find the upper key, run the batch, move the
-    /// range's checkpoint, commit (or, for a dry run, roll back).
+    /// The settings of every batch transaction (`SET LOCAL`): timeouts, the plan's settings,
+    /// the session pins, asynchronous commit (the checkpoint commits with the data, so a crash
+    /// loses both together and the rerun redoes exactly that work), and a limit on how long the
+    /// transaction may sit idle waiting for Backfill (a frozen runner's transaction is ended).
+    private lazy var batchSettings: [String] = {
+        var settings = ["lock_timeout = '\(spec.timeouts.lockMs)ms'", "statement_timeout = '\(spec.timeouts.statementMs)ms'",
+                        "synchronous_commit = off", "idle_in_transaction_session_timeout = '\(Self.idleLimitMs(spec))ms'"]
+        if (connection?.serverVersion ?? 0) >= 170_000 {
+            settings.append("transaction_timeout = '\(spec.timeouts.statementMs * 2 + Self.idleLimitMs(spec))ms'")
+        }
+        return settings + plan.batchSettings + SessionPins.settings
+    }()
+
+    /// How long a batch transaction may wait for Backfill between its statements.
+    static func idleLimitMs(_ spec: JobSpec) -> Int { max(1000, 4 * spec.batch.targetMs) }
+
+    /// One batch transaction in at most three round trips: (1) `BEGIN`, the settings and the
+    /// claim of a range; (2) the upper key, read from the key's index; (3) the batch statement,
+    /// the checkpoint and `COMMIT`, sent together, so that the server takes the table's row locks
+    /// and releases them without ever waiting for Backfill. For `update` and `delete` the
+    /// checkpoint is part of the batch statement; a `sql` action's checkpoint needs its row count,
+    /// so it follows in a fourth round trip, with `idle_in_transaction_session_timeout` as the
+    /// bound on a frozen runner. A dry run ends with `ROLLBACK` instead.
     private func batch(size: Int, db: Connection) throws -> BatchResult {
-        let settings = ["lock_timeout = '\(spec.timeouts.lockMs)ms'", "statement_timeout = '\(spec.timeouts.statementMs)ms'"]
-            + plan.batchSettings + SessionPins.settings
-        try db.execute((["BEGIN"] + settings.map { "SET LOCAL \($0)" }).joined(separator: "; "))
+        let opening = [Connection.Statement("BEGIN")] + batchSettings.map { Connection.Statement("SET LOCAL \($0)") }
         batchStart = (preferred, nil)
         do {
-            guard let claim = try store.claim(spec.name, preferring: preferred, db: db) else {
+            guard let claim = try store.open(opening, job: spec.name, preferring: preferred, db: db) else {
                 try db.execute("ROLLBACK")
                 return .busy
             }
@@ -199,29 +218,57 @@ final class Worker {
             }
             preferred = claim.range
             batchStart = (claim.range, claim.lower)
+            let afterKey = claim.lower != nil
             let lower = claim.lower.map { $0.map(PostgresValue.text) } ?? []
             let ceiling = claim.ceiling.map { $0.map(PostgresValue.text) } ?? []
             guard let upperRow = try db.query(
-                plan.statements.upperBound(afterKey: claim.lower != nil, belowCeiling: claim.ceiling != nil),
+                plan.statements.upperBound(afterKey: afterKey, belowCeiling: claim.ceiling != nil),
                 lower + ceiling + [.int(Int64(size - 1))]).first
             else {
                 try store.completeRange(spec.name, range: claim.range, db: db)
-                try store.endBatch(db)
+                try db.execute(store.closing)
                 return .rangeDone
             }
             let (upper, walked) = plan.statements.upperKey(upperRow)
             if let last = claim.lower, last == upper {
                 throw RangeViolation(range: claim.range, lower: claim.lower, upper: upper, keys: 0, rows: 0, outside: 0, stuck: true)
             }
-            let (rows, outside) = plan.statements.changed(by: try db.query(
-                claim.lower == nil ? plan.statements.batchFromStart : plan.statements.batch, lower + upper.map(PostgresValue.text)))
-            if outside > 0 {
-                throw RangeViolation(range: claim.range, lower: claim.lower, upper: upper, keys: walked, rows: rows, outside: outside)
+            let bounds = lower + upper.map(PostgresValue.text)
+            let waiters = spec.throttle.whenBlocking ? [Connection.Statement(CheckpointStore.waitersQuery)] : []
+            let closing = Connection.Statement(store.closing)
+            func checkpoint(rows: String, outside: String, first: Int) -> Connection.Statement? {
+                store.checkpoint(spec.name, range: claim.range, lastKey: upper, keys: walked, worker: name, rows: rows, outside: outside, first: first)
             }
-            let waiters = try store.advance(spec.name, range: claim.range, lastKey: upper, rows: rows, keys: walked, worker: name,
-                                            countWaiters: spec.throttle.whenBlocking, db: db)
-            try store.endBatch(db)
-            return .committed(rows: rows, walked: walked, lastKey: upper, range: claim.range, waiters: waiters)
+            let changed: (rows: Int64, outside: Int64)
+            let results: [QueryResult]
+            if let counts = plan.statements.counts(afterKey: afterKey),
+               let moved = checkpoint(rows: counts.rows, outside: counts.outside, first: bounds.count + 1) {
+                // update/delete: data and checkpoint in one statement, then COMMIT, in one round trip.
+                results = try db.pipeline(
+                    [Connection.Statement(plan.statements.batch(afterKey: afterKey, checkpoint: moved.sql), bounds + moved.parameters)] + waiters + [closing])
+                changed = plan.statements.changed(by: results[0])
+            } else {
+                let statement = Connection.Statement(afterKey ? plan.statements.batch : plan.statements.batchFromStart, bounds)
+                if let moved = checkpoint(rows: "0", outside: "0", first: 1) {
+                    // A sql action: its own statement, then the checkpoint with its row count.
+                    changed = plan.statements.changed(by: try db.query(statement.sql, statement.parameters))
+                    let counted = checkpoint(rows: String(changed.rows), outside: "0", first: 1) ?? moved
+                    results = try db.pipeline([counted] + waiters + [closing])
+                } else {
+                    // A dry run: the batch, who waits on it, and ROLLBACK, in one round trip.
+                    results = try db.pipeline([statement] + waiters + [closing])
+                    changed = plan.statements.changed(by: results[0])
+                }
+            }
+            if changed.outside > 0 {
+                throw RangeViolation(range: claim.range, lower: claim.lower, upper: upper, keys: walked, rows: changed.rows, outside: changed.outside)
+            }
+            store.moved(spec.name, range: claim.range, lastKey: upper)
+            let waited = waiters.isEmpty ? Waiters(count: 0, longestMs: 0) : Waiters(results[results.count - 2].rows.first)
+            return .committed(rows: changed.rows, walked: walked, lastKey: upper, range: claim.range, waiters: waited)
+        } catch let error as PostgresError where error.code == "23514" && error.message.contains("ranges_batch_within_range") {
+            if db.isOpen { try? db.execute("ROLLBACK") }
+            throw RangeViolation(range: batchStart.range ?? 0, lower: batchStart.key, upper: [], keys: size, rows: nil, outside: nil)
         } catch {
             if db.isOpen { try? db.execute("ROLLBACK") }
             throw error
@@ -304,12 +351,17 @@ struct RangeViolation: Error, CustomStringConvertible {
     var lower: [String]?
     var upper: [String]
     var keys: Int
-    var rows: Int64
-    var outside: Int64
+    /// The rows changed, and those outside the range; nil when the checkpoint's check constraint
+    /// refused the batch inside its own statement (the counts died with it).
+    var rows: Int64?
+    var outside: Int64?
     var stuck = false
 
     var description: String {
         let from = lower.map { "(" + $0.joined(separator: ", ") + ")" } ?? "the start"
+        guard let rows, let outside else {
+            return "batch in range \(range) after key \(from) (at most \(keys) keys) changed rows outside its key range, so its checkpoint's check constraint (ranges_batch_within_range) refused it; it was rolled back and the job stopped: the job's `where` or `set` reaches beyond its place, check them with `backfill plan`"
+        }
         if stuck {
             return "batch in range \(range) after key \(from) found the same key as its upper bound: the walk would not move (a key whose text form does not read back as the same value?); it was rolled back and the job stopped"
         }

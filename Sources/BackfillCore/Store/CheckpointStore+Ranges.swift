@@ -19,19 +19,20 @@ extension CheckpointStore {
         }
     }
 
-    /// Claims the range for one batch: locks its row (`FOR UPDATE SKIP LOCKED`) for the rest of the
-    /// batch transaction and reads the checkpoint and the job's state. Nil when another
-    /// transaction holds the range.
-    public func claim(_ job: String, preferring preferred: Int?, db: Connection) throws -> RangeClaim? {
-        guard let row = try db.query(
+    /// Opens the batch transaction and claims a range for it, in one round trip: `opening` and
+    /// the claim go out as one pipeline. The claim locks the range's row (`FOR UPDATE SKIP
+    /// LOCKED`) for the rest of the batch transaction and reads its checkpoint and the job's state
+    /// and spec fingerprint. Nil when another transaction holds every open range.
+    public func open(_ opening: [Connection.Statement], job: String, preferring preferred: Int?, db: Connection) throws -> RangeClaim? {
+        let claim = Connection.Statement(
             """
             SELECT r.range_id, r.lower_key::text AS lower_key, r.upper_key::text AS upper_key, r.last_key::text AS last_key, j.state
             FROM \(ranges) r JOIN \(jobs) j ON j.name = r.job
             WHERE r.job = $1 AND NOT r.done
             ORDER BY r.range_id = $2 DESC, r.range_id
             LIMIT 1 FOR UPDATE OF r SKIP LOCKED
-            """, [.text(job), .int(Int64(preferred ?? -1))], prepared: true).first
-        else { return nil }
+            """, [.text(job), .int(Int64(preferred ?? -1))])
+        guard let row = try db.pipeline(opening + [claim]).last?.first else { return nil }
         return RangeClaim(
             range: row["range_id"].int ?? 0,
             lower: try (row["last_key"].string ?? row["lower_key"].string).map(Self.decodeKey),
@@ -102,18 +103,17 @@ extension CheckpointStore {
     /// At most this many keys are walked to find a split point.
     static let splitSearchLimit: Int64 = 100_000
 
-    /// Moves the range's checkpoint; runs inside the batch transaction, after the batch statement.
-    /// With `countWaiters`, the same statement also returns how many sessions are waiting on this
-    /// transaction's locks right now, at the end of the batch, when it holds the most of them.
-    @discardableResult
-    public func advance(_ job: String, range: Int, lastKey: [String], rows: Int64, keys: Int, worker: String, countWaiters: Bool = false, db: Connection) throws -> Waiters {
-        let (from, returning) = countWaiters
-            ? (" FROM (\(Self.waitersQuery)) w", "w.waiters, w.longest_wait_ms")
-            : ("", "0 AS waiters, 0::float8 AS longest_wait_ms")
-        let row = try db.query(
-            "UPDATE \(ranges) SET last_key = $3::jsonb, rows_done = rows_done + $4, keys_walked = keys_walked + $6, batches = batches + 1, worker = $5, updated_at = now()\(from) WHERE job = $1 AND range_id = $2 RETURNING \(returning)",
-            [.text(job), .int(Int64(range)), .text(Self.encodeKey(lastKey)), .int(rows), .text(worker), .int(Int64(keys))], prepared: true).first
-        return Waiters(row)
+    /// The checkpoint `UPDATE` of one batch: the range's last key, its counters, and the rows the
+    /// batch changed outside its range (`outside`), which the table's check constraint
+    /// `ranges_batch_within_range` requires to be 0: a batch whose SQL escaped its range fails
+    /// in its own statement and rolls back, even when its `COMMIT` was already sent.
+    public func checkpoint(_ job: String, range: Int, lastKey: [String], keys: Int, worker: String, rows: String, outside: String, first: Int) -> Connection.Statement? {
+        Connection.Statement(
+            """
+            UPDATE \(ranges) SET last_key = $\(first)::jsonb, rows_done = rows_done + \(rows), keys_walked = keys_walked + $\(first + 1),
+                batches = batches + 1, worker = $\(first + 2), last_batch_outside = \(outside), updated_at = now()
+            WHERE job = $\(first + 3) AND range_id = $\(first + 4)
+            """, [.text(Self.encodeKey(lastKey)), .int(Int64(keys)), .text(worker), .text(job), .int(Int64(range))])
     }
 
     /// Sessions waiting on this transaction's locks right now, and the longest any of them has

@@ -54,6 +54,12 @@ extension CheckpointStore {
         );
         ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS pass integer NOT NULL DEFAULT 1;
         ALTER TABLE \(ranges) ADD COLUMN IF NOT EXISTS keys_walked bigint NOT NULL DEFAULT 0;
+        ALTER TABLE \(ranges) ADD COLUMN IF NOT EXISTS last_batch_outside bigint NOT NULL DEFAULT 0;
+        DO $$ BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'ranges_batch_within_range' AND conrelid = '\(ranges.replacingOccurrences(of: "'", with: "''"))'::regclass) THEN
+                ALTER TABLE \(ranges) ADD CONSTRAINT ranges_batch_within_range CHECK (last_batch_outside = 0);
+            END IF;
+        END $$;
         CREATE TABLE IF NOT EXISTS \(Identifier.quote(schema)).store_version (version integer NOT NULL);
         DELETE FROM \(Identifier.quote(schema)).store_version;
         INSERT INTO \(Identifier.quote(schema)).store_version VALUES (\(Self.version));
@@ -61,7 +67,7 @@ extension CheckpointStore {
     }
 
     /// The store's schema version; `migrate` changes tables only when the stored one is older.
-    static let version = 4
+    static let version = 5
 
     /// The version recorded in the store, or nil when it has none (no store, or one made before
     /// versions were recorded).

@@ -6,17 +6,22 @@ import Synchronization
 /// PostgreSQL, in the batch's own transaction; `MemoryStore` keeps it in the process for dry runs
 /// (rehearsals that must not change the database), whose batches are rolled back.
 protocol RunStore: Sendable {
-    /// Claims a range for one batch, inside the batch transaction; nil when every open range is
-    /// in another transaction.
-    func claim(_ job: String, preferring preferred: Int?, db: Connection) throws -> RangeClaim?
+    /// Opens the batch transaction and claims a range for it in one round trip: `opening`
+    /// (`BEGIN` and the batch's `SET LOCAL`s) and the claim are sent together. Nil when every open
+    /// range is in another transaction.
+    func open(_ opening: [Connection.Statement], job: String, preferring preferred: Int?, db: Connection) throws -> RangeClaim?
     /// Marks the range walked to its end, inside the batch transaction.
     func completeRange(_ job: String, range: Int, db: Connection) throws
-    /// Moves the range's checkpoint after the batch statement, inside the batch transaction, and
-    /// tells who waits on the transaction's locks.
-    func advance(_ job: String, range: Int, lastKey: [String], rows: Int64, keys: Int, worker: String, countWaiters: Bool, db: Connection) throws -> Waiters
-    /// Ends the batch transaction: `COMMIT` (the checkpoint moves with the data), or `ROLLBACK`
-    /// for a store that must change nothing.
-    func endBatch(_ db: Connection) throws
+    /// The range's checkpoint `UPDATE`, for the batch statement (as a CTE) or to send after it,
+    /// with `rows` and `outside` as SQL expressions and parameters numbered from `first`; nil
+    /// for a store that keeps the checkpoint in memory.
+    func checkpoint(_ job: String, range: Int, lastKey: [String], keys: Int, worker: String, rows: String, outside: String, first: Int) -> Connection.Statement?
+    /// Moves a checkpoint kept in memory once the batch is done (nothing for the PostgreSQL store,
+    /// whose checkpoint moved inside the batch transaction).
+    func moved(_ job: String, range: Int, lastKey: [String])
+    /// What ends the batch transaction: `COMMIT` (the checkpoint moves with the data), or
+    /// `ROLLBACK` for a store that must change nothing.
+    var closing: String { get }
     func openRanges(_ job: String, db: Connection) throws -> Int
     func splitLargestRange(_ job: String, plan: JobPlan, minimumRows: Int64, db: Connection) throws -> Bool
     func heartbeat(_ job: String, worker: String, range: Int?, rowsDone: Int64, rowsPerSecond: Double, db: Connection) throws
@@ -27,7 +32,8 @@ protocol RunStore: Sendable {
 }
 
 extension CheckpointStore: RunStore {
-    func endBatch(_ db: Connection) throws { try db.execute("COMMIT") }
+    var closing: String { "COMMIT" }
+    func moved(_ job: String, range: Int, lastKey: [String]) {}
 }
 
 /// A store in memory for dry runs: one range over the whole table, its position kept in the
@@ -45,18 +51,18 @@ final class MemoryStore: RunStore {
         state = Mutex(State(limiter: RateLimiter(rowsPerSecond: rowsPerSecond)))
     }
 
-    func claim(_ job: String, preferring preferred: Int?, db: Connection) throws -> RangeClaim? {
-        state.withLock { $0.done ? nil : RangeClaim(range: 0, lower: $0.lastKey, ceiling: nil, jobState: .running) }
+    func open(_ opening: [Connection.Statement], job: String, preferring preferred: Int?, db: Connection) throws -> RangeClaim? {
+        _ = try db.pipeline(opening)
+        return state.withLock { $0.done ? nil : RangeClaim(range: 0, lower: $0.lastKey, ceiling: nil, jobState: .running) }
     }
 
     func completeRange(_ job: String, range: Int, db: Connection) throws { state.withLock { $0.done = true } }
 
-    func advance(_ job: String, range: Int, lastKey: [String], rows: Int64, keys: Int, worker: String, countWaiters: Bool, db: Connection) throws -> Waiters {
-        state.withLock { $0.lastKey = lastKey }
-        return Waiters(countWaiters ? try db.query(CheckpointStore.waitersQuery).first : nil)
-    }
+    func checkpoint(_ job: String, range: Int, lastKey: [String], keys: Int, worker: String, rows: String, outside: String, first: Int) -> Connection.Statement? { nil }
 
-    func endBatch(_ db: Connection) throws { try db.execute("ROLLBACK") }
+    func moved(_ job: String, range: Int, lastKey: [String]) { state.withLock { $0.lastKey = lastKey } }
+
+    var closing: String { "ROLLBACK" }
 
     func openRanges(_ job: String, db: Connection) throws -> Int { state.withLock { $0.done ? 0 : 1 } }
 
