@@ -134,4 +134,15 @@ struct WorkerMachineTests {
         #expect(m.handle(.rateWait(seconds: 0), at: at(0.7)) == .rest(ms: 20, everyWorker: false))
         #expect(m.handle(.ready, at: at(0.75, rest: 30)) == .rest(ms: 30, everyWorker: false))
     }
+
+    @Test("the watchdog cancelled a batch that live traffic waited on: halve, rest every worker, no retry counted")
+    func watchdog() throws {
+        var m = try machine("batch: {size: 4000, target_ms: 50}\nthrottle: {blocking_wait_ms: 80}")
+        _ = m.handle(.healthy, at: at(0))
+        #expect(m.handle(.cancelledForWaiters(waitedMs: 85), at: at(0.1)) == .rest(ms: 80, everyWorker: true))
+        #expect(m.sizer.size == 2000)
+        #expect(m.attempt == 1)
+        #expect(m.drainNotes() == [.watchdog(waitedMs: 85, restMs: 80, nextSize: 2000)])
+        #expect(m.handle(.cancelledForWaiters(waitedMs: 90), at: at(0.2, stop: true)) == .stop(.signal))
+    }
 }

@@ -95,6 +95,42 @@ struct LockHoldTests {
     }
 }
 
+@Suite("Watchdog")
+struct WatchdogTests {
+    @Test("a live session waiting on a batch's locks: the watchdog cancels the batch within blocking_wait_ms + 50 ms; the job finishes, every row once")
+    func cancelsForWaiters() throws {
+        let (url, db) = try itemsDatabase("watchdog", rows: 6_000)
+        // Slow batches (1 ms a row) of 3,000 keys: a batch holds its first rows' locks for seconds.
+        let job = try jobFile("""
+            name: watchdog
+            table: items
+            key: [id]
+            set:
+              filled: "id * 2 + (SELECT 0 FROM pg_sleep(0.001 + id * 0))"
+              writes: writes + 1
+            batch: {size: 3000, min: 100, max: 3000, target_ms: 5000}
+            timeouts: {lock_ms: 10000, statement_ms: 60000}
+            throttle: {blocking_wait_ms: 150}
+            """)
+        let runner = try CLIProcess(["run", job, "--database", url, "--log-format", "json"])
+        // Wait until the first batch has been working for a while (it has locked its first rows).
+        #expect(try waitFor(30) {
+            (try db.query("SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'backfill:watchdog' AND state = 'active' AND now() - query_start > interval '500 milliseconds'").first?["n"].int64 ?? 0) > 0
+        })
+        let live = try Connection(url)
+        let started = ContinuousClock.now
+        try live.query("UPDATE items SET touched = touched + 1 WHERE id = 2")
+        let waited = ContinuousClock.now - started
+        let waitedMs = Double(waited.components.seconds) * 1000 + Double(waited.components.attoseconds) / 1e15
+        #expect(waitedMs < 150 + 50 + 100, "the live update waited \(waitedMs) ms (limit 150 ms + the watchdog's poll + scheduling)")
+        #expect(runner.wait() == 0, "\(runner.stderr)")
+        let fired = runner.events.filter { $0["event"] as? String == "throttle" && $0["watchdog"] as? Bool == true }
+        #expect(!fired.isEmpty, "no watchdog event: \(runner.stderr)")
+        print("watchdog: the live update waited \(Int(waitedMs)) ms")
+        try expectExactlyOnce(db, rows: 6_000)
+    }
+}
+
 @Suite("Replica lag")
 struct ReplicaLagTests {
     @Test("a standby whose replay is paused makes the job wait (replication_lag); replay resumed, the job finishes")

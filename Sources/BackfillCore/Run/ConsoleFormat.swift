@@ -24,6 +24,8 @@ public enum ConsoleFormat {
         case .throttle:
             switch (event["reason"], event["state"]) {
             case (.string("max_rows_per_second"), _): return nil  // every batch: the progress line shows the rate
+            case _ where event["watchdog"] == .bool(true):
+                return "\(event.job): cancelled a batch: a live session had waited \(text("longest_wait_ms")) ms on its locks; batch now \(text("batch_size")) keys, resting \(text("wait_ms")) ms"
             case (_, .string("waiting")): return "\(event.job): throttled (\(text("reason"))): \(text("detail")); waiting"
             case (_, .string("resumed")): return "\(event.job): resumed after \(text("wait_ms")) ms throttled (\(text("reason")))"
             default: return "\(event.job): throttled (\(text("reason"))): \(text("waiters")) sessions waited on the last batch; batch now \(text("batch_size")) keys, resting \(text("wait_ms")) ms"

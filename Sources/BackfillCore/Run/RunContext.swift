@@ -22,6 +22,9 @@ final class RunContext: Sendable {
     let stop: StopSignal
     /// Where the checkpoint lives: the PostgreSQL store, or memory for a dry run.
     let store: any RunStore
+    /// Cancels a batch that makes live traffic wait longer than `throttle.blocking_wait_ms`
+    /// (with `throttle.when_blocking`).
+    let watchdog: Watchdog?
     let runnerName = "\(ProcessInfo.processInfo.hostName):\(getpid())"
     let started = ContinuousClock.now
     /// The caller's event callback, called from the worker threads as events happen, under no
@@ -44,6 +47,10 @@ final class RunContext: Sendable {
         self.stop = stop
         self.emitter = emit
         self.store = options.dryRun ? MemoryStore(rowsPerSecond: spec.throttle.maxRowsPerSecond) : options.store
+        self.watchdog = spec.throttle.whenBlocking
+            ? Watchdog(conninfo: options.database, applicationName: "backfill:\(spec.name):watchdog",
+                       limitMs: Double(spec.throttle.blockingWaitMs ?? spec.batch.targetMs))
+            : nil
         self.state = Mutex(State(merged: RunSummary(job: spec.name, state: .running)))
         self.leaseLock = Mutex(nil)
     }

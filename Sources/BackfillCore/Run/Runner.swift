@@ -75,6 +75,7 @@ public final class Runner {
 
     /// Runs the job to an outcome. Never throws: every failure becomes an outcome.
     public func run() -> RunOutcome {
+        defer { context.watchdog?.stop() }
         var db: Connection?
         let outcome: RunOutcome
         do {

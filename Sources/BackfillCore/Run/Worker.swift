@@ -63,6 +63,8 @@ final class Worker {
             case .runBatch(let size):
                 do {
                     (event, committed) = try runBatch(size: size)
+                } catch let error as PostgresError where error.code == .queryCanceled && watchdogFired != nil && !context.shouldStop {
+                    event = .cancelledForWaiters(waitedMs: watchdogFired ?? 0)
                 } catch let error as PostgresError {
                     event = .failed(error, range: batchStart.range, afterKey: batchStart.key)
                 } catch let violation as RangeViolation {
@@ -133,6 +135,10 @@ final class Worker {
                 context.addThrottle("blocking", seconds: restMs / 1000)
                 event(.throttle, [("reason", .string("blocking")), ("waiters", .int(Int64(waiters))), ("longest_wait_ms", .double(longest)),
                                   ("wait_ms", .double(restMs)), ("batch_size", .int(Int64(nextSize)))])
+            case .watchdog(let waited, let restMs, let nextSize):
+                context.addThrottle("blocking", seconds: restMs / 1000)
+                event(.throttle, [("reason", .string("blocking")), ("watchdog", .bool(true)), ("longest_wait_ms", .double(waited)),
+                                  ("wait_ms", .double(restMs)), ("batch_size", .int(Int64(nextSize)))])
             case .rateLimited(let waitMs):
                 context.addThrottle("max_rows_per_second", seconds: waitMs / 1000)
                 event(.throttle, [("reason", .string("max_rows_per_second")), ("wait_ms", .double(waitMs))])
@@ -142,14 +148,22 @@ final class Worker {
 
     /// The failure behind the last retry note, for its event.
     private var lastFailure: (error: PostgresError, ms: Double)?
+    /// How long a live session had waited when the watchdog cancelled the last batch, if it did.
+    private var watchdogFired: Double?
 
     /// Runs one batch transaction and reports how it went; a failed batch throws.
     private func runBatch(size: Int) throws -> (WorkerMachine.Event, Committed?) {
         heartbeat()
         let began = ContinuousClock.now
         let db = try db()
-        context.stop.setInFlight(db.makeCancelToken(), worker: index)
-        defer { context.stop.setInFlight(nil, worker: index) }
+        let token = db.makeCancelToken()
+        context.stop.setInFlight(token, worker: index)
+        if let token { context.watchdog?.watch(index, pid: db.backendPID, token: token) }
+        watchdogFired = nil
+        defer {
+            context.stop.setInFlight(nil, worker: index)
+            watchdogFired = context.watchdog?.unwatch(index)
+        }
         let result: BatchResult
         do {
             result = try batch(size: size, db: db)

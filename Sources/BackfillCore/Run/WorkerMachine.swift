@@ -123,6 +123,8 @@ struct WorkerMachine {
         case jobState(JobState)
         /// The batch failed and rolled back.
         case failed(PostgresError, range: Int?, afterKey: [String]?)
+        /// The watchdog cancelled the batch: a live session had waited this long on its locks.
+        case cancelledForWaiters(waitedMs: Double)
         /// A new connection is ready.
         case reconnected
         /// Connecting again failed.
@@ -153,6 +155,8 @@ struct WorkerMachine {
     enum Note: Sendable, Hashable {
         case retry(reason: RetryReason, attempt: Int, delayMs: Int, nextSize: Int)
         case blocking(waiters: Int, longestWaitMs: Double, restMs: Double, nextSize: Int)
+        /// The watchdog cancelled a batch that live traffic waited on.
+        case watchdog(waitedMs: Double, restMs: Double, nextSize: Int)
         case rateLimited(waitMs: Double)
     }
 
@@ -247,6 +251,13 @@ struct WorkerMachine {
                 }
                 return .rest(ms: delayMs, everyWorker: false)
             }
+        case .cancelledForWaiters(let waited):
+            // The batch rolled back: halve it, and let every worker rest so the waiters get through.
+            sizer.halve()
+            let rest = max(Double(settings.batch.targetMs), settings.blockingWaitMs ?? 0)
+            notes.append(.watchdog(waitedMs: waited, restMs: rest, nextSize: sizer.size))
+            if let reason = stopReason(at: now) { return .stop(reason) }
+            return .rest(ms: Int(rest.rounded(.up)), everyWorker: true)
         case .reconnected:
             reconnectingSince = nil
             failedAttempt = nil
