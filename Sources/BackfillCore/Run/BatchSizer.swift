@@ -2,7 +2,8 @@
 ///
 /// Pure value type: fed the keys walked and the wall time of each batch, it keeps a smoothed rate
 /// (keys per millisecond, an exponentially weighted moving average) and proposes
-/// `rate × target`, clamped to `min`…`max`, growing at most ×2 per step. An overshoot (a batch
+/// `rate × target`, held to `target / p90(cost per key of the last 20 batches)` so that the tail
+/// of batch durations meets the target, clamped to `min`…`max`, growing at most ×2 per step. An overshoot (a batch
 /// longer than the target by more than `tolerance`) shrinks the size at once in proportion; a
 /// statement timeout halves it.
 public struct BatchSizer: Sendable, Hashable {
@@ -17,6 +18,11 @@ public struct BatchSizer: Sendable, Hashable {
     public private(set) var size: Int
     /// The smoothed rate in keys per millisecond, nil before the first measurement.
     public private(set) var rate: Double?
+    /// The cost per key (ms) of the last `window` batches, to aim their 90th percentile at the
+    /// target: the size is also held to `target / p90(cost per key)`, so that the tail of batch
+    /// durations (how long row locks are held) meets the target, not just their mean.
+    public private(set) var recentCosts: [Double] = []
+    public let window = 20
     /// Batches left during which growth is held to `calmGrowth` after live traffic waited.
     public private(set) var recoveringBatches = 0
     /// The growth per step while recovering (the usual cap is ×2).
@@ -43,6 +49,13 @@ public struct BatchSizer: Sendable, Hashable {
         if durationMs > targetMs * tolerance {
             // Overshoot: never let the next batch be longer than this one's rate says it would.
             next = Swift.min(next, measured * targetMs)
+        }
+        recentCosts.append(durationMs / Double(keys))
+        if recentCosts.count > window { recentCosts.removeFirst(recentCosts.count - window) }
+        if recentCosts.count >= 5 {
+            let sorted = recentCosts.sorted()
+            let p90 = sorted[min(sorted.count - 1, Int((0.9 * Double(sorted.count)).rounded(.up)) - 1)]
+            next = Swift.min(next, targetMs / p90)
         }
         let growth = recoveringBatches > 0 ? calmGrowth : 2
         if recoveringBatches > 0 { recoveringBatches -= 1 }

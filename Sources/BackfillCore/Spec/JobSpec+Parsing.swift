@@ -4,7 +4,7 @@ import Yams
 extension JobSpec {
     /// The fields a job file may contain, by section.
     static let topLevelFields = ["name", "table", "key", "where", "set", "action", "sql", "batch", "timeouts", "retry", "throttle", "workers", "repeat", "catch_up_passes"]
-    static let batchFields = ["size", "min", "max", "target_ms", "pause_ms"]
+    static let batchFields = ["size", "min", "max", "target_ms", "max_ms", "pause_ms"]
     static let timeoutFields = ["lock_ms", "statement_ms"]
     static let retryFields = ["max_attempts", "backoff_ms", "max_backoff_ms", "reconnect_timeout_ms"]
     static let throttleFields = ["max_rows_per_second", "max_replication_lag_ms", "when_blocking", "blocking_wait_ms", "check_sql", "pause_during_autovacuum"]
@@ -63,6 +63,12 @@ extension JobSpec {
             spec.batch.min = reader.int(b, "batch.min", spec.batch.min, 1...10_000_000)
             spec.batch.max = reader.int(b, "batch.max", spec.batch.max, 1...10_000_000)
             spec.batch.targetMs = reader.int(b, "batch.target_ms", spec.batch.targetMs, 1...600_000)
+            if b["max_ms"] != nil {
+                spec.batch.maxMs = reader.int(b, "batch.max_ms", 4 * spec.batch.targetMs, 1...86_400_000)
+                if let ceiling = spec.batch.maxMs, ceiling < spec.batch.targetMs {
+                    reader.report(reader.error("batch.max_ms", b["max_ms"], "`batch.max_ms` (\(ceiling)) is below `batch.target_ms` (\(spec.batch.targetMs))", fix: "make the ceiling at least the target (default 4 × target_ms)"))
+                }
+            }
             spec.batch.pauseMs = reader.int(b, "batch.pause_ms", spec.batch.pauseMs, 0...3_600_000)
             if spec.batch.min > spec.batch.max {
                 reader.report(reader.error("batch.min", b["min"], "`batch.min` (\(spec.batch.min)) is larger than `batch.max` (\(spec.batch.max))", fix: "make `batch.min` at most `batch.max`"))

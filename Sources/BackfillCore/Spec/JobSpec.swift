@@ -38,6 +38,11 @@ public struct JobSpec: Sendable, Hashable {
         public var min = 100
         public var max = 50_000
         public var targetMs = 50
+        /// `batch.max_ms`: the hard ceiling of one batch statement; nil means 4 × `target_ms`. A
+        /// batch statement running longer is cancelled (its statement timeout), halved, retried.
+        public var maxMs: Int?
+        /// The ceiling in force.
+        public var ceilingMs: Int { maxMs ?? 4 * targetMs }
         public var pauseMs = 0
         public init() {}
     }
