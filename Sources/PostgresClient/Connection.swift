@@ -42,8 +42,10 @@ public final class Connection {
                 code: .sqlclientUnableToEstablishSqlconnection, severity: "FATAL", message: "the connection string \(problem)",
                 hint: "the string is not shown, so that no password reaches the logs")
         }
-        var keys: [String] = ["connect_timeout"]
-        var values: [String] = [String(connectTimeoutSeconds)]
+        // Defaults the connection string may override (it comes later, and later keywords win):
+        // a dead peer is noticed within about 30 s instead of the kernel's two hours.
+        var keys: [String] = ["connect_timeout"] + Self.deadPeerDefaults.map(\.key)
+        var values: [String] = [String(connectTimeoutSeconds)] + Self.deadPeerDefaults.map(\.value)
         if let conninfo, !conninfo.isEmpty {
             keys.append("dbname")
             values.append(conninfo)
@@ -75,6 +77,15 @@ public final class Connection {
         self.handle = conn
         PQsetNoticeReceiver(conn, noticeReceiver, Unmanaged.passUnretained(noticeBox).toOpaque())
     }
+
+    /// Client-side TCP keepalives and `tcp_user_timeout` on every connection: a probe after 10 s
+    /// idle, then every 5 s, the connection dropped after 3 unanswered (about 25 s); unacknowledged
+    /// data drops it after 30 s. libpq ignores them on Unix sockets. A connection string's own
+    /// `keepalives…` or `tcp_user_timeout` wins.
+    public static let deadPeerDefaults: [(key: String, value: String)] = [
+        ("keepalives", "1"), ("keepalives_idle", "10"), ("keepalives_interval", "5"), ("keepalives_count", "3"),
+        ("tcp_user_timeout", "30000"),
+    ]
 
     private static func connect(keys: [String], values: [String]) -> OpaquePointer? {
         let cKeys = keys.map { strdup($0) } + [nil]
@@ -229,9 +240,12 @@ public final class Connection {
             return Self.read(result)
         default:
             if let state = field(result, BF_DIAG_SQLSTATE) {
+                // A session the server ended (FATAL), or one libpq no longer considers usable, is
+                // reported as FATAL whatever the message's own severity: callers reconnect.
+                let severity = PQstatus(conn) == CONNECTION_OK ? field(result, BF_DIAG_SEVERITY) ?? "ERROR" : "FATAL"
                 throw PostgresError(
                     code: PostgresError.Code(state),
-                    severity: field(result, BF_DIAG_SEVERITY) ?? "ERROR",
+                    severity: severity,
                     message: field(result, BF_DIAG_MESSAGE_PRIMARY) ?? lastErrorMessage(conn),
                     detail: field(result, BF_DIAG_MESSAGE_DETAIL),
                     hint: field(result, BF_DIAG_MESSAGE_HINT))

@@ -30,7 +30,7 @@ extension CheckpointStore {
             WHERE r.job = $1 AND NOT r.done
             ORDER BY r.range_id = $2 DESC, r.range_id
             LIMIT 1 FOR UPDATE OF r SKIP LOCKED
-            """, [.text(job), .int(Int64(preferred ?? -1))], prepared: true).first
+            """, [.text(job), .int(Int64(preferred ?? -1))]).first
         else { return nil }
         return RangeClaim(
             range: row["range_id"].int ?? 0,
@@ -112,7 +112,7 @@ extension CheckpointStore {
             : ("", "0 AS waiters, 0::float8 AS longest_wait_ms")
         let row = try db.query(
             "UPDATE \(ranges) SET last_key = $3::jsonb, rows_done = rows_done + $4, keys_walked = keys_walked + $6, batches = batches + 1, worker = $5, updated_at = now()\(from) WHERE job = $1 AND range_id = $2 RETURNING \(returning)",
-            [.text(job), .int(Int64(range)), .text(Self.encodeKey(lastKey)), .int(rows), .text(worker), .int(Int64(keys))], prepared: true).first
+            [.text(job), .int(Int64(range)), .text(Self.encodeKey(lastKey)), .int(rows), .text(worker), .int(Int64(keys))]).first
         return Waiters(row)
     }
 
