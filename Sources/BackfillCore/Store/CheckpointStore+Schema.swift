@@ -54,6 +54,19 @@ extension CheckpointStore {
         );
         ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS pass integer NOT NULL DEFAULT 1;
         ALTER TABLE \(ranges) ADD COLUMN IF NOT EXISTS keys_walked bigint NOT NULL DEFAULT 0;
+        CREATE TABLE IF NOT EXISTS \(leases) (
+            job text PRIMARY KEY,
+            token text NOT NULL,
+            runner text NOT NULL,
+            direct boolean NOT NULL,
+            lock_key bigint NOT NULL,
+            backend_pid integer,
+            application_name text,
+            client text,
+            acquired_at timestamptz NOT NULL DEFAULT now(),
+            heartbeat_at timestamptz NOT NULL DEFAULT now(),
+            expires_at timestamptz NOT NULL
+        );
         CREATE TABLE IF NOT EXISTS \(Identifier.quote(schema)).store_version (version integer NOT NULL);
         DELETE FROM \(Identifier.quote(schema)).store_version;
         INSERT INTO \(Identifier.quote(schema)).store_version VALUES (\(Self.version));
@@ -61,7 +74,7 @@ extension CheckpointStore {
     }
 
     /// The store's schema version; `migrate` changes tables only when the stored one is older.
-    static let version = 4
+    static let version = 5
 
     /// The version recorded in the store, or nil when it has none (no store, or one made before
     /// versions were recorded).
