@@ -101,7 +101,9 @@ final class Lease {
         let key = Self.advisoryKey(job)
         if direct {
             var settings = Self.serverKeepalives
-            if (session?["version"].int ?? 0) >= 140000 { settings.append("client_connection_check_interval = '5s'") }
+            // PostgreSQL 14+: check the client while a statement runs, and never end this session
+            // for idling between heartbeats (a role's or database's idle_session_timeout).
+            if (session?["version"].int ?? 0) >= 140000 { settings += ["client_connection_check_interval = '5s'", "idle_session_timeout = 0"] }
             try db.execute(settings.map { "SET \($0)" }.joined(separator: "; "))
             guard try db.query("SELECT pg_try_advisory_lock($1::bigint) AS ok", [.int(key)]).first?["ok"].bool == true else {
                 return try Self.holder(job: job, store: store, db: db)
@@ -163,8 +165,9 @@ final class Lease {
         case unreachable
     }
 
-    /// Moves the heartbeat; after a lost session, takes the lease again only when the server
-    /// restarted meanwhile (every session ended) and nobody else took it.
+    /// Moves the heartbeat. After a lost direct session it takes the lease again only when the
+    /// server restarted meanwhile (every session ended) and nobody else took it; after a lost
+    /// pooled connection, when the row still carries its token.
     func renew() -> Check {
         do {
             let moved = try connection.query(
@@ -176,7 +179,9 @@ final class Lease {
             let started = try? fresh.query("SELECT pg_postmaster_start_time()::text AS started").first?["started"].string
             guard let started else { return .unreachable }
             connection = fresh
-            if started == postmasterStart {
+            // A direct session that ended alone took the advisory lock with it; a pooled one
+            // only lost its client connection, and the row may still be ours.
+            if started == postmasterStart && direct {
                 release()
                 return .lost("the lease's session was ended (pg_terminate_backend, `backfill unlock`, a session timeout or a network cut): \(error.message)")
             }
