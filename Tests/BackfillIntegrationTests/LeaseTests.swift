@@ -7,6 +7,17 @@ import Testing
 /// PgBouncer runs in front of the local cluster the tests start; not against an external server.
 private let localCluster = (ProcessInfo.processInfo.environment[TestDatabases.environmentVariable] ?? "").isEmpty
 
+/// A PgBouncer in `mode` in front of the local cluster, and a new database there with 100,000
+/// `items`: the direct and the pooled connection strings, and a direct connection.
+private func pooledItems(_ mode: LocalPgBouncer.PoolMode, database: String) throws -> (LocalPgBouncer, direct: String, pooled: String, db: Connection) {
+    let cluster = try #require(try TestDatabases.localCluster(), "needs the local cluster")
+    let bouncer = try LocalPgBouncer(in: cluster, mode: mode)
+    let direct = try cluster.createDatabase(database)
+    let db = try Connection(direct)
+    try seedItems(db, rows: 100_000)
+    return (bouncer, direct, bouncer.conninfo(database: database), db)
+}
+
 @Suite("The lease: lost sessions, unlock, poolers")
 struct LeaseTests {
     @Test("pg_terminate_backend on the lease session: the runner stops within a few seconds (exit 3, lease lost); the next run finishes")
@@ -65,13 +76,8 @@ struct LeaseTests {
 
     @Test("through PgBouncer in session mode: a second runner exits 4; the job finishes exactly once", .enabled(if: localCluster))
     func pgbouncerSession() throws {
-        let cluster = try #require(try TestDatabases.localCluster(), "needs the local cluster")
-        let bouncer = try LocalPgBouncer(in: cluster, mode: .session)
+        let (bouncer, _, pooled, db) = try pooledItems(.session, database: "bouncer_session")
         defer { bouncer.stop() }
-        let direct = try cluster.createDatabase("bouncer_session")
-        let db = try Connection(direct)
-        try seedItems(db, rows: 100_000)
-        let pooled = bouncer.conninfo(database: "bouncer_session")
         let job = try jobFile(itemsJob(name: "bsession", extra: "throttle: {max_rows_per_second: 25000}\nworkers: 2"))
         let first = try CLIProcess(["run", job, "--database", pooled])
         #expect(waitFor(30) { rowsDone(db, job: "bsession") > 0 }, "\(first.stderr)")
@@ -84,13 +90,8 @@ struct LeaseTests {
 
     @Test("through PgBouncer in transaction mode: the job finishes exactly once, and a direct run after it is not refused by a leaked lock", .enabled(if: localCluster))
     func pgbouncerTransaction() throws {
-        let cluster = try #require(try TestDatabases.localCluster(), "needs the local cluster")
-        let bouncer = try LocalPgBouncer(in: cluster, mode: .transaction)
+        let (bouncer, direct, pooled, db) = try pooledItems(.transaction, database: "bouncer_txn")
         defer { bouncer.stop() }
-        let direct = try cluster.createDatabase("bouncer_txn")
-        let db = try Connection(direct)
-        try seedItems(db, rows: 100_000)
-        let pooled = bouncer.conninfo(database: "bouncer_txn")
         let job = try jobFile(itemsJob(name: "btxn", extra: "workers: 2"))
         let through = try backfill(["run", job, "--database", pooled])
         #expect(through.code == 0, "\(through.err)")

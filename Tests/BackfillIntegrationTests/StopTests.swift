@@ -4,37 +4,6 @@ import PostgresClient
 import Synchronization
 import Testing
 
-/// A TCP client of 127.0.0.1:`port`; nil when nothing listens.
-private func connectLocal(_ port: Int) -> Int32? {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = in_port_t(UInt16(port).bigEndian)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    if connected != 0 { close(fd); return nil }
-    return fd
-}
-
-/// `GET /metrics` on 127.0.0.1:`port`: the whole answer, read until the server closes.
-private func getMetrics(_ port: Int) -> String? {
-    guard let fd = connectLocal(port) else { return nil }
-    defer { close(fd) }
-    _ = "GET /metrics HTTP/1.0\r\n\r\n".withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
-    var timeout = timeval(tv_sec: 5, tv_usec: 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    var answer = [UInt8]()
-    var buffer = [UInt8](repeating: 0, count: 4096)
-    while true {
-        let n = read(fd, &buffer, buffer.count)
-        if n <= 0 { break }
-        answer += buffer[0..<n]
-    }
-    return String(decoding: answer, as: UTF8.self)
-}
-
 @Suite("Stops that always work")
 struct StopTests {
     @Test("a slow-loris client on /metrics does not delay exit, and another client is served meanwhile")
@@ -44,7 +13,7 @@ struct StopTests {
         let job = try jobFile(itemsJob(name: "loris", extra: "throttle: {max_rows_per_second: 10000}"))
         let runner = try CLIProcess(["run", job, "--database", url, "--metrics-port", String(port), "--metrics-bind", "127.0.0.1"])
         var loris: Int32?
-        #expect(waitFor(10) { loris = connectLocal(port); return loris != nil })
+        #expect(waitFor(10) { loris = tcpConnect(port: port); return loris != nil })
         let feeding = Atomic<Bool>(true)
         let lorisFD = try #require(loris)
         let feeder = Thread {
@@ -58,7 +27,7 @@ struct StopTests {
         }
         feeder.start()
         defer { feeding.store(false, ordering: .relaxed); close(lorisFD) }
-        let served = getMetrics(port)
+        let served = httpGet(port: port, path: "/metrics")
         #expect(served?.hasPrefix("HTTP/1.0 200 OK") == true, "\(served ?? "no answer")")
         #expect(waitFor(30) { rowsDone(db, job: "loris") == 30_000 })
         var done: Date?

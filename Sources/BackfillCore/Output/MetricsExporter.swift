@@ -89,25 +89,22 @@ public final class MetricsExporter: Sendable {
         guard fd >= 0 else { throw Failure(description: "--metrics-port: socket() failed: errno \(errno)") }
         var yes: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
-        let bound: Int32
+        var parsed = false
+        var bound: Int32 = -1
         if v6 {
             var sa = sockaddr_in6()
-            sa.sin6_family = sa_family_t(AF_INET6)
-            sa.sin6_port = in_port_t(UInt16(port).bigEndian)
-            guard inet_pton(AF_INET6, address, &sa.sin6_addr) == 1 else {
-                close(fd)
-                throw Failure(description: "--metrics-bind \(address): not an IPv4 or IPv6 address")
-            }
-            bound = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+            (sa.sin6_family, sa.sin6_port) = (sa_family_t(AF_INET6), in_port_t(UInt16(port).bigEndian))
+            parsed = inet_pton(AF_INET6, address, &sa.sin6_addr) == 1
+            if parsed { bound = bindSocket(fd, &sa) }
         } else {
             var sa = sockaddr_in()
-            sa.sin_family = sa_family_t(AF_INET)
-            sa.sin_port = in_port_t(UInt16(port).bigEndian)
-            guard inet_pton(AF_INET, address, &sa.sin_addr) == 1 else {
-                close(fd)
-                throw Failure(description: "--metrics-bind \(address): not an IPv4 or IPv6 address")
-            }
-            bound = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            (sa.sin_family, sa.sin_port) = (sa_family_t(AF_INET), in_port_t(UInt16(port).bigEndian))
+            parsed = inet_pton(AF_INET, address, &sa.sin_addr) == 1
+            if parsed { bound = bindSocket(fd, &sa) }
+        }
+        guard parsed else {
+            close(fd)
+            throw Failure(description: "--metrics-bind \(address): not an IPv4 or IPv6 address")
         }
         guard bound == 0, Glibc.listen(fd, 64) == 0 else {
             let error = errno
@@ -115,6 +112,10 @@ public final class MetricsExporter: Sendable {
             throw Failure(description: "--metrics-port \(port) on \(address): cannot listen (errno \(error)\(error == EADDRINUSE ? ", the port is in use" : error == EADDRNOTAVAIL ? ", no interface has that address" : ""))")
         }
         return fd
+    }
+
+    private static func bindSocket<Address>(_ fd: Int32, _ address: inout Address) -> Int32 {
+        withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<Address>.size)) } }
     }
 
     /// Accepts clients until `stop()`, waking every 0.2 s to see it; each client is answered on a
