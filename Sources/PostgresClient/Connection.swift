@@ -158,7 +158,9 @@ public final class Connection {
     ///
     /// With `prepared`, the statement is parsed and planned once per session (`PQprepare`) and
     /// then only executed: for small statements run many times, such as checkpoint updates,
-    /// whose generic plan is as good as a custom one.
+    /// whose generic plan is as good as a custom one. Named statements live in the session: do not
+    /// use `prepared` on a connection that may go through a transaction-mode pooler (PgBouncer
+    /// before 1.21 does not carry them from one server connection to the next).
     @discardableResult
     public func query(_ sql: String, _ parameters: [PostgresValue] = [], prepared: Bool = false) throws -> QueryResult {
         let conn = try liveHandle()

@@ -21,8 +21,8 @@ public enum UnlockOutcome: Sendable {
 extension CheckpointStore {
     /// Frees a job whose runner is gone or frozen: when its last heartbeat is at least
     /// `staleAfter` seconds old (or with `force`), terminates the sessions of the job's runner
-    /// (the advisory lock's session, and every session named `backfill:<job>` or
-    /// `backfill:<job>:lease`, which `--join` workers reconnect from) and removes the lease row.
+    /// (verified by name: every session named `backfill:<job>` or `backfill:<job>:lease`, the
+    /// lease session among them; `--join` workers reconnect) and removes the lease row.
     /// Terminating needs the holder's role or membership in `pg_signal_backend`.
     public func unlock(job: String, staleAfter: Double, force: Bool, db: Connection) throws -> UnlockOutcome {
         let hasLeases = try db.query("SELECT to_regclass($1) IS NOT NULL AS present", [.text(leases)]).first?["present"].bool ?? false
@@ -32,9 +32,9 @@ extension CheckpointStore {
             """
             WITH targets AS MATERIALIZED (
                 SELECT pid FROM pg_stat_activity
-                WHERE datname = current_database() AND pid <> pg_backend_pid() AND (pid = $1 OR application_name IN ($2, $3)))
+                WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name IN ($1, $2))
             SELECT pid::bigint AS pid FROM targets WHERE pg_terminate_backend(pid) ORDER BY pid
-            """, [holder.pid.map { .int($0) } ?? .null, .text("backfill:\(job)"), .text(Lease.applicationName(job))]).rows.compactMap { $0["pid"].int64 }
+            """, [.text("backfill:\(job)"), .text(Lease.applicationName(job))]).rows.compactMap { $0["pid"].int64 }
         try db.query("DELETE FROM \(leases) WHERE job = $1", [.text(job)])
         // The terminated sessions end (and drop their advisory lock) a moment later.
         let key = Lease.advisoryKey(job)

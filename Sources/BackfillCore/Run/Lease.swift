@@ -148,9 +148,9 @@ final class Lease {
             LEFT JOIN \(store.leases) l ON l.job = $1
             LEFT JOIN LATERAL (SELECT a.* FROM pg_locks k JOIN pg_stat_activity a ON a.pid = k.pid
                                WHERE \(isAdvisoryLock("k", key: "$2::bigint"))
-                               LIMIT 1) a ON true
+                               ORDER BY a.application_name = $3 DESC LIMIT 1) a ON true
             WHERE l.job IS NOT NULL OR a.pid IS NOT NULL
-            """, [.text(job), .int(key)]).first
+            """, [.text(job), .int(key), .text(applicationName(job))]).first
         guard let row else { return nil }
         return LeaseHolder(pid: row["pid"].int64, applicationName: row["application_name"].string, host: row["host"].string,
                            runner: row["runner"].string, heartbeatAge: row["age"].double)
