@@ -74,6 +74,24 @@ struct LeaseTests {
         #expect(nothing.code == 0 && nothing.out.contains("nothing to unlock"), "\(nothing.out) \(nothing.err)")
     }
 
+    @Test("a job started over with a changed file is not fed by a joined process of the old one: it stops (exit 3); every row gets the new file's value")
+    func specHashOnClaims() throws {
+        let (url, db) = try itemsDatabase("respec", rows: 100_000)
+        let old = try jobFile(itemsJob(name: "respec", extra: "throttle: {max_rows_per_second: 10000}"))
+        let holder = try CLIProcess(["run", old, "--database", url])
+        #expect(waitFor(30) { rowsDone(db, job: "respec") > 0 })
+        let joined = try CLIProcess(["run", old, "--database", url, "--join"])
+        Thread.sleep(forTimeInterval: 1)
+        kill(holder.pid, SIGTERM)
+        #expect(holder.wait(timeout: 10) == 3, "\(holder.stderr)")
+        let new = try jobFile(itemsJob(name: "respec").replacingOccurrences(of: "id * 2", with: "id * 3"))
+        let restarted = try backfill(["run", new, "--database", url, "--restart"])
+        #expect(restarted.code == 0, "\(restarted.err)")
+        #expect(joined.wait(timeout: 30) == 3, "\(joined.stderr)")
+        #expect(joined.stderr.contains("started over with a different job file"), "\(joined.stderr)")
+        #expect(try db.query("SELECT count(*) AS n FROM items WHERE filled = id * 3").first?["n"].int64 == 100_000)
+    }
+
     @Test("through PgBouncer in session mode: a second runner exits 4; the job finishes exactly once", .enabled(if: localCluster))
     func pgbouncerSession() throws {
         let (bouncer, _, pooled, db) = try pooledItems(.session, database: "bouncer_session")
