@@ -131,6 +131,19 @@ public final class Connection {
         return Int(PQserverVersion(handle))
     }
 
+    /// The value libpq uses for a connection keyword (`keepalives_idle`, `application_name` …),
+    /// from `PQconninfo`; nil when it is unset. Never call it for `password`.
+    public func option(_ keyword: String) -> String? {
+        guard let handle, let options = PQconninfo(handle) else { return nil }
+        defer { PQconninfoFree(options) }
+        var index = 0
+        while let key = options[index].keyword {
+            if String(cString: key) == keyword { return options[index].val.map { String(cString: $0) } }
+            index += 1
+        }
+        return nil
+    }
+
     /// Returns and clears the notices received so far.
     public func drainNotices() -> [PostgresNotice] {
         defer { noticeBox.notices.removeAll() }
