@@ -96,7 +96,7 @@ struct Unlock: ParsableCommand {
             Terminating another role's sessions needs that role or membership in pg_signal_backend; \
             removing the lease row needs DELETE on the store's leases table.
             """)
-    @Argument var job: String
+    @Argument(help: "The job's name.") var job: String
     @OptionGroup var db: DatabaseOptions
     @Option(name: .long, help: "Unlock only when the holder's last heartbeat is at least this old (90s, 10m). Default: 60s.", transform: DurationArgument.init(parsing:))
     var staleAfter: DurationArgument?
