@@ -260,7 +260,7 @@ public final class LocalPostgres: Sendable {
         return path
     }
 
-    private static func chownToPostgres(_ paths: [String]) throws {
+    static func chownToPostgres(_ paths: [String]) throws {
         guard let pw = getpwnam("postgres") else {
             throw Failure(description: "running as root, but there is no `postgres` user to run PostgreSQL as; install the `postgresql` package, which creates it")
         }

@@ -42,8 +42,10 @@ public final class Connection {
                 code: .sqlclientUnableToEstablishSqlconnection, severity: "FATAL", message: "the connection string \(problem)",
                 hint: "the string is not shown, so that no password reaches the logs")
         }
-        var keys: [String] = ["connect_timeout"]
-        var values: [String] = [String(connectTimeoutSeconds)]
+        // Defaults the connection string may override (it comes later, and later keywords win):
+        // a dead peer is noticed within about 30 s instead of the kernel's two hours.
+        var keys: [String] = ["connect_timeout"] + Self.deadPeerDefaults.map(\.key)
+        var values: [String] = [String(connectTimeoutSeconds)] + Self.deadPeerDefaults.map(\.value)
         if let conninfo, !conninfo.isEmpty {
             keys.append("dbname")
             values.append(conninfo)
@@ -75,6 +77,15 @@ public final class Connection {
         self.handle = conn
         PQsetNoticeReceiver(conn, noticeReceiver, Unmanaged.passUnretained(noticeBox).toOpaque())
     }
+
+    /// Client-side TCP keepalives and `tcp_user_timeout` on every connection: a probe after 10 s
+    /// idle, then every 5 s, the connection dropped after 3 unanswered (about 25 s); unacknowledged
+    /// data drops it after 30 s. libpq ignores them on Unix sockets. A connection string's own
+    /// `keepalives…` or `tcp_user_timeout` wins.
+    public static let deadPeerDefaults: [(key: String, value: String)] = [
+        ("keepalives", "1"), ("keepalives_idle", "10"), ("keepalives_interval", "5"), ("keepalives_count", "3"),
+        ("tcp_user_timeout", "30000"),
+    ]
 
     private static func connect(keys: [String], values: [String]) -> OpaquePointer? {
         let cKeys = keys.map { strdup($0) } + [nil]
@@ -120,6 +131,19 @@ public final class Connection {
         return Int(PQserverVersion(handle))
     }
 
+    /// The value libpq uses for a connection keyword (`keepalives_idle`, `application_name` …),
+    /// from `PQconninfo`; nil when it is unset. Never call it for `password`.
+    public func option(_ keyword: String) -> String? {
+        guard let handle, let options = PQconninfo(handle) else { return nil }
+        defer { PQconninfoFree(options) }
+        var index = 0
+        while let key = options[index].keyword {
+            if String(cString: key) == keyword { return options[index].val.map { String(cString: $0) } }
+            index += 1
+        }
+        return nil
+    }
+
     /// Returns and clears the notices received so far.
     public func drainNotices() -> [PostgresNotice] {
         defer { noticeBox.notices.removeAll() }
@@ -147,7 +171,9 @@ public final class Connection {
     ///
     /// With `prepared`, the statement is parsed and planned once per session (`PQprepare`) and
     /// then only executed: for small statements run many times, such as checkpoint updates,
-    /// whose generic plan is as good as a custom one.
+    /// whose generic plan is as good as a custom one. Named statements live in the session: do not
+    /// use `prepared` on a connection that may go through a transaction-mode pooler (PgBouncer
+    /// before 1.21 does not carry them from one server connection to the next).
     @discardableResult
     public func query(_ sql: String, _ parameters: [PostgresValue] = [], prepared: Bool = false) throws -> QueryResult {
         let conn = try liveHandle()
@@ -288,9 +314,12 @@ public final class Connection {
             return Self.read(result)
         default:
             if let state = field(result, BF_DIAG_SQLSTATE) {
+                // A session the server ended (FATAL), or one libpq no longer considers usable, is
+                // reported as FATAL whatever the message's own severity: callers reconnect.
+                let severity = PQstatus(conn) == CONNECTION_OK ? field(result, BF_DIAG_SEVERITY) ?? "ERROR" : "FATAL"
                 throw PostgresError(
                     code: PostgresError.Code(state),
-                    severity: field(result, BF_DIAG_SEVERITY) ?? "ERROR",
+                    severity: severity,
                     message: field(result, BF_DIAG_MESSAGE_PRIMARY) ?? lastErrorMessage(conn),
                     detail: field(result, BF_DIAG_MESSAGE_DETAIL),
                     hint: field(result, BF_DIAG_MESSAGE_HINT))

@@ -22,6 +22,8 @@ public struct PostgresError: Error, Sendable, Hashable, CustomStringConvertible 
         public static let adminShutdown: Code = "57P01"
         public static let crashShutdown: Code = "57P02"
         public static let cannotConnectNow: Code = "57P03"
+        public static let idleSessionTimeout: Code = "57P05"
+        public static let idleInTransactionSessionTimeout: Code = "25P03"
         public static let connectionFailure: Code = "08006"
         public static let sqlclientUnableToEstablishSqlconnection: Code = "08001"
         public static let invalidPassword: Code = "28P01"
@@ -59,14 +61,19 @@ public struct PostgresError: Error, Sendable, Hashable, CustomStringConvertible 
         return text
     }
 
-    /// Whether the connection this error came from can no longer be used: a connection error,
-    /// a server shutdown, or a FATAL error that ended a session (an idle-in-transaction or
-    /// idle-session timeout, a terminated backend). A refused login (class 28, a wrong password;
-    /// class 3D, no such database) is not: connecting again would fail the same way.
+    /// Whether the connection this error came from can no longer be used: a connection
+    /// exception (class `08`), a shutdown, an idle-session or idle-in-transaction timeout, or any
+    /// other error of severity `FATAL` or `PANIC` (the server ends the session after sending it).
+    /// A refused login (class `28`) or a missing database (`3D000`) is not: connecting again
+    /// would fail the same way.
     public var isConnectionLost: Bool {
-        code.errorClass == "08" || code == .adminShutdown || code == .crashShutdown || code == .cannotConnectNow
-            || ((severity == "FATAL" || severity == "PANIC") && code.errorClass != "28" && code.errorClass != "3D")
+        if code.errorClass == "28" || code.errorClass == "3D" { return false }
+        return code.errorClass == "08" || Self.sessionEnding.contains(code) || severity == "FATAL" || severity == "PANIC"
     }
+
+    private static let sessionEnding: Set<Code> = [
+        .adminShutdown, .crashShutdown, .cannotConnectNow, .idleSessionTimeout, .idleInTransactionSessionTimeout,
+    ]
 
     /// What a batch runner should do when a batch transaction fails with this error.
     public var batchDisposition: BatchDisposition {

@@ -88,6 +88,38 @@ struct Forget: ParsableCommand {
     func run() throws { try apply(.forget, job, db) }
 }
 
+struct Unlock: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Free a job whose runner is gone or frozen: terminate its sessions and release its lease.",
+        discussion: """
+            Refuses (exit 4) while the holder's heartbeat is newer than --stale-after, unless --force. \
+            Terminating another role's sessions needs that role or membership in pg_signal_backend; \
+            removing the lease row needs DELETE on the store's leases table.
+            """)
+    @Argument(help: "The job's name.") var job: String
+    @OptionGroup var db: DatabaseOptions
+    @Option(name: .long, help: "Unlock only when the holder's last heartbeat is at least this old (90s, 10m). Default: 60s.", transform: DurationArgument.init(parsing:))
+    var staleAfter: DurationArgument?
+    @Flag(name: .long, help: "Unlock even while the holder's heartbeat is fresh (its workers stop after their batch).")
+    var force = false
+
+    func run() throws {
+        let conn = try connect(db, as: "unlock")
+        let staleAfter = staleAfter?.seconds ?? 60
+        switch try db.store.unlock(job: job, staleAfter: staleAfter, force: force, db: conn) {
+        case .notHeld:
+            print("\(job): no runner holds the lease; nothing to unlock")
+        case .fresh(let holder):
+            throw CommandFailure(
+                message: "\(job): the holder is alive (\(holder)); its heartbeat is newer than --stale-after \(self.staleAfter?.description ?? "60s")",
+                next: "wait for it, stop it, or use --force to terminate its sessions anyway", exitCode: 4)
+        case .released(let holder, let terminated):
+            let sessions = terminated.isEmpty ? "no session was left to terminate" : "terminated backend pid \(terminated.map(String.init).joined(separator: ", "))"
+            print("\(job): unlocked: \(sessions) and removed the lease (holder was \(holder)); its workers stop before their next batch")
+        }
+    }
+}
+
 private func noSuchJob(_ job: String, _ db: DatabaseOptions) -> CommandFailure {
     .invalid("no job named `\(job)` in schema `\(db.schema)`",
              next: "`backfill status` lists the jobs in that schema (--schema or \(Setting.schema) names another)")

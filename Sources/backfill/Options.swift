@@ -42,6 +42,7 @@ enum Setting: String, CustomStringConvertible {
     case progress = "BACKFILL_PROGRESS"
     case metricsFile = "BACKFILL_METRICS_FILE"
     case metricsPort = "BACKFILL_METRICS_PORT"
+    case metricsBind = "BACKFILL_METRICS_BIND"
     case maxRuntime = "BACKFILL_MAX_RUNTIME"
     case workers = "BACKFILL_WORKERS"
     case restart = "BACKFILL_RESTART"

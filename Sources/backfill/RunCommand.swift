@@ -15,8 +15,11 @@ struct OutputOptions: ParsableArguments {
     @Option(name: .long, help: "Write Prometheus metrics to this file (atomically, every 5 s and at exit), for node_exporter's textfile collector. Env: \(Setting.metricsFile).")
     var metricsFile: String?
 
-    @Option(name: .long, help: "Serve Prometheus metrics at http://0.0.0.0:PORT/metrics while the job runs. Env: \(Setting.metricsPort).")
+    @Option(name: .long, help: "Serve Prometheus metrics at http://ADDR:PORT/metrics while the job runs (ADDR: --metrics-bind). Env: \(Setting.metricsPort).")
     var metricsPort: Int?
+
+    @Option(name: .long, help: "The IPv4 or IPv6 address the metrics server listens on (127.0.0.1 for this host only, :: for IPv6). Default: 0.0.0.0. Env: \(Setting.metricsBind).")
+    var metricsBind: String?
 
     mutating func validate() throws {
         try Setting.logFormat.fill(&givenLogFormat)
@@ -30,6 +33,7 @@ struct OutputOptions: ParsableArguments {
         }
         let portSource = try Setting.metricsPort.fill(&metricsPort)
         if let metricsPort, !(1...65535).contains(metricsPort) { throw ValidationError("\(portSource) must be from 1 to 65535") }
+        try Setting.metricsBind.fill(&metricsBind) { $0 }
     }
 
     var logFormat: LogFormat { givenLogFormat ?? .text }
@@ -40,9 +44,9 @@ struct OutputOptions: ParsableArguments {
     func withConsole<T>(stop: StopSignal, _ body: (Console, @escaping @Sendable (RunEvent) -> Void) throws -> T) throws -> T {
         let exporter: MetricsExporter?
         do {
-            exporter = try MetricsSetup.start(file: metricsFile, port: metricsPort)
+            exporter = try MetricsSetup.start(file: metricsFile, port: metricsPort, bind: metricsBind)
         } catch {
-            throw CommandFailure.invalid("metrics: \(error)", next: "choose another --metrics-port or --metrics-file; nothing was changed")
+            throw CommandFailure.invalid("metrics: \(error)", next: "choose another --metrics-port, --metrics-bind or --metrics-file; nothing was changed")
         }
         defer { exporter?.stop() }
         let console = Console(logFormat: logFormat, progress: progress)
@@ -132,8 +136,11 @@ struct Run: ParsableCommand, LogFormatted {
 }
 
 /// SIGINT and SIGTERM: stop after the batch in flight; if it is still running 2 s later, cancel it.
-/// The console reports each signal (a `signal` event with JSON logs).
+/// A second signal cancels every statement in flight (batches, health checks, `check_sql`) and
+/// exits 3 at once. The console reports each signal (a `signal` event with JSON logs).
 enum SignalHandling {
+    private static let received = Atomic<Int>(0)
+
     static func install(stop: StopSignal, console: Console) -> [DispatchSourceSignal] {
         [(SIGINT, "SIGINT"), (SIGTERM, "SIGTERM")].map { number, name in
             signal(number, SIG_IGN)
@@ -141,6 +148,11 @@ enum SignalHandling {
             source.setEventHandler {
                 console.signal(name)
                 stop.request()
+                if received.add(1, ordering: .acquiringAndReleasing).newValue >= 2 {
+                    stop.cancelInFlight()
+                    console.note("backfill: second \(name): cancelled the statements in flight, exiting now (exit 3); committed batches are kept")
+                    exit(3)
+                }
                 DispatchQueue.global().asyncAfter(deadline: .now() + 2) { stop.cancelInFlight() }
             }
             source.resume()

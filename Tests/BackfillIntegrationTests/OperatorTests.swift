@@ -8,17 +8,8 @@ import Yams
 
 /// `GET path` over plain HTTP from 127.0.0.1:port; nil when nothing answers.
 func httpGet(port: Int, path: String) -> String? {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { return nil }
+    guard let fd = tcpConnect(port: port) else { return nil }
     defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = in_port_t(UInt16(port).bigEndian)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    guard connected == 0 else { return nil }
     let request = "GET \(path) HTTP/1.0\r\nHost: localhost\r\n\r\n"
     _ = request.withCString { write(fd, $0, strlen($0)) }
     var data = [UInt8]()

@@ -77,10 +77,19 @@ struct WorkerTests {
             #expect(try db.query("SELECT count(*) AS n FROM \(table) WHERE writes = 1 AND v = 1").first?["n"].int64 == Int64(rows))
             let ranges = try CheckpointStore().details(job: table, db: db).ranges
             #expect(ranges.count >= 12, "\(table): \(ranges.count) ranges")
-            // The ranges tile the key space: each starts where the previous one ends, the first at
-            // the start of the table, the last open-ended; every bound is an existing key.
-            #expect(ranges.first?.lowerKey == nil && ranges.last?.upperKey == nil)
-            for (previous, next) in zip(ranges, ranges.dropFirst()) { #expect(next.lowerKey == previous.upperKey) }
+            // The ranges tile the key space: each starts where another ends (work stealing appends
+            // split-off ranges at the end of the numbering), the first at the start of the table,
+            // the last open-ended; every bound is an existing key.
+            var byLower: [[String]?: RangeStatus] = [:]
+            for range in ranges { #expect(byLower.updateValue(range, forKey: range.lowerKey) == nil, "two ranges start at \(range.lowerKey ?? [])") }
+            var chain: [RangeStatus] = []
+            var lower: [String]? = nil
+            while let next = byLower[lower], chain.count <= ranges.count {
+                chain.append(next)
+                guard let upper = next.upperKey else { break }
+                lower = upper
+            }
+            #expect(chain.count == ranges.count && chain.last?.upperKey == nil, "the ranges do not tile the key space: \(ranges)")
             for bound in ranges.compactMap({ $0.upperKey?.first }) {
                 #expect(try db.query("SELECT count(*) AS n FROM \(table) WHERE \(key)::text = $1", [.text(bound)]).first?["n"].int64 == 1)
             }

@@ -17,14 +17,19 @@ struct ClassificationTests {
         #expect(error.batchDisposition == .retry(reason))
     }
 
-    @Test("a FATAL error that ended the session reconnects; a refused login does not", arguments: [
-        ("25P03", "FATAL", true), ("57P05", "FATAL", true), ("XX000", "FATAL", true), ("28P01", "FATAL", false),
-        ("3D000", "FATAL", false), ("25P03", "ERROR", false),
-    ])
-    func fatal(code: String, severity: String, lost: Bool) {
-        let error = PostgresError(code: .init(code), severity: severity, message: "x")
-        #expect(error.isConnectionLost == lost)
-        #expect((error.batchDisposition == .retry(.connectionLost)) == lost)
+    @Test(
+        "session-ending errors reconnect",
+        arguments: [("57P05", "FATAL"), ("25P03", "FATAL"), ("57P05", "ERROR"), ("25P03", "ERROR"), ("XX000", "FATAL"),
+                    ("53300", "FATAL"), ("XX000", "PANIC"), ("42501", "FATAL")])
+    func sessionEnding(code: String, severity: String) {
+        let error = PostgresError(code: .init(code), severity: severity, message: "terminating connection")
+        #expect(error.isConnectionLost)
+        #expect(error.batchDisposition == .retry(.connectionLost))
+    }
+
+    @Test("a refused login or a missing database is not retried", arguments: ["28P01", "28000", "3D000"])
+    func refusedLogin(code: String) {
+        #expect(PostgresError(code: .init(code), severity: "FATAL", message: "x").batchDisposition == .permanent)
     }
 
     @Test("permanent SQLSTATEs", arguments: ["23505", "42P01", "42703", "42601", "22012", "XX000", "53100", "28P01"])

@@ -42,6 +42,21 @@ func expectPostgresError(_ code: PostgresError.Code, _ body: () throws -> Void) 
 
 @Suite("PostgresClient against a real server")
 struct ConnectionTests {
+    @Test("every connection asks for TCP keepalives and tcp_user_timeout; the connection string's own values win")
+    func deadPeerDefaults() throws {
+        let url = try TestDatabases.create("keepalives")
+        let plain = try Connection(url)
+        #expect(plain.option("keepalives") == "1")
+        #expect(plain.option("keepalives_idle") == "10")
+        #expect(plain.option("keepalives_interval") == "5")
+        #expect(plain.option("keepalives_count") == "3")
+        #expect(plain.option("tcp_user_timeout") == "30000")
+        let own = try Connection(url + " keepalives_idle=120 tcp_user_timeout=0")
+        #expect(own.option("keepalives_idle") == "120")
+        #expect(own.option("tcp_user_timeout") == "0")
+        #expect(own.option("keepalives_count") == "3")
+    }
+
     @Test("typed values round-trip, including NULL and non-ASCII text")
     func roundTrip() throws {
         let db = try Connection(try TestDatabases.create("roundtrip"))

@@ -4,7 +4,9 @@ import Synchronization
 
 /// Publishes the process's Prometheus registry: to a file for node_exporter's textfile collector
 /// (written atomically, by write-then-rename, every `interval` and at `stop()`), and/or over HTTP
-/// at `/metrics` for Kubernetes scraping.
+/// at `/metrics` for Kubernetes scraping. The server answers clients concurrently (at most 32 at a
+/// time), gives each request a whole-request deadline of 2 s, keeps accepting after transient
+/// errors, and stops within 0.2 s: `stop()` never waits for a client.
 public final class MetricsExporter: Sendable {
     public struct Failure: Error, CustomStringConvertible, Sendable {
         public let description: String
@@ -17,8 +19,14 @@ public final class MetricsExporter: Sendable {
     private let finished = Atomic<Int>(0)
     private let threads: Int
 
-    /// Starts exporting. Throws when the port cannot be bound or the file's folder is missing.
-    public init(registry: PrometheusCollectorRegistry, filePath: String?, port: Int?, interval: Double = 5) throws {
+    /// Seconds a client has to send its request and read the answer.
+    static let requestDeadline = 2.0
+    private let clients = Atomic<Int>(0)
+
+    /// Starts exporting. Throws when the address cannot be bound or the file's folder is missing.
+    /// - Parameter bindAddress: the IPv4 or IPv6 address to listen on (`0.0.0.0` by default, every
+    ///   IPv4 interface; `127.0.0.1` for the host alone, `::` for every IPv6 one).
+    public init(registry: PrometheusCollectorRegistry, filePath: String?, port: Int?, bindAddress: String = "0.0.0.0", interval: Double = 5) throws {
         self.registry = registry
         self.filePath = filePath
         if let filePath {
@@ -27,7 +35,7 @@ public final class MetricsExporter: Sendable {
                 throw Failure(description: "--metrics-file: folder \(folder) does not exist")
             }
         }
-        listener = try port.map(Self.listen)
+        listener = try port.map { try Self.listen(address: bindAddress, port: $0) }
         threads = (filePath == nil ? 0 : 1) + (listener == nil ? 0 : 1)
         if filePath != nil {
             try writeFile()
@@ -75,50 +83,94 @@ public final class MetricsExporter: Sendable {
         }
     }
 
-    private static func listen(port: Int) throws -> Int32 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    private static func listen(address: String, port: Int) throws -> Int32 {
+        let v6 = address.contains(":")
+        let fd = socket(v6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw Failure(description: "--metrics-port: socket() failed: errno \(errno)") }
         var yes: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = INADDR_ANY
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        var parsed = false
+        var bound: Int32 = -1
+        if v6 {
+            var sa = sockaddr_in6()
+            (sa.sin6_family, sa.sin6_port) = (sa_family_t(AF_INET6), in_port_t(UInt16(port).bigEndian))
+            parsed = inet_pton(AF_INET6, address, &sa.sin6_addr) == 1
+            if parsed { bound = bindSocket(fd, &sa) }
+        } else {
+            var sa = sockaddr_in()
+            (sa.sin_family, sa.sin_port) = (sa_family_t(AF_INET), in_port_t(UInt16(port).bigEndian))
+            parsed = inet_pton(AF_INET, address, &sa.sin_addr) == 1
+            if parsed { bound = bindSocket(fd, &sa) }
         }
-        guard bound == 0, Glibc.listen(fd, 16) == 0 else {
+        guard parsed else {
+            close(fd)
+            throw Failure(description: "--metrics-bind \(address): not an IPv4 or IPv6 address")
+        }
+        guard bound == 0, Glibc.listen(fd, 64) == 0 else {
             let error = errno
             close(fd)
-            throw Failure(description: "--metrics-port \(port): cannot listen (errno \(error)\(error == EADDRINUSE ? ", the port is in use" : ""))")
+            throw Failure(description: "--metrics-port \(port) on \(address): cannot listen (errno \(error)\(error == EADDRINUSE ? ", the port is in use" : error == EADDRNOTAVAIL ? ", no interface has that address" : ""))")
         }
         return fd
     }
 
-    /// A minimal HTTP/1.0 responder: `GET /metrics` gets the registry, anything else 404.
+    private static func bindSocket<Address>(_ fd: Int32, _ address: inout Address) -> Int32 {
+        withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<Address>.size)) } }
+    }
+
+    /// Accepts clients until `stop()`, waking every 0.2 s to see it; each client is answered on a
+    /// thread of its own. An `accept` error (a client gone before it was accepted, too many open
+    /// files) is waited out, never the end of the server.
     private func serve(_ listener: Int32) {
         while running.load(ordering: .acquiring) {
+            var ready = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
+            guard poll(&ready, 1, 200) > 0, running.load(ordering: .acquiring) else { continue }
             let client = accept(listener, nil, nil)
             guard client >= 0 else {
-                if errno == EINTR { continue }
-                return
+                usleep(errno == EINTR || errno == EAGAIN ? 0 : 50_000)
+                continue
             }
-            var timeout = timeval(tv_sec: 2, tv_usec: 0)
-            setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            var request = [UInt8]()
-            var buffer = [UInt8](repeating: 0, count: 2048)
-            while request.count < 16_384 {
-                let n = read(client, &buffer, buffer.count)
-                if n <= 0 { break }
-                request += buffer[0..<n]
-                if request.count >= 4, String(decoding: request.suffix(4), as: UTF8.self) == "\r\n\r\n" { break }
+            guard clients.add(1, ordering: .acquiringAndReleasing).newValue <= 32 else {
+                clients.subtract(1, ordering: .acquiringAndReleasing)
+                close(client)
+                continue
             }
-            let line = String(decoding: request.prefix { $0 != 13 && $0 != 10 }, as: UTF8.self)
-            let path = line.split(separator: " ").dropFirst().first.map(String.init) ?? ""
-            let (status, body) = path == "/metrics" || path.hasPrefix("/metrics?") ? ("200 OK", text) : ("404 Not Found", "not found; try /metrics\n")
-            let response = "HTTP/1.0 \(status)\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
-            _ = response.withCString { write(client, $0, strlen($0)) }
-            close(client)
+            Thread.detachNewThread { [self] in
+                defer { clients.subtract(1, ordering: .acquiringAndReleasing) }
+                answer(client)
+            }
+        }
+    }
+
+    /// A minimal HTTP/1.0 responder: `GET /metrics` gets the registry, anything else 404. The
+    /// request and the answer together must fit in `requestDeadline`; a slow client is dropped.
+    private func answer(_ client: Int32) {
+        defer { close(client) }
+        let deadline = Date().addingTimeInterval(Self.requestDeadline)
+        var request = [UInt8]()
+        var buffer = [UInt8](repeating: 0, count: 2048)
+        while request.count < 16_384 {
+            let left = Int32(deadline.timeIntervalSinceNow * 1000)
+            guard left > 0 else { return }
+            var ready = pollfd(fd: client, events: Int16(POLLIN), revents: 0)
+            guard poll(&ready, 1, left) > 0 else { return }
+            let n = read(client, &buffer, buffer.count)
+            if n <= 0 { break }
+            request += buffer[0..<n]
+            if request.count >= 4, String(decoding: request.suffix(4), as: UTF8.self) == "\r\n\r\n" { break }
+        }
+        let line = String(decoding: request.prefix { $0 != 13 && $0 != 10 }, as: UTF8.self)
+        let path = line.split(separator: " ").dropFirst().first.map(String.init) ?? ""
+        let (status, body) = path == "/metrics" || path.hasPrefix("/metrics?") ? ("200 OK", text) : ("404 Not Found", "not found; try /metrics\n")
+        let response = Array("HTTP/1.0 \(status)\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)".utf8)
+        let left = max(0.001, deadline.timeIntervalSinceNow)
+        var timeout = timeval(tv_sec: Int(left), tv_usec: Int((left - left.rounded(.down)) * 1_000_000))
+        setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var sent = 0
+        while sent < response.count, deadline.timeIntervalSinceNow > 0 {
+            let n = response[sent...].withUnsafeBytes { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { return }
+            sent += n
         }
     }
 }

@@ -33,7 +33,8 @@ public enum ConsoleFormat {
         case .pass:
             return "\(event.job): \(text("reason"))"
         case .stop:
-            return "\(event.job): stopped (\(text("reason")))"
+            let message = event["message"] == nil ? "" : ": \(text("message"))"
+            return "\(event.job): stopped (\(text("reason")))\(message)"
         case .done:
             return "\(event.job): done"
         case .error:

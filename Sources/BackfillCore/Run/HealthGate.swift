@@ -14,7 +14,7 @@ struct HealthGate {
     let throttle: JobSpec.Throttle
     let tableOID: Int64
     let interval: Double
-    /// `statement_timeout` of `check_sql`.
+    /// `statement_timeout` of every health check (`check_sql` included).
     let checkTimeoutMs: Int
     private var lastCheck = -Double.infinity
 
@@ -32,11 +32,11 @@ struct HealthGate {
     mutating func check(at now: Double, db: Connection) throws -> (Reason, String)? {
         lastCheck = now
         if throttle.maxReplicationLagMs > 0 || throttle.pauseDuringAutovacuum {
-            let row = try db.query(
+            let row = try Planner.inReadOnlyTransaction(settings: ["statement_timeout = '\(checkTimeoutMs)ms'"], on: db) { try db.query(
                 """
                 SELECT (SELECT coalesce(max(extract(epoch FROM replay_lag) * 1000), 0)::float8 FROM pg_stat_replication) AS lag_ms,
                        EXISTS (SELECT 1 FROM pg_stat_progress_vacuum WHERE relid = $1::oid) AS vacuuming
-                """, [.int(tableOID)]).first
+                """, [.int(tableOID)]).first }
             let lag = row?["lag_ms"].double ?? 0
             if throttle.maxReplicationLagMs > 0, lag > Double(throttle.maxReplicationLagMs) {
                 return (.replicationLag, "replica replay lag \(Int(lag)) ms > \(throttle.maxReplicationLagMs) ms")

@@ -32,6 +32,8 @@ final class RunContext: Sendable {
     /// serialises its lines itself).
     private let emitter: @Sendable (RunEvent) -> Void
     private let leaseLock: Mutex<Lease?>
+    /// What claims check, and why the lease was lost.
+    let leaseWatch: LeaseWatch
 
     private struct State {
         var merged: RunSummary
@@ -46,7 +48,15 @@ final class RunContext: Sendable {
         self.options = options
         self.stop = stop
         self.emitter = emit
-        self.store = options.dryRun ? MemoryStore(rowsPerSecond: spec.throttle.maxRowsPerSecond) : options.store
+        let watch = LeaseWatch(specHash: spec.fingerprint)
+        self.leaseWatch = watch
+        if options.dryRun {
+            self.store = MemoryStore(rowsPerSecond: spec.throttle.maxRowsPerSecond)
+        } else {
+            var store = options.store
+            store.leaseWatch = watch
+            self.store = store
+        }
         self.watchdog = spec.throttle.whenBlocking
             ? Watchdog(conninfo: options.database, applicationName: "backfill:\(spec.name):watchdog",
                        limitMs: Double(spec.throttle.blockingWaitMs ?? spec.batch.targetMs))
@@ -65,7 +75,7 @@ final class RunContext: Sendable {
     }
 
     /// Whether the workers should stop now: a signal, or another worker failed.
-    var shouldStop: Bool { stop.isRequested || state.withLock { $0.aborted } }
+    var shouldStop: Bool { stop.isRequested || leaseWatch.lostReason != nil || state.withLock { $0.aborted } }
 
     func abort() { state.withLock { $0.aborted = true } }
 
@@ -115,32 +125,62 @@ final class RunContext: Sendable {
     /// How long this worker should still rest because another one was told to.
     var sharedRest: Duration { state.withLock { $0.restUntil } - ContinuousClock.now }
 
-    /// Whether this process holds the job's lease.
-    var holdsLease: Bool { leaseLock.withLock { $0 != nil } }
+    /// Whether this process holds the job's lease (taken and not lost).
+    var holdsLease: Bool { leaseWatch.lostReason == nil && leaseLock.withLock { $0 != nil } }
 
-    /// Takes the job's lease for this process; returns the holder when another runner has it.
+    /// Takes the job's lease for this process and starts its heartbeat; returns the holder when
+    /// another runner has it.
     func acquireLease() throws -> LeaseHolder? {
-        try leaseLock.withLock { lease in try Self.take(&lease, job: spec.name, options: options) }
+        let taken = try leaseLock.withLock { lease -> LeaseHolder? in
+            switch try Lease.acquire(job: spec.name, runner: runnerName, conninfo: options.database, store: options.store) {
+            case .success(let new):
+                lease = new
+                leaseWatch.hold(token: new.token)
+                return nil
+            case .failure(let holder):
+                return holder
+            }
+        }
+        if taken == nil { startHeartbeat() }
+        return taken
     }
 
-    /// After a lost connection: the lease's connection may have died with it; take it again.
-    /// Returns the other holder when someone else took it meanwhile. Renewals are serialised by
-    /// the lease's own lock, never the run's.
+    /// After a worker reconnected: checks the lease at once rather than at the next heartbeat.
+    /// A lost lease stops every worker (`shouldStop`), so this never reports another holder.
     func renewLease() throws -> LeaseHolder? {
-        try leaseLock.withLock { lease in
-            guard let current = lease, !current.isHeld else { return nil }
-            lease = nil
-            return try Self.take(&lease, job: spec.name, options: options)
+        checkLease()
+        return nil
+    }
+
+    /// One heartbeat; a lost lease is recorded and stops the run. Serialised by the lease's own lock.
+    private func checkLease() {
+        leaseLock.withLock { lease in
+            guard let current = lease, leaseWatch.lostReason == nil else { return }
+            if case .lost(let reason) = current.renew() { leaseWatch.markLost(reason) }
         }
     }
 
-    private static func take(_ lease: inout Lease?, job: String, options: RunOptions) throws -> LeaseHolder? {
-        switch try Lease.acquire(job: job, conninfo: options.database, store: options.store) {
-        case .success(let taken):
-            lease = taken
-            return nil
-        case .failure(let holder):
-            return holder
+    /// Heartbeats every `Lease.heartbeatSeconds` on a thread of its own until the lease is
+    /// released or lost.
+    private func startHeartbeat() {
+        let thread = Thread { [self] in
+            while true {
+                for _ in 0..<Int(Lease.heartbeatSeconds * 10) {
+                    Thread.sleep(forTimeInterval: 0.1)
+                    if leaseLock.withLock({ $0 == nil }) { return }
+                }
+                checkLease()
+                if leaseWatch.lostReason != nil { return }
+            }
+        }
+        thread.start()
+    }
+
+    /// Gives the lease up at the end of the run (the row is removed, the session closed).
+    func releaseLease() {
+        leaseLock.withLock { lease in
+            lease?.release()
+            lease = nil
         }
     }
 }

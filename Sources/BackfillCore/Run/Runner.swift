@@ -20,6 +20,7 @@ public enum RunOutcome: Sendable {
         case .done: "nothing: the job is done"
         case .stopped(.paused, let s): "`backfill resume \(s.job)`, then run again to continue from the checkpoint"
         case .stopped(.cancelled, _): "the job was cancelled; run with --restart to start it over from the first key"
+        case .stopped(.leaseLost, _): "another runner took the job, `backfill unlock` released it or the lease's session ended: check `backfill status`, then run again to resume"
         case .stopped: "run again to resume from the checkpoint"
         case .failed: "fix the cause above, then run again: committed batches are kept and the run resumes after them"
         case .held: "wait for the other runner to finish, or check `backfill status`; to add workers on purpose, use --join"
@@ -95,10 +96,13 @@ public final class Runner {
             default: break
             }
         }
+        context.releaseLease()
         let closing: [(String, RunEvent.Value)] = [("exit_code", .int(Int64(outcome.exitCode))), ("next", .string(outcome.nextStep))]
         switch outcome {
         case .done(let s): context.event(.done, s.fields + closing)
-        case .stopped(let reason, let s): context.event(.stop, [("reason", .string(reason.rawValue))] + s.fields + closing)
+        case .stopped(let reason, let s):
+            let why: [(String, RunEvent.Value)] = context.leaseWatch.lostReason.map { [("message", .string("lease lost: \($0)"))] } ?? []
+            context.event(.stop, [("reason", .string(reason.rawValue))] + why + s.fields + closing)
         case .failed(let failure, let s): context.event(.error, failure.fields + s.fields + closing)
         case .held, .invalid: break
         }
@@ -186,9 +190,11 @@ public final class Runner {
         return context.takeResults()
     }
 
-    /// The outcome when the workers did not all finish: a failure wins, then a held lease, then
-    /// a stop; nil when every worker is done.
+    /// The outcome when the workers did not all finish: a lost lease wins (a worker that saw it
+    /// fails its claim), then a failure, then a held lease, then a stop; nil when every worker
+    /// is done.
     private func interrupted(_ results: [WorkerResult]) -> RunOutcome? {
+        if context.leaseWatch.lostReason != nil { return .stopped(.leaseLost, context.summary(state: .pending)) }
         for case .failed(let failure) in results { return .failed(failure, context.summary(state: .failed)) }
         for case .held(let holder) in results { return .held(holder) }
         for case .stopped(let reason) in results {

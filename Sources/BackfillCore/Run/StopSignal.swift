@@ -4,6 +4,9 @@ import Synchronization
 /// Why a run stops before its job is done.
 public enum StopReason: String, Sendable, Hashable {
     case signal, timeBox = "time_box", paused, cancelled
+    /// The run's lease was lost (taken over, released by `backfill unlock`, its session ended)
+    /// or the job was started over with another job file: every worker stops after its batch.
+    case leaseLost = "lease_lost"
 }
 
 /// Lets another thread or a signal source stop a run: the flag is read between batches, and

@@ -307,6 +307,8 @@ final class Worker {
     private func waitUntilHealthy() -> Result<WorkerResult?, PostgresError> {
         do {
             let db = try db()
+            context.stop.setInFlight(db.makeCancelToken(), worker: index)  // a stop cancels a hanging check_sql
+            defer { context.stop.setInFlight(nil, worker: index) }
             guard var (reason, detail) = try gate.check(at: context.elapsed, db: db) else { return .success(nil) }
             let since = context.elapsed
             try store.setThrottle(spec.name, reason: reason.rawValue, db: db)

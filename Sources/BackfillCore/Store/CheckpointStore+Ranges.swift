@@ -21,23 +21,37 @@ extension CheckpointStore {
 
     /// Opens the batch transaction and claims a range for it, in one round trip: `opening` and
     /// the claim go out as one pipeline. The claim locks the range's row (`FOR UPDATE SKIP
-    /// LOCKED`) for the rest of the batch transaction and reads its checkpoint and the job's state
-    /// and spec fingerprint. Nil when another transaction holds every open range.
+    /// LOCKED`) for the rest of the batch transaction and reads its checkpoint and the job's
+    /// state. Nil when another transaction holds every open range. For a run's own store it also
+    /// checks, in the same statement, that the job's spec hash is the run's and that the run's
+    /// lease row still carries its token; otherwise it throws `LeaseLost` and no batch starts.
     public func open(_ opening: [Connection.Statement], job: String, preferring preferred: Int?, db: Connection) throws -> RangeClaim? {
+        let token = leaseWatch?.token
         let claim = Connection.Statement(
             """
-            SELECT r.range_id, r.lower_key::text AS lower_key, r.upper_key::text AS upper_key, r.last_key::text AS last_key, j.state
-            FROM \(ranges) r JOIN \(jobs) j ON j.name = r.job
-            WHERE r.job = $1 AND NOT r.done
-            ORDER BY r.range_id = $2 DESC, r.range_id
-            LIMIT 1 FOR UPDATE OF r SKIP LOCKED
-            """, [.text(job), .int(Int64(preferred ?? -1))])
+            SELECT r.range_id, r.lower_key::text AS lower_key, r.upper_key::text AS upper_key, r.last_key::text AS last_key, j.state,
+                   $3::text IS NULL OR j.spec_hash = $3 AS same_spec,
+                   $4::text IS NULL OR EXISTS (SELECT 1 FROM \(leases) l WHERE l.job = $1 AND l.token = $4) AS leased
+            FROM \(jobs) j LEFT JOIN LATERAL (
+                SELECT * FROM \(ranges) r WHERE r.job = j.name AND NOT r.done
+                ORDER BY r.range_id = $2 DESC, r.range_id
+                LIMIT 1 FOR UPDATE SKIP LOCKED) r ON true
+            WHERE j.name = $1
+            """, [.text(job), .int(Int64(preferred ?? -1)), leaseWatch.map { .text($0.specHash) } ?? .null, token.map { .text($0) } ?? .null])
         guard let row = try db.pipeline(opening + [claim]).last?.first else { return nil }
+        if row["same_spec"].bool == false { throw leaseLost("the job was started over with a different job file by another runner") }
+        if row["leased"].bool == false { throw leaseLost("the lease row was taken by another runner or removed by `backfill unlock`") }
+        guard let range = row["range_id"].int else { return nil }
         return RangeClaim(
-            range: row["range_id"].int ?? 0,
+            range: range,
             lower: try (row["last_key"].string ?? row["lower_key"].string).map(Self.decodeKey),
             ceiling: try row["upper_key"].string.map(Self.decodeKey),
             jobState: JobState(rawValue: row["state"].string ?? "") ?? .running)
+    }
+
+    private func leaseLost(_ reason: String) -> LeaseLost {
+        leaseWatch?.markLost(reason)
+        return LeaseLost(reason: reason)
     }
 
     /// How many of the job's ranges are not walked to their end yet.

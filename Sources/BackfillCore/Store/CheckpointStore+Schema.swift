@@ -60,6 +60,19 @@ extension CheckpointStore {
                 ALTER TABLE \(ranges) ADD CONSTRAINT ranges_batch_within_range CHECK (last_batch_outside = 0);
             END IF;
         END $$;
+        CREATE TABLE IF NOT EXISTS \(leases) (
+            job text PRIMARY KEY,
+            token text NOT NULL,
+            runner text NOT NULL,
+            direct boolean NOT NULL,
+            lock_key bigint NOT NULL,
+            backend_pid integer,
+            application_name text,
+            client text,
+            acquired_at timestamptz NOT NULL DEFAULT now(),
+            heartbeat_at timestamptz NOT NULL DEFAULT now(),
+            expires_at timestamptz NOT NULL
+        );
         CREATE TABLE IF NOT EXISTS \(Identifier.quote(schema)).store_version (version integer NOT NULL);
         DELETE FROM \(Identifier.quote(schema)).store_version;
         INSERT INTO \(Identifier.quote(schema)).store_version VALUES (\(Self.version));
@@ -67,7 +80,7 @@ extension CheckpointStore {
     }
 
     /// The store's schema version; `migrate` changes tables only when the stored one is older.
-    static let version = 5
+    static let version = 6
 
     /// The version recorded in the store, or nil when it has none (no store, or one made before
     /// versions were recorded).

@@ -7,15 +7,23 @@ extension CheckpointStore {
     public func status(job: String? = nil, db: Connection) throws -> [JobStatus] {
         let exists = try db.query("SELECT to_regclass($1) IS NOT NULL AS present", [.text("\(Identifier.quote(schema)).jobs")]).first?["present"].bool ?? false
         guard exists else { return [] }
+        // A lease is alive while its row has not expired and, when its holder was direct, its
+        // session still holds the advisory lock (a killed runner's lock goes with its session).
+        // An older store has no lease rows until the next `run` upgrades it.
+        let hasLeases = try db.query("SELECT to_regclass($1) IS NOT NULL AS present", [.text(leases)]).first?["present"].bool ?? false
+        let leaseAlive = hasLeases
+            ? """
+              EXISTS (SELECT 1 FROM \(leases) l WHERE l.job = j.name AND l.expires_at > now()
+                      AND (NOT l.direct OR EXISTS (SELECT 1 FROM pg_locks k WHERE \(Lease.isAdvisoryLock("k", key: "l.lock_key")))))
+              """
+            : "false"
         return try db.query(
             """
             SELECT j.name, j.state, j.table_name, j.last_error, j.pass, j.runner, j.paused_by, j.paused_at, j.started_at, j.finished_at,
                    j.throttle_reason, j.throttled_since,
                    coalesce(r.rows_done, 0) AS rows_done, coalesce(r.batches, 0) AS batches, r.last_key::text AS last_key,
                    greatest(j.updated_at, r.updated_at) AS updated_at, coalesce(r.ranges, 0) AS ranges, coalesce(r.ranges_done, 0) AS ranges_done,
-                   EXISTS (SELECT 1 FROM pg_locks l
-                           WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                             AND l.classid = $2::int::oid AND l.objid = hashtext(j.name)::oid AND l.objsubid = 2)
+                   \(leaseAlive)
                        OR EXISTS (SELECT 1 FROM \(workers) w WHERE w.job = j.name AND w.last_seen > now() - interval '30 seconds'
                                   AND (j.runner IS NULL OR left(w.worker, length(j.runner) + 1) <> j.runner || ':')) AS runner_alive,
                    (SELECT max(w.last_seen) FROM \(workers) w WHERE w.job = j.name) AS last_seen
@@ -26,7 +34,7 @@ extension CheckpointStore {
                 FROM \(ranges) WHERE job = j.name) r ON true
             WHERE $1::text IS NULL OR j.name = $1
             ORDER BY j.name
-            """, [job.map { .text($0) } ?? .null, .int(Lease.namespace)]
+            """, [job.map { .text($0) } ?? .null]
         ).rows.map { row in
             let stored = JobState(rawValue: row["state"].string!) ?? .pending
             // `running` with no live lease and no fresh heartbeat: the runner died (kill -9, a lost

@@ -11,6 +11,9 @@ public struct CheckpointStore: Sendable {
     var jobs: String { "\(Identifier.quote(schema)).jobs" }
     var ranges: String { "\(Identifier.quote(schema)).ranges" }
     var workers: String { "\(Identifier.quote(schema)).workers" }
+    var leases: String { "\(Identifier.quote(schema)).leases" }
+    /// Set for a run's own store: what its claims check (spec hash, lease token).
+    var leaseWatch: LeaseWatch?
 
     public init(schema: String = "backfill") { self.schema = schema }
 
