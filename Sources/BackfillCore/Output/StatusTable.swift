@@ -8,7 +8,7 @@ public enum StatusTable {
         let rows = jobs.map { job -> [String] in
             var note = job.lastError ?? ""
             if let reason = job.throttleReason {
-                note = "throttled: \(reason)" + (job.throttledSince.map { " since \(RunEvent.timestamp($0))" } ?? "")
+                note = "throttled: \(reason)" + (job.throttledSince.map { " since \(RunEvent.timestamp($0))" } ?? "") + (job.throttleDetail.map { " (\($0))" } ?? "")
             }
             if let by = job.pausedBy, job.state == .paused || job.state == .cancelled {
                 note = "\(job.state.rawValue) by \(by)" + (job.pausedAt.map { " at \(RunEvent.timestamp($0))" } ?? "")

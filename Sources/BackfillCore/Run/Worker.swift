@@ -27,8 +27,10 @@ final class Worker {
         self.plan = plan
         self.index = index
         self.name = "\(context.runnerName):w\(index)"
-        machine = WorkerMachine(settings: .init(spec: context.spec, maxRuntime: context.options.maxRuntime))
-        gate = HealthGate(throttle: context.spec.throttle, tableOID: plan.tableOID, checkTimeoutMs: context.spec.timeouts.statementMs)
+        machine = WorkerMachine(settings: .init(spec: context.spec, maxRuntime: context.options.maxRuntime, healthInterval: context.spec.throttle.maxWalMBPerSecond > 0 ? 0 : 1))
+        gate = HealthGate(throttle: context.spec.throttle, tableOID: plan.tableOID, checkTimeoutMs: context.spec.timeouts.statementMs) { [store = context.store, spec = context.spec] db in
+            try store.consumeWal(spec.name, mbPerSecond: spec.throttle.maxWalMBPerSecond, db: db)
+        }
     }
 
     private func event(_ kind: RunEvent.Kind, _ fields: [(String, RunEvent.Value)]) {
@@ -244,11 +246,11 @@ final class Worker {
             let db = try db()
             guard var (reason, detail) = try gate.check(at: context.elapsed, db: db) else { return .success(nil) }
             let since = context.elapsed
-            try store.setThrottle(spec.name, reason: reason.rawValue, db: db)
+            try store.setThrottle(spec.name, reason: reason.rawValue, detail: detail, db: db)
             event(.throttle, [("reason", .string(reason.rawValue)), ("detail", .string(detail)), ("state", .string("waiting"))])
             defer { context.addThrottle(reason.rawValue, seconds: context.elapsed - since) }
             while true {
-                sleep(ms: Int(gate.interval * 1000))
+                sleep(ms: Int(gate.retryAfter * 1000))
                 if let stop = machine.stopReason(at: now) { return .success(.stopped(stop)) }
                 if let state = try store.state(spec.name, db: db), state == .paused || state == .cancelled {
                     try store.setThrottle(spec.name, reason: nil, db: db)
@@ -257,7 +259,7 @@ final class Worker {
                 guard let next = try gate.check(at: context.elapsed, db: db) else { break }
                 if next.0 != reason {
                     (reason, detail) = next
-                    try store.setThrottle(spec.name, reason: reason.rawValue, db: db)
+                    try store.setThrottle(spec.name, reason: reason.rawValue, detail: detail, db: db)
                     event(.throttle, [("reason", .string(reason.rawValue)), ("detail", .string(detail)), ("state", .string("waiting"))])
                 }
             }

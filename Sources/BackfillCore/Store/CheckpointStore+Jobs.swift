@@ -75,7 +75,7 @@ extension CheckpointStore {
         try db.query(
             """
             UPDATE \(jobs) j SET state = CASE WHEN j.state IN ('paused', 'cancelled') AND $2 = 'pending' THEN j.state ELSE $2 END,
-                last_error = $3, updated_at = now(), throttle_reason = NULL, throttled_since = NULL,
+                last_error = $3, updated_at = now(), throttle_reason = NULL, throttle_detail = NULL, throttled_since = NULL,
                 finished_at = CASE WHEN $2 = 'done' THEN now() END,
                 rows_done = r.rows_done, batches = r.batches, last_key = r.last_key
             FROM (SELECT coalesce(sum(rows_done), 0)::bigint AS rows_done, coalesce(sum(batches), 0)::bigint AS batches,
@@ -85,11 +85,15 @@ extension CheckpointStore {
             """, [.text(job), .text(state.rawValue), error.map { .text(ConnectionInfo.scrub($0)) } ?? .null])
     }
 
-    /// Records why the job is throttled (nil when it no longer is), for `status`.
-    public func setThrottle(_ job: String, reason: String?, db: Connection) throws {
+    /// Records why the job is throttled (nil when it no longer is) and the detail for people
+    /// (every reason that holds, and the fix for a signal that cannot be read), for `status`.
+    public func setThrottle(_ job: String, reason: String?, detail: String?, db: Connection) throws {
         try db.query(
-            "UPDATE \(jobs) SET throttle_reason = $2, throttled_since = CASE WHEN $2::text IS NULL THEN NULL ELSE now() END WHERE name = $1",
-            [.text(job), reason.map { .text($0) } ?? .null])
+            """
+            UPDATE \(jobs) SET throttle_reason = $2, throttle_detail = CASE WHEN $2::text IS NULL THEN NULL ELSE $3 END,
+                throttled_since = CASE WHEN $2::text IS NULL THEN NULL WHEN throttle_reason IS NOT DISTINCT FROM $2 THEN coalesce(throttled_since, now()) ELSE now() END
+            WHERE name = $1
+            """, [.text(job), reason.map { .text($0) } ?? .null, detail.map { .text($0) } ?? .null])
     }
 
     /// The job's state, read outside a batch (while throttled).

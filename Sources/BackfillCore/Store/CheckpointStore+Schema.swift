@@ -54,6 +54,10 @@ extension CheckpointStore {
         );
         ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS pass integer NOT NULL DEFAULT 1;
         ALTER TABLE \(ranges) ADD COLUMN IF NOT EXISTS keys_walked bigint NOT NULL DEFAULT 0;
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS throttle_detail text;
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS wal_tokens float8;
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS wal_lsn bigint;
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS wal_at float8;
         CREATE TABLE IF NOT EXISTS \(Identifier.quote(schema)).store_version (version integer NOT NULL);
         DELETE FROM \(Identifier.quote(schema)).store_version;
         INSERT INTO \(Identifier.quote(schema)).store_version VALUES (\(Self.version));
@@ -61,7 +65,7 @@ extension CheckpointStore {
     }
 
     /// The store's schema version; `migrate` changes tables only when the stored one is older.
-    static let version = 4
+    static let version = 5
 
     /// The version recorded in the store, or nil when it has none (no store, or one made before
     /// versions were recorded).

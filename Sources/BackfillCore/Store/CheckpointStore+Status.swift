@@ -10,7 +10,7 @@ extension CheckpointStore {
         return try db.query(
             """
             SELECT j.name, j.state, j.table_name, j.last_error, j.pass, j.runner, j.paused_by, j.paused_at, j.started_at, j.finished_at,
-                   j.throttle_reason, j.throttled_since,
+                   j.throttle_reason, j.throttle_detail, j.throttled_since,
                    coalesce(r.rows_done, 0) AS rows_done, coalesce(r.batches, 0) AS batches, r.last_key::text AS last_key,
                    greatest(j.updated_at, r.updated_at) AS updated_at, coalesce(r.ranges, 0) AS ranges, coalesce(r.ranges_done, 0) AS ranges_done,
                    EXISTS (SELECT 1 FROM pg_locks l
@@ -39,7 +39,7 @@ extension CheckpointStore {
                 runner: row["runner"].string, pausedBy: row["paused_by"].string, pausedAt: row["paused_at"].date,
                 startedAt: row["started_at"].date, updatedAt: row["updated_at"].date, finishedAt: row["finished_at"].date,
                 rangesDone: row["ranges_done"].int ?? 0, ranges: row["ranges"].int ?? 0,
-                throttleReason: row["throttle_reason"].string, throttledSince: row["throttled_since"].date,
+                throttleReason: row["throttle_reason"].string, throttleDetail: row["throttle_detail"].string, throttledSince: row["throttled_since"].date,
                 noRunnerSince: orphaned ? (row["last_seen"].date ?? row["updated_at"].date) : nil, pass: row["pass"].int ?? 1)
         }
     }

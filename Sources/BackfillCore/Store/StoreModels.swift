@@ -53,8 +53,11 @@ public struct JobStatus: Sendable, Hashable, Codable {
     public var finishedAt: Date?
     public var rangesDone: Int
     public var ranges: Int
-    /// Why the job is paused by a throttle right now (`replication_lag`, `check_sql`, `autovacuum`).
+    /// Why the job is paused by a throttle right now (`replication_lag`, `slot_lag`, `wal_rate`, `archive_backlog`, `signal_unreadable`, `check_sql`, `autovacuum`).
     public var throttleReason: String?
+    /// What the throttle saw: every reason that holds, with numbers, and for a signal that
+    /// cannot be read, the privilege or setting that fixes it.
+    public var throttleDetail: String?
     public var throttledSince: Date?
     /// Per-range progress (filled when one job is asked for).
     public var rangeList: [RangeStatus]?
@@ -71,7 +74,7 @@ public struct JobStatus: Sendable, Hashable, Codable {
         case name, state, table, batches, runner, ranges
         case rowsDone = "rows_done", lastKey = "last_key", lastError = "last_error", pausedBy = "paused_by"
         case pausedAt = "paused_at", startedAt = "started_at", updatedAt = "updated_at", finishedAt = "finished_at"
-        case rangesDone = "ranges_done", throttleReason = "throttle_reason", throttledSince = "throttled_since"
+        case rangesDone = "ranges_done", throttleReason = "throttle_reason", throttleDetail = "throttle_detail", throttledSince = "throttled_since"
         case rangeList = "range_list", workers, noRunnerSince = "no_runner_since", pass
     }
 }
