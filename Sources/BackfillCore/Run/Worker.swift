@@ -12,6 +12,7 @@ final class Worker {
     private var connection: Connection?
     private var machine: WorkerMachine
     private var gate: HealthGate
+    private var cost: WriteCost
     private let plan: JobPlan
     private var spec: JobSpec { context.spec }
     private var store: any RunStore { context.store }
@@ -28,6 +29,7 @@ final class Worker {
         self.index = index
         self.name = "\(context.runnerName):w\(index)"
         machine = WorkerMachine(settings: .init(spec: context.spec, maxRuntime: context.options.maxRuntime, healthInterval: context.spec.throttle.maxWalMBPerSecond > 0 ? 0 : 1))
+        cost = WriteCost(tableOID: plan.tableOID)
         gate = HealthGate(throttle: context.spec.throttle, tableOID: plan.tableOID, checkTimeoutMs: context.spec.timeouts.statementMs) { [store = context.store, spec = context.spec] db in
             try store.consumeWal(spec.name, mbPerSecond: spec.throttle.maxWalMBPerSecond, db: db)
         }
@@ -108,7 +110,7 @@ final class Worker {
                 self.event(.batch, [("rows", .int(committed.rows)), ("batch_size", .int(Int64(committed.size))), ("keys", .int(Int64(committed.walked))),
                                     ("duration_ms", .double(committed.ms)), ("attempt", .int(Int64(attempt))), ("last_key", .strings(committed.lastKey)),
                                     ("range", .int(Int64(committed.range))), ("rows_done", .int(committed.total.job)), ("run_rows", .int(committed.total.run)),
-                                    ("next_batch_size", .int(Int64(machine.sizer.size)))])
+                                    ("next_batch_size", .int(Int64(machine.sizer.size)))] + cost.fields)
             }
             emit(machine.drainNotes())
         }
@@ -153,6 +155,7 @@ final class Worker {
         context.stop.setInFlight(db.makeCancelToken(), worker: index)
         defer { context.stop.setInFlight(nil, worker: index) }
         let result: BatchResult
+        cost.beforeBatch(db)
         do {
             result = try batch(size: size, db: db)
         } catch let error as PostgresError {
@@ -162,6 +165,7 @@ final class Worker {
         switch result {
         case .committed(let rows, let walked, let lastKey, let range, let waiters):
             let ms = (ContinuousClock.now - began).milliseconds
+            cost.afterBatch(db, at: context.elapsed)
             rowsDone += rows
             let total = context.addBatch(rows: rows, ms: ms, lastKey: lastKey)
             return (.committed(rows: rows, keys: walked, ms: ms, waiters: waiters),
