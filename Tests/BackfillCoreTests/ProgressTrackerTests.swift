@@ -100,3 +100,17 @@ struct ProgressTrackerTests {
         #expect(w.throttledSeconds == 100 && w.activeSeconds == 2)
     }
 }
+
+@Suite("The ETA status shows")
+struct RunEstimateTests {
+    @Test("keys left at the rate of active time: throttled time does not count", arguments: [
+        (100.0, 0.0, Int64(50_000), Int64(50_000), 100.0 as Double?),
+        (100.0, 60.0, Int64(40_000), Int64(40_000), 40.0),       // 40 s of work for 40k keys: 40 s left, not 100
+        (0.5, 0.0, Int64(10), Int64(10), nil),                    // not yet measurable
+        (100.0, 100.0, Int64(0), Int64(5), nil),                  // throttled from the start
+        (10.0, 0.0, Int64(1000), Int64(0), 0.0),
+    ])
+    func eta(run: Double, throttled: Double, keys: Int64, left: Int64, expected: Double?) {
+        #expect(RunEstimate(runSeconds: run, throttledSeconds: throttled, runKeys: keys, keysLeft: left).etaSeconds == expected)
+    }
+}

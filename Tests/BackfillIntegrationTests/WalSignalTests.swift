@@ -30,6 +30,12 @@ private func throttleReason(_ db: Connection, job: String) -> String? {
     try? db.query("SELECT throttle_reason FROM backfill.jobs WHERE name = $1", [.text(job)]).first?["throttle_reason"].string
 }
 
+private func statusETA(_ url: String, job: String) throws -> Double {
+    let out = try backfill(["status", job, "--database", url, "--format", "json"]).out
+    let jobs = try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [[String: Any]])
+    return try #require(jobs.first?["eta_seconds"] as? Double, "no eta_seconds in \(out)")
+}
+
 @Suite("WAL, replication slots and archiving throttle the job; unreadable signals fail closed", .serialized)
 struct WalSignalTests {
     @Test("a logical slot nobody reads, 4 MB behind: the job waits (event and status say slot_lag), and resumes once the slot advances")
@@ -44,8 +50,14 @@ struct WalSignalTests {
         #expect(held > 0 && held < 300_000, "\(held) rows before the throttle")
         let status = try backfill(["status", "slotlag", "--database", url])
         #expect(status.out.contains("throttled: slot_lag") && status.out.contains("bf_cdc"), "\(status.out)")
+        let etaBefore = try statusETA(url, job: "slotlag")
         Thread.sleep(forTimeInterval: 1.5)
         #expect(rowsDone(db, job: "slotlag") == held, "rows moved while the slot was behind")
+        // status shows an ETA that the wait does not push out, and the throttled time apart.
+        let etaAfter = try statusETA(url, job: "slotlag")
+        #expect(abs(etaAfter - etaBefore) < 0.5, "status ETA \(etaBefore) s, then \(etaAfter) s 1.5 s into the throttle")
+        let table = try backfill(["status", "slotlag", "--database", url])
+        #expect(table.out.contains("ETA ~") && table.out.contains("not counted"), "\(table.out)")
         // The consumer catches up: the job goes on, and stays within 4 MB of the slot.
         let done = Atomic<Bool>(false)
         let consumer = Thread {

@@ -13,6 +13,10 @@ public enum StatusTable {
             if let by = job.pausedBy, job.state == .paused || job.state == .cancelled {
                 note = "\(job.state.rawValue) by \(by)" + (job.pausedAt.map { " at \(RunEvent.timestamp($0))" } ?? "")
             }
+            if let eta = job.etaSeconds, job.state == .running {
+                note += (note.isEmpty ? "" : "; ") + "ETA ~\(ProgressTracker.clock(eta)) by the ranges' row estimates"
+                    + ((job.runThrottledSeconds ?? 0) >= 1 ? ", throttled \(ProgressTracker.clock(job.runThrottledSeconds ?? 0)) not counted" : "")
+            }
             let state = job.noRunnerSince.map { "stopped (no runner since \(RunEvent.timestamp($0)))" } ?? job.state.rawValue
             return [job.name, state, String(job.rowsDone), String(job.batches),
                     job.lastKey.map { "(" + $0.joined(separator: ", ") + ")" } ?? "-",

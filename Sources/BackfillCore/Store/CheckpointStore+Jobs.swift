@@ -63,11 +63,16 @@ extension CheckpointStore {
         try db.query("DELETE FROM \(jobs) WHERE name = $1", [.text(job)])
     }
 
-    /// Marks the job running by this process.
+    /// Marks the job running by this process, and starts the run's clock for the ETA in `status`
+    /// (when it started, the keys walked before it, its throttled seconds).
     public func markRunning(_ job: String, runner: String, db: Connection) throws {
         try db.query(
-            "UPDATE \(jobs) SET state = 'running', runner = $2, started_at = coalesce(started_at, now()), updated_at = now(), last_error = NULL WHERE name = $1",
-            [.text(job), .text(runner)])
+            """
+            UPDATE \(jobs) SET state = 'running', runner = $2, started_at = coalesce(started_at, now()), updated_at = now(), last_error = NULL,
+                run_started_at = now(), run_throttled_seconds = 0,
+                run_keys_before = (SELECT coalesce(sum(keys_walked), 0)::bigint FROM \(ranges) WHERE job = $1)
+            WHERE name = $1
+            """, [.text(job), .text(runner)])
     }
 
     /// Records a final or resumable state, with the counters summed from the ranges.
@@ -91,7 +96,9 @@ extension CheckpointStore {
         try db.query(
             """
             UPDATE \(jobs) SET throttle_reason = $2, throttle_detail = CASE WHEN $2::text IS NULL THEN NULL ELSE $3 END,
-                throttled_since = CASE WHEN $2::text IS NULL THEN NULL WHEN throttle_reason IS NOT DISTINCT FROM $2 THEN coalesce(throttled_since, now()) ELSE now() END
+                throttled_since = CASE WHEN $2::text IS NULL THEN NULL WHEN throttle_reason IS NOT DISTINCT FROM $2 THEN coalesce(throttled_since, now()) ELSE now() END,
+                run_throttled_seconds = run_throttled_seconds + CASE WHEN $2::text IS NULL OR throttle_reason IS DISTINCT FROM $2
+                    THEN coalesce(extract(epoch FROM now() - throttled_since)::float8, 0) ELSE 0 END
             WHERE name = $1
             """, [.text(job), reason.map { .text($0) } ?? .null, detail.map { .text($0) } ?? .null])
     }

@@ -58,6 +58,9 @@ extension CheckpointStore {
         ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS wal_tokens float8;
         ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS wal_lsn bigint;
         ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS wal_at float8;
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS run_started_at timestamptz;
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS run_keys_before bigint;
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS run_throttled_seconds float8 NOT NULL DEFAULT 0;
         CREATE TABLE IF NOT EXISTS \(Identifier.quote(schema)).store_version (version integer NOT NULL);
         DELETE FROM \(Identifier.quote(schema)).store_version;
         INSERT INTO \(Identifier.quote(schema)).store_version VALUES (\(Self.version));
