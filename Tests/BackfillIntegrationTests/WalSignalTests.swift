@@ -8,9 +8,10 @@ import Testing
 /// One cluster for these tests: `wal_level = logical` (for a slot) and archiving that always
 /// fails (a backlog that only grows) are server-start settings, so they cannot share the tests'
 /// common cluster; the tests run one after another because the WAL they measure is the cluster's.
+/// `rows` nil: an empty database.
 private let walCluster = Mutex<LocalPostgres?>(nil)
 
-private func walDatabase(_ label: String, rows: Int) throws -> (url: String, db: Connection) {
+private func walDatabase(_ label: String, rows: Int?) throws -> (url: String, db: Connection) {
     let cluster = try walCluster.withLock { cluster in
         if let cluster { return cluster }
         let started = try LocalPostgres.start(settings: [
@@ -22,7 +23,7 @@ private func walDatabase(_ label: String, rows: Int) throws -> (url: String, db:
     }
     let url = try cluster.createDatabase("wal_\(label)_\(getpid())")
     let db = try Connection(url)
-    try seedItems(db, rows: rows)
+    if let rows { try seedItems(db, rows: rows) }
     return (url, db)
 }
 
@@ -36,7 +37,7 @@ private func statusETA(_ url: String, job: String) throws -> Double {
     return try #require(jobs.first?["eta_seconds"] as? Double, "no eta_seconds in \(out)")
 }
 
-@Suite("WAL, replication slots and archiving throttle the job; unreadable signals fail closed", .serialized)
+@Suite("WAL, replication slots and archiving: throttles, failing closed, and what batches write", .serialized)
 struct WalSignalTests {
     @Test("a logical slot nobody reads, 4 MB behind: the job waits (event and status say slot_lag), and resumes once the slot advances")
     func slotLag() throws {
@@ -132,5 +133,30 @@ struct WalSignalTests {
         let status = try backfill(["status", "monitored", "--database", url, "--format", "json"])
         #expect(status.out.contains("WAL segments wait for the archiver"), "\(status.out)")
         #expect(watcher.wait(timeout: 30) == 3)
+    }
+
+    @Test("batch events carry WAL bytes and the table's HOT share: an index on the filled column shows as no HOT updates and more WAL")
+    func hotShareAndWal() throws {
+        // On a cluster of its own: WAL per batch counts every session's WAL of that moment.
+        let (url, db) = try walDatabase("writecost", rows: nil)
+        var results: [String: (hot: Double, walPerRow: Double)] = [:]
+        for table in ["plain", "indexed"] {
+            try db.execute("""
+                CREATE TABLE \(table) (id bigint PRIMARY KEY, payload text NOT NULL, filled bigint, writes int NOT NULL DEFAULT 0, touched int NOT NULL DEFAULT 0) WITH (fillfactor = 50);
+                INSERT INTO \(table) (id, payload) SELECT g, md5(g::text) FROM generate_series(1, 100000) g;
+                ANALYZE \(table);
+                """)
+            if table == "indexed" { try db.execute("CREATE INDEX ON indexed (filled)") }
+            let (outcome, events) = try runJob(itemsJob(name: table, table: table, extra: "throttle: {max_rows_per_second: 25000, when_blocking: false}"), url: url)
+            guard case .done = outcome else { Issue.record("\(outcome)"); return }
+            let batches = events.filter { $0.kind == .batch }
+            let wal = batches.reduce(0.0) { sum, e in if case .int(let n) = e["wal_bytes"] { sum + Double(n) } else { sum } }
+            let hot = batches.compactMap { e -> Double? in if case .double(let r) = e["hot_update_ratio"] { r } else { nil } }.last
+            #expect(batches.allSatisfy { $0["wal_bytes"] != nil }, "a batch without wal_bytes")
+            results[table] = (try #require(hot, "no hot_update_ratio in \(batches.count) batches of \(table)"), wal / 100_000)
+        }
+        let plain = try #require(results["plain"]), indexed = try #require(results["indexed"])
+        #expect(plain.hot > 0.5 && indexed.hot < 0.1, "HOT share: plain \(plain.hot), indexed \(indexed.hot)")
+        #expect(plain.walPerRow > 20 && indexed.walPerRow > plain.walPerRow, "WAL bytes per row: plain \(plain.walPerRow), indexed \(indexed.walPerRow)")
     }
 }
