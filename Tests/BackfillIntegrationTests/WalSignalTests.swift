@@ -159,4 +159,29 @@ struct WalSignalTests {
         #expect(plain.hot > 0.5 && indexed.hot < 0.1, "HOT share: plain \(plain.hot), indexed \(indexed.hot)")
         #expect(plain.walPerRow > 20 && indexed.walPerRow > plain.walPerRow, "WAL bytes per row: plain \(plain.walPerRow), indexed \(indexed.walPerRow)")
     }
+
+    @Test("with a replica, a role that may not see its lag waits naming pg_read_all_stats; with fail_open it runs")
+    func hiddenReplicaLag() throws {
+        let primary = try LocalPostgres.start()
+        defer { primary.stop() }
+        let url = try primary.createDatabase("hidden")
+        let db = try Connection(url)
+        try seedItems(db, rows: 5_000)
+        let standby = try primary.startStandby()
+        defer { standby.stop() }
+        #expect(waitFor(20) {
+            (try? db.query("SELECT count(*) AS n FROM pg_stat_replication WHERE state = 'streaming'").first?["n"].int64) == 1
+        })
+        try db.execute("CREATE ROLE blind LOGIN; GRANT CREATE, CONNECT ON DATABASE hidden TO blind; GRANT SELECT, UPDATE ON items TO blind")
+        let roleURL = url + " user=blind"
+        let closed = try backfill(["run", try jobFile(itemsJob(name: "blind")), "--database", roleURL, "--log-format", "json", "--max-runtime", "3s"])
+        #expect(closed.code == 3, "\(closed.err.suffix(1500))")
+        #expect(rowsDone(db, job: "blind") == 0)
+        let waiting = closed.events.first { $0["event"] as? String == "throttle" && $0["state"] as? String == "waiting" }
+        #expect(waiting?["reason"] as? String == "signal_unreadable")
+        #expect((waiting?["detail"] as? String ?? "").contains("pg_read_all_stats"), "\(waiting ?? [:])")
+        let open = try backfill(["run", try jobFile(itemsJob(name: "sighted", extra: "throttle: {fail_open: true}")), "--database", roleURL])
+        #expect(open.code == 0, "\(open.err)")
+        try expectExactlyOnce(db, rows: 5_000)
+    }
 }
