@@ -77,6 +77,12 @@ struct WalSignalTests {
         #expect(throttles.contains { $0["state"] as? String == "waiting" && ($0["detail"] as? String ?? "").contains("bf_cdc") })
         #expect(throttles.contains { $0["state"] as? String == "resumed" })
         try expectExactlyOnce(db, rows: 300_000)
+        // A slot named in throttle.slots that does not exist: the job waits and says which.
+        let named = try backfill(["run", try jobFile(itemsJob(name: "named", extra: "throttle: {max_slot_lag_mb: 4, slots: [cdc_gone]}")),
+                                  "--database", url, "--log-format", "json", "--max-runtime", "2s"])
+        #expect(named.code == 3 && rowsDone(db, job: "named") == 0, "\(named.err.suffix(1500))")
+        let detail = named.events.first { $0["event"] as? String == "throttle" }?["detail"] as? String ?? ""
+        #expect(detail.contains("no logical slot named cdc_gone"), "\(detail)")
     }
 
     @Test("max_wal_mb_per_second: 5 holds the cluster's measured WAL rate within 20 %")

@@ -56,7 +56,7 @@ struct HealthGate {
         var findings: [Finding] = []
         var walWait = 0.0
         if throttle.maxWalMBPerSecond > 0 {
-            try reading("the WAL position (pg_current_wal_lsn())", privilege: nil, into: &findings) {
+            try reading("the WAL position (pg_current_wal_lsn())", into: &findings) {
                 walWait = try chargeWal(db)
                 guard walWait > 0 else { return nil }
                 return (.walRate, "WAL over the budget of \(throttle.maxWalMBPerSecond) MB/s; next batch in \(Int((walWait * 1000).rounded())) ms")
@@ -84,7 +84,7 @@ struct HealthGate {
                 """, [.int(tableOID)]).first
             let lag = row?["lag_ms"].double ?? 0
             if throttle.maxReplicationLagMs > 0, (row?["hidden"].int ?? 0) > 0, !throttle.failOpen {
-                findings.append(unreadable("replica lag (pg_stat_replication hides it from this role)", privilege: "pg_read_all_stats"))
+                findings.append(unreadable("replica lag (pg_stat_replication hides it from this role)", fix: Self.grant("pg_read_all_stats")))
             } else if throttle.maxReplicationLagMs > 0, lag > Double(throttle.maxReplicationLagMs) {
                 findings.append((.replicationLag, "replica replay lag \(Int(lag)) ms > \(throttle.maxReplicationLagMs) ms"))
             }
@@ -93,10 +93,10 @@ struct HealthGate {
             }
         }
         if throttle.maxSlotLagMB > 0 {
-            try reading("replication slot lag (pg_replication_slots)", privilege: nil, into: &findings) { try slotLag(db) }
+            try reading("replication slot lag (pg_replication_slots)", into: &findings) { try slotLag(db) }
         }
         if throttle.maxArchiveBacklog > 0 {
-            try reading("the archive backlog", privilege: nil, into: &findings) { try archiveBacklog(db) }
+            try reading("the archive backlog", into: &findings) { try archiveBacklog(db) }
         }
         if let sql = throttle.checkSQL {
             // Read-only and time-boxed: the operator's check may read anything but change nothing.
@@ -110,13 +110,15 @@ struct HealthGate {
 
     /// Reads one signal; a server error other than a lost connection or a cancel means the signal
     /// cannot be read, which throttles unless `fail_open`.
-    private func reading(_ signal: String, privilege: String?, into findings: inout [Finding], _ body: () throws -> Finding?) throws {
+    private func reading(_ signal: String, into findings: inout [Finding], _ body: () throws -> Finding?) throws {
         do {
             if let finding = try body() { findings.append(finding) }
         } catch let error as PostgresError where !Self.isTransient(error) {
-            if !throttle.failOpen { findings.append(unreadable(signal, privilege: privilege, error: error.message)) }
+            if !throttle.failOpen {
+                findings.append(unreadable(signal, fix: error.code.raw == "42501" ? Self.grant("pg_monitor") : "fix what the server says", error: error.message))
+            }
         } catch let problem as SignalProblem {
-            if !throttle.failOpen { findings.append(unreadable(signal, privilege: problem.privilege, error: problem.message)) }
+            if !throttle.failOpen { findings.append(unreadable(signal, fix: problem.fix, error: problem.message)) }
         }
     }
 
@@ -124,15 +126,16 @@ struct HealthGate {
         ["08", "57"].contains { error.code.raw.hasPrefix($0) } || error.severity == "CLIENT"
     }
 
-    private func unreadable(_ signal: String, privilege: String?, error: String? = nil) -> Finding {
-        let fix = privilege.map { "GRANT \($0) TO the job's role" } ?? "fix what the server says"
+    private static func grant(_ role: String) -> String { "GRANT \(role) TO the job's role" }
+
+    private func unreadable(_ signal: String, fix: String, error: String? = nil) -> Finding {
         return (.unreadable, "cannot read \(signal)\(error.map { ": \($0)" } ?? ""); \(fix), or set throttle.fail_open: true to run without it")
     }
 
-    /// A signal that answered but cannot be trusted, with the privilege that would fix it.
+    /// A signal that answered but cannot be trusted, with what would fix it.
     private struct SignalProblem: Error {
         var message: String
-        var privilege: String?
+        var fix: String
     }
 
     /// The logical slot furthest behind `pg_current_wal_lsn()`, by what its consumer confirmed.
@@ -148,7 +151,8 @@ struct HealthGate {
         if let named = throttle.slots {
             let missing = named.filter { name in !rows.contains { $0["slot"].string == name } }
             if !missing.isEmpty {
-                throw SignalProblem(message: "no logical slot named \(missing.joined(separator: ", ")) (throttle.slots)", privilege: nil)
+                throw SignalProblem(message: "no logical slot named \(missing.joined(separator: ", ")) (throttle.slots)",
+                                  fix: "name existing slots in throttle.slots (SELECT slot_name FROM pg_replication_slots)")
             }
         }
         guard let worst = rows.first, let behind = worst["behind"].double, behind > Double(throttle.maxSlotLagMB) * 1_048_576 else { return nil }
@@ -176,7 +180,7 @@ struct HealthGate {
         } else {
             throw SignalProblem(
                 message: "pg_stat_archiver has archived nothing yet and role \(row["role"].string ?? "?") may not list the archive status directory (pg_ls_archive_statusdir())",
-                privilege: "pg_monitor")
+                fix: Self.grant("pg_monitor"))
         }
         guard backlog > Int64(throttle.maxArchiveBacklog) else { return nil }
         return (.archiveBacklog, "\(backlog) WAL segments wait for the archiver > \(throttle.maxArchiveBacklog)")
