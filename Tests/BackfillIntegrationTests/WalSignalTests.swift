@@ -44,7 +44,8 @@ struct WalSignalTests {
         let (url, db) = try walDatabase("slot", rows: 300_000)
         try db.execute("SELECT pg_create_logical_replication_slot('bf_cdc', 'test_decoding')")
         defer { _ = try? db.execute("SELECT pg_drop_replication_slot('bf_cdc')") }
-        let job = try jobFile(itemsJob(name: "slotlag", extra: "throttle: {max_slot_lag_mb: 4, when_blocking: false}"))
+        let job = try jobFile(itemsJob(name: "slotlag", extra: "throttle: {max_slot_lag_mb: 4, max_rows_per_second: 50000, when_blocking: false}"))
+        // The slot is read once a second: the row budget keeps the job from finishing in between.
         let runner = try CLIProcess(["run", job, "--database", url, "--log-format", "json"])
         #expect(waitFor(60) { throttleReason(db, job: "slotlag") == "slot_lag" })
         let held = rowsDone(db, job: "slotlag")
