@@ -23,6 +23,8 @@ struct JobSpecTests {
         #expect(spec.timeouts.lockMs == 100 && spec.timeouts.statementMs == 5000)
         #expect(spec.retry.maxAttempts == 8)
         #expect(spec.throttle.maxRowsPerSecond == 0 && spec.throttle.maxReplicationLagMs == 10_000 && spec.throttle.whenBlocking)
+        #expect(spec.throttle.maxSlotLagMB == 1024 && spec.throttle.slots == nil && spec.throttle.maxWalMBPerSecond == 0)
+        #expect(spec.throttle.maxArchiveBacklog == 0 && !spec.throttle.failOpen)
         #expect(spec.workers == 1)
     }
 
@@ -44,6 +46,15 @@ struct JobSpecTests {
         #expect(spec.key == ["tenant_id", "id"])
         #expect(spec.batch.pauseMs == 5 && spec.timeouts.lockMs == 50 && spec.retry.maxAttempts == 3)
         #expect(spec.throttle.maxRowsPerSecond == 20000 && !spec.throttle.whenBlocking && spec.throttle.checkSQL == "SELECT true")
+        let wal = try JobSpec.parse(yaml: """
+            name: w
+            table: t
+            key: id
+            set: {a: 1}
+            throttle: {max_slot_lag_mb: 4, slots: [debezium, orders], max_wal_mb_per_second: 5, max_archive_backlog: 20, fail_open: true}
+            """, file: "w.yaml")
+        #expect(wal.throttle.maxSlotLagMB == 4 && wal.throttle.slots == ["debezium", "orders"] && wal.throttle.maxWalMBPerSecond == 5)
+        #expect(wal.throttle.maxArchiveBacklog == 20 && wal.throttle.failOpen)
         let sqlJob = try JobSpec.parse(yaml: "name: s\ntable: t\nkey: id\nsql: |\n  UPDATE t SET x = 1 FROM batch WHERE t.id = batch.id;\n", file: "s.yaml")
         #expect(sqlJob.action == .sql("UPDATE t SET x = 1 FROM batch WHERE t.id = batch.id"))
     }
@@ -70,6 +81,8 @@ struct JobSpecTests {
             ("name: x\ntable: a.b.c.d\nkey: [id]\nset: {a: 1}", "table", "not a table name"),
             ("name: x\ntable: t\nkey: [id, id]\nset: {a: 1}", "key", "twice"),
             ("name: x\ntable: t\nkey: [id]\nset: {a: 1}\nthrottle: {when_blocking: maybe}", "throttle.when_blocking", "true or false"),
+            ("name: x\ntable: t\nkey: [id]\nset: {a: 1}\nthrottle: {slots: []}", "throttle.slots", "list of names"),
+            ("name: x\ntable: t\nkey: [id]\nset: {a: 1}\nthrottle: {max_wal_mb_per_second: -1}", "throttle.max_wal_mb_per_second", "out of range"),
             ("", nil, "empty"),
         ])
     func badFiles(yaml: String, field: String?, problem: String) {

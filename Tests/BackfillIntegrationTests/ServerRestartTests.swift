@@ -135,16 +135,8 @@ struct WatchdogTests {
 struct ReplicaLagTests {
     @Test("a standby whose replay is paused makes the job wait (replication_lag); replay resumed, the job finishes")
     func replicaLag() throws {
-        let primary = try LocalPostgres.start()
-        defer { primary.stop() }
-        let url = try primary.createDatabase("lag")
-        let db = try Connection(url)
-        try seedItems(db, rows: 60_000)
-        let standby = try primary.startStandby()
-        defer { standby.stop() }
-        #expect(waitFor(20) {
-            (try? db.query("SELECT count(*) AS n FROM pg_stat_replication WHERE state = 'streaming'").first?["n"].int64) == 1
-        })
+        let (primary, standby, url, db) = try primaryWithStandby("lag", rows: 60_000)
+        defer { standby.stop(); primary.stop() }
         let replica = try Connection(standby.conninfo())
         try replica.query("SELECT pg_wal_replay_pause()")
         let job = try jobFile(itemsJob(name: "lag", extra: "throttle: {max_replication_lag_ms: 1000, max_rows_per_second: 20000}"))

@@ -102,6 +102,20 @@ func seedItems(_ db: Connection, rows: Int, table: String = "items") throws {
         """)
 }
 
+/// A throwaway primary whose database `name` holds `items` with `rows` rows, and a standby
+/// streaming from it. Stop the standby first.
+func primaryWithStandby(_ name: String, rows: Int) throws -> (primary: LocalPostgres, standby: LocalPostgres, url: String, db: Connection) {
+    let primary = try LocalPostgres.start()
+    let url = try primary.createDatabase(name)
+    let db = try Connection(url)
+    try seedItems(db, rows: rows)
+    let standby = try primary.startStandby()
+    #expect(waitFor(20) {
+        (try? db.query("SELECT count(*) AS n FROM pg_stat_replication WHERE state = 'streaming'").first?["n"].int64) == 1
+    })
+    return (primary, standby, url, db)
+}
+
 /// A new database holding `items` with `rows` rows, and a connection to it.
 func itemsDatabase(_ label: String, rows: Int) throws -> (url: String, db: Connection) {
     let url = try TestDatabases.create(label)

@@ -4,7 +4,9 @@ import Foundation
 /// Turns run events into swift-metrics: rows (`backfill_rows_total` counts this process's,
 /// `backfill_rows_done` is the job's total, as `rows_done` in events and `status`) and batches,
 /// batch duration, size and target, retries and
-/// throttled seconds by reason, progress, state and the time of the last committed batch.
+/// throttled seconds by reason, progress, state and the time of the last committed batch, and what
+/// the batches cost: WAL bytes written while they ran and the share of the table's updates that
+/// were HOT.
 /// Whatever `MetricsSystem` backend the process bootstrapped receives them (Prometheus in the CLI).
 public final class RunMetrics {
     private let job: String
@@ -16,6 +18,8 @@ public final class RunMetrics {
     private let batchTarget: Gauge
     private let progress: Gauge
     private let lastSuccess: Gauge
+    private let walBytes: Counter
+    private let hotRatio: Gauge
     private var retries: [String: Counter] = [:]
     private var throttled: [String: FloatingPointCounter] = [:]
     private var states: [String: Gauge] = [:]
@@ -35,6 +39,8 @@ public final class RunMetrics {
         batchTarget = Gauge(label: "backfill_batch_target_seconds", dimensions: dims)
         progress = Gauge(label: "backfill_progress_ratio", dimensions: dims)
         lastSuccess = Gauge(label: "backfill_last_success_timestamp_seconds", dimensions: dims)
+        walBytes = Counter(label: "backfill_wal_bytes_total", dimensions: dims)
+        hotRatio = Gauge(label: "backfill_hot_update_ratio", dimensions: dims)
         for state in Self.stateNames {
             states[state] = Gauge(label: "backfill_state", dimensions: dims + [("state", state)])
         }
@@ -58,6 +64,8 @@ public final class RunMetrics {
             batches.increment()
             if case .double(let ms) = event["duration_ms"] { batchDuration.recordNanoseconds(Int64(ms * 1_000_000)) }
             if case .int(let n) = event["next_batch_size"] { batchSize.record(Double(n)) }
+            if case .int(let n) = event["wal_bytes"] { walBytes.increment(by: Int(n)) }
+            if case .double(let r) = event["hot_update_ratio"] { hotRatio.record(r) }
             lastSuccess.record(event.time.timeIntervalSince1970)
             setState("running")
         case .retry:

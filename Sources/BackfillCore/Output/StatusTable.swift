@@ -8,10 +8,14 @@ public enum StatusTable {
         let rows = jobs.map { job -> [String] in
             var note = job.lastError ?? ""
             if let reason = job.throttleReason {
-                note = "throttled: \(reason)" + (job.throttledSince.map { " since \(RunEvent.timestamp($0))" } ?? "")
+                note = "throttled: \(reason)" + (job.throttledSince.map { " since \(RunEvent.timestamp($0))" } ?? "") + (job.throttleDetail.map { " (\($0))" } ?? "")
             }
             if let by = job.pausedBy, job.state == .paused || job.state == .cancelled {
                 note = "\(job.state.rawValue) by \(by)" + (job.pausedAt.map { " at \(RunEvent.timestamp($0))" } ?? "")
+            }
+            if let eta = job.etaSeconds, job.state == .running {
+                note += (note.isEmpty ? "" : "; ") + "ETA ~\(ProgressTracker.clock(eta)) by the ranges' row estimates"
+                    + ((job.runThrottledSeconds ?? 0) >= 1 ? ", throttled \(ProgressTracker.clock(job.runThrottledSeconds ?? 0)) not counted" : "")
             }
             let state = job.noRunnerSince.map { "stopped (no runner since \(RunEvent.timestamp($0)))" } ?? job.state.rawValue
             return [job.name, state, String(job.rowsDone), String(job.batches),

@@ -12,6 +12,7 @@ final class Worker {
     private var connection: Connection?
     private var machine: WorkerMachine
     private var gate: HealthGate
+    private var cost: WriteCost
     private let plan: JobPlan
     private var spec: JobSpec { context.spec }
     private var store: any RunStore { context.store }
@@ -27,8 +28,11 @@ final class Worker {
         self.plan = plan
         self.index = index
         self.name = "\(context.runnerName):w\(index)"
-        machine = WorkerMachine(settings: .init(spec: context.spec, maxRuntime: context.options.maxRuntime))
-        gate = HealthGate(throttle: context.spec.throttle, tableOID: plan.tableOID, checkTimeoutMs: context.spec.timeouts.statementMs)
+        machine = WorkerMachine(settings: .init(spec: context.spec, maxRuntime: context.options.maxRuntime, healthInterval: context.spec.throttle.maxWalMBPerSecond > 0 ? 0 : 1))
+        cost = WriteCost(tableOID: plan.tableOID)
+        gate = HealthGate(throttle: context.spec.throttle, tableOID: plan.tableOID, checkTimeoutMs: context.spec.timeouts.statementMs) { [store = context.store, spec = context.spec] db in
+            try store.consumeWal(spec.name, mbPerSecond: spec.throttle.maxWalMBPerSecond, db: db)
+        }
     }
 
     private func event(_ kind: RunEvent.Kind, _ fields: [(String, RunEvent.Value)]) {
@@ -108,7 +112,7 @@ final class Worker {
                 self.event(.batch, [("rows", .int(committed.rows)), ("batch_size", .int(Int64(committed.size))), ("keys", .int(Int64(committed.walked))),
                                     ("duration_ms", .double(committed.ms)), ("attempt", .int(Int64(attempt))), ("last_key", .strings(committed.lastKey)),
                                     ("range", .int(Int64(committed.range))), ("rows_done", .int(committed.total.job)), ("run_rows", .int(committed.total.run)),
-                                    ("next_batch_size", .int(Int64(machine.sizer.size)))])
+                                    ("next_batch_size", .int(Int64(machine.sizer.size)))] + cost.fields)
             }
             emit(machine.drainNotes())
         }
@@ -165,6 +169,7 @@ final class Worker {
             watchdogFired = context.watchdog?.unwatch(index)
         }
         let result: BatchResult
+        cost.beforeBatch(db)
         do {
             result = try batch(size: size, db: db)
         } catch let error as PostgresError {
@@ -174,6 +179,7 @@ final class Worker {
         switch result {
         case .committed(let rows, let walked, let lastKey, let range, let waiters):
             let ms = (ContinuousClock.now - began).milliseconds
+            cost.afterBatch(db, at: context.elapsed)
             rowsDone += rows
             let total = context.addBatch(rows: rows, ms: ms, lastKey: lastKey)
             return (.committed(rows: rows, keys: walked, ms: ms, waiters: waiters),
@@ -311,11 +317,11 @@ final class Worker {
             defer { context.stop.setInFlight(nil, worker: index) }
             guard var (reason, detail) = try gate.check(at: context.elapsed, db: db) else { return .success(nil) }
             let since = context.elapsed
-            try store.setThrottle(spec.name, reason: reason.rawValue, db: db)
+            try store.setThrottle(spec.name, reason: reason.rawValue, detail: detail, db: db)
             event(.throttle, [("reason", .string(reason.rawValue)), ("detail", .string(detail)), ("state", .string("waiting"))])
             defer { context.addThrottle(reason.rawValue, seconds: context.elapsed - since) }
             while true {
-                sleep(ms: Int(gate.interval * 1000))
+                sleep(ms: Int(gate.retryAfter * 1000))
                 if let stop = machine.stopReason(at: now) { return .success(.stopped(stop)) }
                 if let state = try store.state(spec.name, db: db), state == .paused || state == .cancelled {
                     try store.setThrottle(spec.name, reason: nil, db: db)
@@ -324,7 +330,7 @@ final class Worker {
                 guard let next = try gate.check(at: context.elapsed, db: db) else { break }
                 if next.0 != reason {
                     (reason, detail) = next
-                    try store.setThrottle(spec.name, reason: reason.rawValue, db: db)
+                    try store.setThrottle(spec.name, reason: reason.rawValue, detail: detail, db: db)
                     event(.throttle, [("reason", .string(reason.rawValue)), ("detail", .string(detail)), ("state", .string("waiting"))])
                 }
             }

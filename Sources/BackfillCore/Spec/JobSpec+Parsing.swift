@@ -7,7 +7,8 @@ extension JobSpec {
     static let batchFields = ["size", "min", "max", "target_ms", "max_ms", "pause_ms"]
     static let timeoutFields = ["lock_ms", "statement_ms"]
     static let retryFields = ["max_attempts", "backoff_ms", "max_backoff_ms", "reconnect_timeout_ms"]
-    static let throttleFields = ["max_rows_per_second", "max_replication_lag_ms", "when_blocking", "blocking_wait_ms", "check_sql", "pause_during_autovacuum"]
+    static let throttleFields = ["max_rows_per_second", "max_replication_lag_ms", "when_blocking", "blocking_wait_ms", "check_sql", "pause_during_autovacuum",
+                                 "max_slot_lag_mb", "slots", "max_wal_mb_per_second", "max_archive_backlog", "fail_open"]
 
     /// Parses and validates a job file's text. Everything that can be checked without a database is
     /// checked here, every field even after a problem: all the problems are thrown at once, as
@@ -93,6 +94,13 @@ extension JobSpec {
             if t["blocking_wait_ms"] != nil {
                 spec.throttle.blockingWaitMs = reader.int(t, "throttle.blocking_wait_ms", spec.batch.targetMs, 0...600_000)
             }
+            spec.throttle.maxSlotLagMB = reader.int(t, "throttle.max_slot_lag_mb", spec.throttle.maxSlotLagMB, 0...1_000_000_000)
+            spec.throttle.slots = reader.attempt { () throws(JobFileError) in
+                try reader.names(t, "throttle.slots", example: "slots: [debezium, orders_sub]")
+            } ?? nil
+            spec.throttle.maxWalMBPerSecond = reader.int(t, "throttle.max_wal_mb_per_second", spec.throttle.maxWalMBPerSecond, 0...1_000_000)
+            spec.throttle.maxArchiveBacklog = reader.int(t, "throttle.max_archive_backlog", spec.throttle.maxArchiveBacklog, 0...1_000_000_000)
+            spec.throttle.failOpen = reader.bool(t, "throttle.fail_open", spec.throttle.failOpen)
             spec.throttle.pauseDuringAutovacuum = reader.bool(t, "throttle.pause_during_autovacuum", spec.throttle.pauseDuringAutovacuum)
             spec.throttle.checkSQL = reader.attempt { () throws(JobFileError) in
                 try reader.optionalString(t, "check_sql").map { text throws(JobFileError) in
@@ -219,6 +227,23 @@ final class FieldReader {
             report(error(dottedName, node, "must be true or false, got `\(node.scalar?.string ?? "a list or mapping")`", fix: "write `\(name): \(defaultValue)`"))
             return defaultValue
         }
+    }
+
+    /// A non-empty list of plain names (or one name), such as `throttle.slots`; nil when absent.
+    func names(_ fields: [String: Node], _ dottedName: String, example: String) throws(JobFileError) -> [String]? {
+        let name = String(dottedName.split(separator: ".").last!)
+        guard let node = fields[name] else { return nil }
+        let items: [Node]
+        switch node {
+        case .scalar: items = [node]
+        case .sequence(let sequence): items = Array(sequence)
+        default: items = []
+        }
+        let names = items.compactMap { $0.scalar?.string.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        guard !names.isEmpty, names.count == items.count else {
+            throw error(dottedName, node, "must be a list of names", fix: "write e.g. `\(example)`, or remove the field")
+        }
+        return names
     }
 
     func key(_ fields: [String: Node]) throws(JobFileError) -> [String] {

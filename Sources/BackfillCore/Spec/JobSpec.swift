@@ -73,6 +73,19 @@ public struct JobSpec: Sendable, Hashable {
         public var blockingWaitMs: Int?
         public var checkSQL: String?
         public var pauseDuringAutovacuum = false
+        /// Wait while a logical replication slot's consumer has confirmed less than the current
+        /// WAL position minus this many MB (`pg_replication_slots`); 0 = off.
+        public var maxSlotLagMB = 1024
+        /// The slots `maxSlotLagMB` watches; nil = every logical slot of the cluster.
+        public var slots: [String]?
+        /// The job's WAL budget in MB per second, shared by every worker of every process, from
+        /// `pg_current_wal_lsn()` deltas; 0 = off.
+        public var maxWalMBPerSecond = 0
+        /// Wait while more WAL segments than this wait for the archiver; 0 = off.
+        public var maxArchiveBacklog = 0
+        /// A configured signal that cannot be read lets the job run (the old behaviour) instead of
+        /// making it wait with the reason and the fix.
+        public var failOpen = false
         public init() {}
     }
 

@@ -63,11 +63,16 @@ extension CheckpointStore {
         try db.query("DELETE FROM \(jobs) WHERE name = $1", [.text(job)])
     }
 
-    /// Marks the job running by this process.
+    /// Marks the job running by this process, and starts the run's clock for the ETA in `status`
+    /// (when it started, the keys walked before it, its throttled seconds).
     public func markRunning(_ job: String, runner: String, db: Connection) throws {
         try db.query(
-            "UPDATE \(jobs) SET state = 'running', runner = $2, started_at = coalesce(started_at, now()), updated_at = now(), last_error = NULL WHERE name = $1",
-            [.text(job), .text(runner)])
+            """
+            UPDATE \(jobs) SET state = 'running', runner = $2, started_at = coalesce(started_at, now()), updated_at = now(), last_error = NULL,
+                run_started_at = now(), run_throttled_seconds = 0,
+                run_keys_before = (SELECT coalesce(sum(keys_walked), 0)::bigint FROM \(ranges) WHERE job = $1)
+            WHERE name = $1
+            """, [.text(job), .text(runner)])
     }
 
     /// Records a final or resumable state, with the counters summed from the ranges.
@@ -75,7 +80,7 @@ extension CheckpointStore {
         try db.query(
             """
             UPDATE \(jobs) j SET state = CASE WHEN j.state IN ('paused', 'cancelled') AND $2 = 'pending' THEN j.state ELSE $2 END,
-                last_error = $3, updated_at = now(), throttle_reason = NULL, throttled_since = NULL,
+                last_error = $3, updated_at = now(), throttle_reason = NULL, throttle_detail = NULL, throttled_since = NULL,
                 finished_at = CASE WHEN $2 = 'done' THEN now() END,
                 rows_done = r.rows_done, batches = r.batches, last_key = r.last_key
             FROM (SELECT coalesce(sum(rows_done), 0)::bigint AS rows_done, coalesce(sum(batches), 0)::bigint AS batches,
@@ -85,11 +90,17 @@ extension CheckpointStore {
             """, [.text(job), .text(state.rawValue), error.map { .text(ConnectionInfo.scrub($0)) } ?? .null])
     }
 
-    /// Records why the job is throttled (nil when it no longer is), for `status`.
-    public func setThrottle(_ job: String, reason: String?, db: Connection) throws {
+    /// Records why the job is throttled (nil when it no longer is) and the detail for people
+    /// (every reason that holds, and the fix for a signal that cannot be read), for `status`.
+    public func setThrottle(_ job: String, reason: String?, detail: String?, db: Connection) throws {
         try db.query(
-            "UPDATE \(jobs) SET throttle_reason = $2, throttled_since = CASE WHEN $2::text IS NULL THEN NULL ELSE now() END WHERE name = $1",
-            [.text(job), reason.map { .text($0) } ?? .null])
+            """
+            UPDATE \(jobs) SET throttle_reason = $2, throttle_detail = CASE WHEN $2::text IS NULL THEN NULL ELSE $3 END,
+                throttled_since = CASE WHEN $2::text IS NULL THEN NULL WHEN throttle_reason IS NOT DISTINCT FROM $2 THEN coalesce(throttled_since, now()) ELSE now() END,
+                run_throttled_seconds = run_throttled_seconds + CASE WHEN $2::text IS NULL OR throttle_reason IS DISTINCT FROM $2
+                    THEN coalesce(extract(epoch FROM now() - throttled_since)::float8, 0) ELSE 0 END
+            WHERE name = $1
+            """, [.text(job), reason.map { .text($0) } ?? .null, detail.map { .text($0) } ?? .null])
     }
 
     /// The job's state, read outside a batch (while throttled).

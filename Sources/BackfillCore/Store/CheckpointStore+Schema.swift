@@ -73,6 +73,13 @@ extension CheckpointStore {
             heartbeat_at timestamptz NOT NULL DEFAULT now(),
             expires_at timestamptz NOT NULL
         );
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS throttle_detail text;
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS wal_tokens float8;
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS wal_lsn bigint;
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS wal_at float8;
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS run_started_at timestamptz;
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS run_keys_before bigint;
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS run_throttled_seconds float8 NOT NULL DEFAULT 0;
         CREATE TABLE IF NOT EXISTS \(Identifier.quote(schema)).store_version (version integer NOT NULL);
         DELETE FROM \(Identifier.quote(schema)).store_version;
         INSERT INTO \(Identifier.quote(schema)).store_version VALUES (\(Self.version));
@@ -80,7 +87,7 @@ extension CheckpointStore {
     }
 
     /// The store's schema version; `migrate` changes tables only when the stored one is older.
-    static let version = 6
+    static let version = 7
 
     /// The version recorded in the store, or nil when it has none (no store, or one made before
     /// versions were recorded).

@@ -20,7 +20,10 @@ extension CheckpointStore {
         return try db.query(
             """
             SELECT j.name, j.state, j.table_name, j.last_error, j.pass, j.runner, j.paused_by, j.paused_at, j.started_at, j.finished_at,
-                   j.throttle_reason, j.throttled_since,
+                   j.throttle_reason, j.throttle_detail, j.throttled_since,
+                   extract(epoch FROM CASE WHEN j.state = 'running' THEN now() ELSE greatest(j.updated_at, r.updated_at) END - j.run_started_at)::float8 AS run_seconds,
+                   (j.run_throttled_seconds + coalesce(extract(epoch FROM now() - j.throttled_since)::float8, 0)) AS run_throttled,
+                   r.keys_walked - j.run_keys_before AS run_keys, r.keys_left,
                    coalesce(r.rows_done, 0) AS rows_done, coalesce(r.batches, 0) AS batches, r.last_key::text AS last_key,
                    greatest(j.updated_at, r.updated_at) AS updated_at, coalesce(r.ranges, 0) AS ranges, coalesce(r.ranges_done, 0) AS ranges_done,
                    \(leaseAlive)
@@ -30,6 +33,8 @@ extension CheckpointStore {
             FROM \(jobs) j LEFT JOIN LATERAL (
                 SELECT sum(rows_done)::bigint AS rows_done, sum(batches)::bigint AS batches, max(updated_at) AS updated_at,
                        count(*)::int AS ranges, count(*) FILTER (WHERE done)::int AS ranges_done,
+                       sum(keys_walked)::bigint AS keys_walked,
+                       coalesce(sum(greatest(coalesce(estimated_rows, 0) - keys_walked, 0)) FILTER (WHERE NOT done), 0)::bigint AS keys_left,
                        (array_agg(last_key ORDER BY range_id DESC) FILTER (WHERE last_key IS NOT NULL))[1] AS last_key
                 FROM \(ranges) WHERE job = j.name) r ON true
             WHERE $1::text IS NULL OR j.name = $1
@@ -40,15 +45,21 @@ extension CheckpointStore {
             // `running` with no live lease and no fresh heartbeat: the runner died (kill -9, a lost
             // host). The job is resumable, so it shows as pending, with since when nobody runs it.
             let orphaned = stored == .running && row["runner_alive"].bool == false
-            return JobStatus(
+            let estimate = stored == .done ? nil : RunEstimate(
+                runSeconds: row["run_seconds"].double ?? 0, throttledSeconds: row["run_throttled"].double ?? 0,
+                runKeys: row["run_keys"].int64 ?? 0, keysLeft: row["keys_left"].int64 ?? 0)
+            var status = JobStatus(
                 name: row["name"].string!, state: orphaned ? .pending : stored,
                 table: row["table_name"].string!, rowsDone: row["rows_done"].int64!, batches: row["batches"].int64!,
                 lastKey: try row["last_key"].string.map(Self.decodeKey), lastError: row["last_error"].string,
                 runner: row["runner"].string, pausedBy: row["paused_by"].string, pausedAt: row["paused_at"].date,
                 startedAt: row["started_at"].date, updatedAt: row["updated_at"].date, finishedAt: row["finished_at"].date,
                 rangesDone: row["ranges_done"].int ?? 0, ranges: row["ranges"].int ?? 0,
-                throttleReason: row["throttle_reason"].string, throttledSince: row["throttled_since"].date,
+                throttleReason: row["throttle_reason"].string, throttleDetail: row["throttle_detail"].string, throttledSince: row["throttled_since"].date,
                 noRunnerSince: orphaned ? (row["last_seen"].date ?? row["updated_at"].date) : nil, pass: row["pass"].int ?? 1)
+            status.etaSeconds = estimate?.etaSeconds
+            status.runThrottledSeconds = estimate.map { $0.throttledSeconds }
+            return status
         }
     }
 

@@ -27,8 +27,18 @@ protocol RunStore: Sendable {
     func heartbeat(_ job: String, worker: String, range: Int?, rowsDone: Int64, rowsPerSecond: Double, db: Connection) throws
     /// Takes `rows` from the job's rate budget; returns how many seconds to wait.
     func consumeRate(_ job: String, rows: Int64, rowsPerSecond: Int, db: Connection) throws -> Double
-    func setThrottle(_ job: String, reason: String?, db: Connection) throws
+    /// Takes the WAL written since the last charge from the job's WAL budget; returns how many
+    /// seconds to wait.
+    func consumeWal(_ job: String, mbPerSecond: Int, db: Connection) throws -> Double
+    func setThrottle(_ job: String, reason: String?, detail: String?, db: Connection) throws
     func state(_ job: String, db: Connection) throws -> JobState?
+}
+
+extension RunStore {
+    /// Records that the job is no longer throttled, or a reason without a detail.
+    func setThrottle(_ job: String, reason: String?, db: Connection) throws {
+        try setThrottle(job, reason: reason, detail: nil, db: db)
+    }
 }
 
 extension CheckpointStore: RunStore {
@@ -43,6 +53,7 @@ final class MemoryStore: RunStore {
         var lastKey: [String]?
         var done = false
         var limiter: RateLimiter
+        var wal: WalBudget?
     }
     private let state: Mutex<State>
     private let started = ContinuousClock.now
@@ -75,7 +86,17 @@ final class MemoryStore: RunStore {
         return state.withLock { $0.limiter.consume(rows: Int(rows), now: now) }
     }
 
-    func setThrottle(_ job: String, reason: String?, db: Connection) throws {}
+    func consumeWal(_ job: String, mbPerSecond: Int, db: Connection) throws -> Double {
+        guard let lsn = try db.query("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint AS lsn").first?["lsn"].int64 else { return 0 }
+        let now = (ContinuousClock.now - started).seconds
+        return state.withLock { state in
+            var budget = state.wal ?? WalBudget(mbPerSecond: mbPerSecond)
+            defer { state.wal = budget }
+            return budget.observe(lsn: UInt64(max(lsn, 0)), now: now)
+        }
+    }
+
+    func setThrottle(_ job: String, reason: String?, detail: String?, db: Connection) throws {}
 
     func state(_ job: String, db: Connection) throws -> JobState? { .running }
 }

@@ -53,8 +53,11 @@ public struct JobStatus: Sendable, Hashable, Codable {
     public var finishedAt: Date?
     public var rangesDone: Int
     public var ranges: Int
-    /// Why the job is paused by a throttle right now (`replication_lag`, `check_sql`, `autovacuum`).
+    /// Why the job is paused by a throttle right now (`replication_lag`, `slot_lag`, `wal_rate`, `archive_backlog`, `signal_unreadable`, `check_sql`, `autovacuum`).
     public var throttleReason: String?
+    /// What the throttle saw: every reason that holds, with numbers, and for a signal that
+    /// cannot be read, the privilege or setting that fixes it.
+    public var throttleDetail: String?
     public var throttledSince: Date?
     /// Per-range progress (filled when one job is asked for).
     public var rangeList: [RangeStatus]?
@@ -66,13 +69,20 @@ public struct JobStatus: Sendable, Hashable, Codable {
     public var noRunnerSince: Date?
     /// Which pass over the key space the job is in (catch-up passes and `repeat` add passes).
     public var pass: Int = 1
+    /// Seconds left, estimated from the keys its ranges have left (from the catalog's row
+    /// estimate, or the keys of the last pass) at the rate of the last run's active time (time
+    /// throttled left out); nil when done or not yet measurable.
+    public var etaSeconds: Double?
+    /// Seconds the last run spent waiting on health throttles.
+    public var runThrottledSeconds: Double?
 
     enum CodingKeys: String, CodingKey {
         case name, state, table, batches, runner, ranges
         case rowsDone = "rows_done", lastKey = "last_key", lastError = "last_error", pausedBy = "paused_by"
         case pausedAt = "paused_at", startedAt = "started_at", updatedAt = "updated_at", finishedAt = "finished_at"
-        case rangesDone = "ranges_done", throttleReason = "throttle_reason", throttledSince = "throttled_since"
+        case rangesDone = "ranges_done", throttleReason = "throttle_reason", throttleDetail = "throttle_detail", throttledSince = "throttled_since"
         case rangeList = "range_list", workers, noRunnerSince = "no_runner_since", pass
+        case etaSeconds = "eta_seconds", runThrottledSeconds = "run_throttled_seconds"
     }
 }
 
@@ -101,4 +111,32 @@ public struct RangeClaim: Sendable, Hashable {
     /// Where the range ends (inclusive); nil for the open-ended last range.
     public var ceiling: [String]?
     public var jobState: JobState
+}
+
+/// The ETA `status` shows: keys left over keys walked per second of the run's active time.
+public struct RunEstimate: Sendable, Hashable {
+    /// Seconds since the run started (to now while it runs, to its last write after).
+    public var runSeconds: Double
+    /// Of those, seconds spent waiting on health throttles.
+    public var throttledSeconds: Double
+    /// Keys the run walked.
+    public var runKeys: Int64
+    /// Keys left in the ranges not yet walked, by their estimates.
+    public var keysLeft: Int64
+
+    public init(runSeconds: Double, throttledSeconds: Double, runKeys: Int64, keysLeft: Int64) {
+        self.runSeconds = runSeconds
+        self.throttledSeconds = throttledSeconds
+        self.runKeys = runKeys
+        self.keysLeft = keysLeft
+    }
+
+    /// Seconds of active time.
+    public var activeSeconds: Double { max(runSeconds - throttledSeconds, 0) }
+
+    /// Seconds left; nil before a second of active time with progress.
+    public var etaSeconds: Double? {
+        guard activeSeconds >= 1, runKeys > 0 else { return nil }
+        return Double(max(keysLeft, 0)) / (Double(runKeys) / activeSeconds)
+    }
 }
