@@ -60,11 +60,8 @@ public struct BatchStatements: Sendable, Hashable {
         self.key = key
         let n = key.count
         let columns = key.map { Identifier.quote($0.name) }
-        let tuple = n == 1 ? columns[0] : "(" + columns.joined(separator: ", ") + ")"
-        func parameters(from first: Int) -> String {
-            let list = key.enumerated().map { i, column in "$\(first + i)::\(column.type)" }
-            return n == 1 ? list[0] : "(" + list.joined(separator: ", ") + ")"
-        }
+        let tuple = Self.tuple(key)
+        func parameters(from first: Int) -> String { Self.parameters(key, from: first) }
         let selectKeys = columns.enumerated().map { i, c in "\(c)::text AS k\(i)" }.joined(separator: ", ")
         // ORDER BY names the table's columns qualified: a bare name would mean an output column
         // first, and a key column called `k0` would then sort by its text (a full sort).
@@ -177,9 +174,72 @@ public struct BatchStatements: Sendable, Hashable {
         return "SELECT \(value("min")) AS lo, \(value("max")) AS hi FROM \(table)"
     }
 
+    /// The key's columns, quoted: `"id"`, or a row `("tenant_id", "id")` for a composite key.
+    static func tuple(_ key: [KeyColumn]) -> String {
+        let columns = key.map { Identifier.quote($0.name) }
+        return key.count == 1 ? columns[0] : "(" + columns.joined(separator: ", ") + ")"
+    }
+
+    /// Parameters `$first…` cast to the key's types, shaped like `tuple`.
+    static func parameters(_ key: [KeyColumn], from first: Int) -> String {
+        let list = key.enumerated().map { i, column in "$\(first + i)::\(column.type)" }
+        return key.count == 1 ? list[0] : "(" + list.joined(separator: ", ") + ")"
+    }
+
+    /// `(key) > (lower) AND (key) <= (upper)` for an interval, with parameters numbered from
+    /// `first`; `true` for an interval with neither bound. Returns the next parameter number.
+    func condition(_ interval: KeyInterval, from first: Int) -> (sql: String, next: Int) {
+        let tuple = Self.tuple(key)
+        func parameters(from first: Int) -> String { Self.parameters(key, from: first) }
+        var parts: [String] = []
+        var next = first
+        if interval.lower != nil { parts.append("\(tuple) > \(parameters(from: next))"); next += key.count }
+        if interval.upper != nil { parts.append("\(tuple) <= \(parameters(from: next))"); next += key.count }
+        return (parts.isEmpty ? "true" : parts.joined(separator: " AND "), next)
+    }
+
+    /// Rows matching `where` outside the given intervals (at most `limit`): the part of the end
+    /// check that can run while those intervals are still being walked. Parameters: each
+    /// interval's bounds in order (`KeyInterval.parameters`), then the limit.
+    public func remainingCount(where whereClause: String, outside intervals: [KeyInterval]) -> String {
+        var next = 1
+        var walking: [String] = []
+        for interval in intervals {
+            let condition = condition(interval, from: next)
+            walking.append("(\(condition.sql))")
+            next = condition.next
+        }
+        let outside = walking.isEmpty ? "" : " AND NOT (" + walking.joined(separator: " OR ") + ")"
+        return "SELECT count(*) AS n FROM (SELECT 1 FROM \(table) WHERE (\(whereClause))\(outside) LIMIT $\(next)) s"
+    }
+
+    /// Rows matching `where` inside one interval (at most `limit`), read through the key's index.
+    /// Parameters: the interval's bounds, then the limit.
+    public func remainingCount(where whereClause: String, within interval: KeyInterval) -> String {
+        let condition = condition(interval, from: 1)
+        return "SELECT count(*) AS n FROM (SELECT 1 FROM \(table) WHERE \(condition.sql) AND (\(whereClause)) LIMIT $\(condition.next)) s"
+    }
+
     /// How many rows still match `where` (at most `limit`, so that a big remainder stops early).
     public static func remainingCount(spec: JobSpec) -> String? {
         guard let whereClause = spec.whereClause else { return nil }
         return "SELECT count(*) AS n FROM (SELECT 1 FROM \(Identifier.quoteQualified(spec.tableParts)) WHERE (\(whereClause)) LIMIT $1) s"
+    }
+}
+
+/// A stretch of the key space: after `lower` (from the first key when nil) up to and including
+/// `upper` (to the last key when nil), as a range of the checkpoint store describes it.
+public struct KeyInterval: Sendable, Hashable {
+    public var lower: [String]?
+    public var upper: [String]?
+
+    public init(lower: [String]?, upper: [String]?) {
+        self.lower = lower
+        self.upper = upper
+    }
+
+    /// The bound parameters of intervals, in the order `BatchStatements.condition` numbers them.
+    public static func parameters(_ intervals: [KeyInterval]) -> [PostgresValue] {
+        intervals.flatMap { ($0.lower ?? []) + ($0.upper ?? []) }.map(PostgresValue.text)
     }
 }

@@ -15,6 +15,16 @@ public struct RunSummary: Sendable, Hashable {
     public var throttledSeconds: [String: Double] = [:]
     /// The checkpoint after the last committed batch of this run.
     public var lastKey: [String]?
+    /// How the last check that no row still matches `where` ran: `overlapped` with the end of
+    /// the walk (`EndCheck`) or `after_walk` (a full scan), and the milliseconds it took after
+    /// the walk; nil when there was none.
+    public var endCheck: EndCheckFigures?
+
+    /// How the end check ran and how long it took after the walk.
+    public struct EndCheckFigures: Sendable, Hashable {
+        public var mode: String
+        public var ms: Double
+    }
 
     public init(job: String, state: JobState) {
         self.job = job
@@ -43,6 +53,7 @@ public struct RunSummary: Sendable, Hashable {
          ("retries", .int(Int64(retries.values.reduce(0, +))))]
         + retries.sorted { $0.key.rawValue < $1.key.rawValue }.map { ("retries_\($0.key.rawValue)", .int(Int64($0.value))) }
         + throttledSeconds.sorted { $0.key < $1.key }.map { ("throttled_seconds_\($0.key)", .double($0.value)) }
+        + (endCheck.map { [("end_check", .string($0.mode)), ("end_check_ms", .double($0.ms))] } ?? [])
     }
 
     /// `rows=… batches=… seconds=… rows/s=… batch p50/p99/max=…/…/… ms retries=…`.

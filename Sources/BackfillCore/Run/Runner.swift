@@ -147,15 +147,24 @@ public final class Runner {
     private func runPasses(workers: Int, plan: JobPlan, db: inout Connection) throws -> RunOutcome {
         var catchUps = 0
         while true {
-            if let interrupted = interrupted(runWorkers(count: workers, plan: plan)) { return interrupted }
+            let endCheck = overlappedEndCheck(plan)
+            endCheck?.start()
+            if let interrupted = interrupted(runWorkers(count: workers, plan: plan)) {
+                _ = endCheck?.finish(cancel: true)
+                return interrupted
+            }
+            let walked = ContinuousClock.now
+            let early = endCheck?.finish(cancel: false)
             db = try reconnectIfLost(db)
             // The lease holder judges the end; a joining process is done when no range is left.
-            guard context.holdsLease, let remaining = try remainingRows(db) else { return try finishDone(db) }
-            if remaining == 0 { return try finishDone(db) }
+            guard context.holdsLease, let remaining = try remainingRows(db, plan: plan, early: early) else { return try finishDone(db) }
+            let checked = RunSummary.EndCheckFigures(mode: early == nil ? "after_walk" : "overlapped", ms: (ContinuousClock.now - walked).milliseconds)
+            if remaining == 0 { return try finishDone(db, endCheck: checked) }
             if spec.repeats {
                 context.event(.pass, [("remaining", .int(remaining)),
-                                      ("reason", .string("\(remaining >= 1000 ? "1000 or more" : String(remaining)) rows match `where` behind the walk: the next run's pass takes them"))])
-                return try finishDone(db)
+                                      ("reason", .string("\(remaining >= 1000 ? "1000 or more" : String(remaining)) rows match `where` behind the walk: the next run's pass takes them")),
+                                      ("end_check", .string(checked.mode))])
+                return try finishDone(db, endCheck: checked)
             }
             guard catchUps < spec.catchUpPasses else {
                 var summary = context.summary(state: .failed)
@@ -166,7 +175,8 @@ public final class Runner {
             try db.transaction { try options.store.startPass(spec.name, db: $0) }
             try options.store.markRunning(spec.name, runner: context.runnerName, db: db)
             context.event(.pass, [("pass", .int(Int64(catchUps + 1))), ("remaining", .int(remaining)),
-                                  ("reason", .string("catch-up \(catchUps) of \(spec.catchUpPasses): \(remaining >= 1000 ? "1000 or more" : String(remaining)) rows still match `where` behind the walk"))])
+                                  ("reason", .string("catch-up \(catchUps) of \(spec.catchUpPasses): \(remaining >= 1000 ? "1000 or more" : String(remaining)) rows still match `where` behind the walk")),
+                                  ("end_check", .string(checked.mode))])
         }
     }
 
@@ -211,16 +221,30 @@ public final class Runner {
         return try Connection(options.database, applicationName: context.applicationName)
     }
 
-    private func finishDone(_ db: Connection) throws -> RunOutcome {
+    private func finishDone(_ db: Connection, endCheck: RunSummary.EndCheckFigures? = nil) throws -> RunOutcome {
         if !options.dryRun, context.holdsLease { try options.store.finish(spec.name, state: .done, db: db) }
-        return .done(context.summary(state: .done))
+        var summary = context.summary(state: .done)
+        summary.endCheck = endCheck
+        return .done(summary)
     }
 
     /// Rows still matching `where` (at most 1000, read-only), or nil when there is nothing to
-    /// check (no `where`, a `sql` action, a dry run).
-    private func remainingRows(_ db: Connection) throws -> Int64? {
-        guard !options.dryRun, !isSQLAction, let sql = BatchStatements.remainingCount(spec: spec) else { return nil }
+    /// check (no `where`, a `sql` action, a dry run). After an early count (`EndCheck`) only the
+    /// intervals it left out are read.
+    private func remainingRows(_ db: Connection, plan: JobPlan, early: EndCheck.Early?) throws -> Int64? {
+        guard !options.dryRun, !isSQLAction, let whereClause = spec.whereClause, let sql = BatchStatements.remainingCount(spec: spec) else { return nil }
+        if let early {
+            return try EndCheck.remaining(after: early, whereClause: whereClause, statements: plan.statements, limit: 1000, db: db)
+        }
         return try Planner.inReadOnlyTransaction(on: db) { try db.query(sql, [.int(1000)]).first?["n"].int64 ?? 0 }
+    }
+
+    /// The end check overlapped with the end of the walk, for the lease holder of a job that has
+    /// one (a `where`, not a `sql` action, not a dry run).
+    private func overlappedEndCheck(_ plan: JobPlan) -> EndCheck? {
+        guard context.holdsLease, !options.dryRun, !isSQLAction, let whereClause = spec.whereClause else { return nil }
+        return EndCheck(job: spec.name, whereClause: whereClause, statements: plan.statements, store: options.store,
+                        conninfo: options.database, applicationName: context.applicationName)
     }
 
     private var isSQLAction: Bool {

@@ -59,6 +59,28 @@ extension CheckpointStore {
         try db.query("SELECT count(*) FILTER (WHERE NOT done)::int AS n FROM \(ranges) WHERE job = $1", [.text(job)]).first?["n"].int ?? 0
     }
 
+    /// What a pass has left to walk: the open ranges' unwalked intervals (after each one's
+    /// checkpoint up to its ceiling), and the keys left and in all by the ranges' estimates.
+    public func unwalked(_ job: String, db: Connection) throws -> (intervals: [KeyInterval], keysLeft: Int64, keys: Int64) {
+        let rows = try db.query(
+            """
+            SELECT coalesce(last_key, lower_key)::text AS lower, upper_key::text AS upper, done,
+                   greatest(coalesce(estimated_rows, 0) - keys_walked, 0)::bigint AS left_keys,
+                   greatest(coalesce(estimated_rows, 0), keys_walked)::bigint AS keys
+            FROM \(ranges) WHERE job = $1 ORDER BY range_id
+            """, [.text(job)]).rows
+        var intervals: [KeyInterval] = []
+        var left: Int64 = 0
+        var keys: Int64 = 0
+        for row in rows {
+            keys += row["keys"].int64 ?? 0
+            guard row["done"].bool == false else { continue }
+            left += row["left_keys"].int64 ?? 0
+            intervals.append(KeyInterval(lower: try row["lower"].string.map(Self.decodeKey), upper: try row["upper"].string.map(Self.decodeKey)))
+        }
+        return (intervals, left, keys)
+    }
+
     /// Work stealing: splits the open range with the most rows left (by its estimate) in two at
     /// its middle key, so that an idle worker can take the second half. Waits for the range's
     /// current batch (its row lock) and reads its committed checkpoint, so no key is skipped or

@@ -1,0 +1,113 @@
+import Foundation
+import PostgresClient
+import Synchronization
+
+/// The end check, overlapped with the end of the walk. The check that no row still matches
+/// `where` is a full scan; run after the last batch, it adds its whole time to every run. Instead,
+/// once the ranges' estimates say that at most `startWhenLeft` of the keys are left to walk, a
+/// thread of its own counts, on a connection of its own and in a read-only transaction, the rows
+/// matching `where` outside what is still being walked (the open ranges' intervals at that
+/// moment), while the workers finish. After the walk only those intervals are checked, through
+/// the key's index. A row that changes behind the walk after the early count is found by no
+/// check, as a row that changes after the end check never is.
+final class EndCheck: Sendable {
+    /// What the early count found: the intervals it left out and the rows matching outside them.
+    struct Early: Sendable {
+        var intervals: [KeyInterval]
+        var matching: Int64
+    }
+
+    private enum Phase {
+        case watching
+        case counting(CancelToken?)
+        case counted(Early)
+        case over
+    }
+
+    private let job: String
+    private let whereClause: String
+    private let statements: BatchStatements
+    private let store: CheckpointStore
+    private let conninfo: String?
+    private let applicationName: String
+    private let startWhenLeft: Double
+    private let limit: Int64
+    private let phase = Mutex<(phase: Phase, stop: Bool)>((.watching, false))
+    private let ended = DispatchSemaphore(value: 0)
+
+    init(job: String, whereClause: String, statements: BatchStatements, store: CheckpointStore, conninfo: String?,
+         applicationName: String, startWhenLeft: Double = 0.2, limit: Int64 = 1000) {
+        self.job = job
+        self.whereClause = whereClause
+        self.statements = statements
+        self.store = store
+        self.conninfo = conninfo
+        self.applicationName = applicationName
+        self.startWhenLeft = startWhenLeft
+        self.limit = limit
+    }
+
+    /// Starts watching the walk on a thread of its own.
+    func start() {
+        let thread = Thread { [self] in
+            defer { ended.signal() }
+            let early = try? watch()
+            phase.withLock { $0.phase = early.map(Phase.counted) ?? .over }
+        }
+        thread.start()
+    }
+
+    /// Ends the watch once the walk is over: waits for a count in flight (cancelling it when
+    /// `cancel`) and returns what it found, or nil when no early count was made.
+    func finish(cancel: Bool) -> Early? {
+        let token: CancelToken? = phase.withLock { state in
+            if cancel { state.stop = true }
+            if case .counting(let token) = state.phase { return token }
+            state.stop = true
+            return nil
+        }
+        if cancel { token?.cancel() }
+        ended.wait()
+        return phase.withLock { state in
+            if case .counted(let early) = state.phase { return early }
+            return nil
+        }
+    }
+
+    /// Polls the ranges every 250 ms; once few enough keys are left, counts outside them.
+    private func watch() throws -> Early? {
+        let db = try Connection(conninfo, applicationName: applicationName + ":end-check")
+        while !phase.withLock({ $0.stop }) {
+            let (intervals, left, keys) = try store.unwalked(job, db: db)
+            if intervals.isEmpty || keys <= 0 { return nil }
+            if Double(left) <= Double(keys) * startWhenLeft {
+                let started = phase.withLock { state -> Bool in
+                    guard !state.stop else { return false }
+                    state.phase = .counting(db.makeCancelToken())
+                    return true
+                }
+                guard started else { return nil }
+                let matching = try Planner.inReadOnlyTransaction(on: db) {
+                    try db.query(statements.remainingCount(where: whereClause, outside: intervals),
+                                 KeyInterval.parameters(intervals) + [.int(limit)]).first?["n"].int64 ?? 0
+                }
+                return Early(intervals: intervals, matching: matching)
+            }
+            Thread.sleep(forTimeInterval: 0.25)
+        }
+        return nil
+    }
+
+    /// Rows still matching `where` after the walk, at most `limit`: the early count plus each
+    /// interval it left out, read through the key's index.
+    static func remaining(after early: Early, whereClause: String, statements: BatchStatements, limit: Int64, db: Connection) throws -> Int64 {
+        var found = early.matching
+        try Planner.inReadOnlyTransaction(settings: ["enable_seqscan = off"], on: db) {
+            for interval in early.intervals where found < limit {
+                found += try db.query(statements.remainingCount(where: whereClause, within: interval),
+                                      KeyInterval.parameters([interval]) + [.int(limit - found)]).first?["n"].int64 ?? 0
+            }
+        }
+        return found
+    }
+}
