@@ -22,6 +22,7 @@ struct BackfillBench: ParsableCommand {
     @Option(help: "Folder for RESULTS.md and results/ (latest.json and the SVG charts).") var outputDir = "benchmarks"
     @Flag(help: "Do not rewrite RESULTS.md (smoke runs).") var noMarkdownFile = false
     @Flag(help: "Also run the strategies without live traffic (OFFSET excepted), for raw throughput.") var quietPass = false
+    @Option(help: "Also run one UPDATE and Backfill's defaults under this many live clients (8 on 2 cores: heavy CPU contention); 0 = skip.") var contentionClients = 0
 
     func run() throws {
         let selected = try strategies.map { list in
@@ -46,6 +47,10 @@ struct BackfillBench: ParsableCommand {
         let quiet = quietPass
             ? try Bench(conninfo: conninfo, clients: 0).measure(rows: rows, strategies: selected.filter { $0 != .offset }, baselineSeconds: 0)
             : nil
+        let contention = contentionClients > 0
+            ? try Bench(conninfo: conninfo, clients: contentionClients).measure(
+                rows: rows, strategies: selected.filter { [.singleUpdate, .backfillDefaults].contains($0) }, baselineSeconds: min(baseline, 5))
+            : nil
         var seriesRuns: [SizeRun] = []
         if let series {
             for size in series.split(separator: ",").compactMap({ Int($0.trimmingCharacters(in: .whitespaces)) }) {
@@ -55,7 +60,8 @@ struct BackfillBench: ParsableCommand {
         }
         let report = Report(
             date: RunEvent.timestamp(Date()), command: (["swift run -c release backfill-bench"] + CommandLine.arguments.dropFirst()).joined(separator: " "),
-            machine: try bench.machine(), main: main, quiet: quiet, series: seriesRuns, offsetLimit: offsetLimit, liveClients: liveClients)
+            machine: try bench.machine(), main: main, quiet: quiet, contention: contention, contentionClients: contentionClients,
+            series: seriesRuns, offsetLimit: offsetLimit, liveClients: liveClients)
         print(report.markdown)
         let results = outputDir + "/results"
         try FileManager.default.createDirectory(atPath: results, withIntermediateDirectories: true)

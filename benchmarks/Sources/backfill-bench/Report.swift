@@ -7,11 +7,15 @@ struct Report: Encodable, Sendable {
     var machine: [String: String]
     var main: SizeRun
     var quiet: SizeRun?
+    var contention: SizeRun?
+    var contentionClients: Int
     var series: [SizeRun]
     var offsetLimit: Int
     var liveClients: Int
 
-    enum CodingKeys: String, CodingKey { case date, command, machine, main, quiet, series, offsetLimit = "offset_limit", liveClients = "live_clients" }
+    enum CodingKeys: String, CodingKey { case date, command, machine, main, quiet, contention, series
+        case offsetLimit = "offset_limit", liveClients = "live_clients", contentionClients = "contention_clients"
+    }
 
     var markdown: String {
         var lines = [
@@ -26,12 +30,16 @@ struct Report: Encodable, Sendable {
             "- settings: " + machine.keys.filter { $0.hasPrefix("setting.") }.sorted().map { "\($0.dropFirst(8))=\(machine[$0]!)" }.joined(separator: ", "),
             "",
         ]
+        lines += targets + [""]
         lines += ["## Charts", "", "Drawn from this run's figures (`results/*.svg`, written with this file)."]
         for chart in charts { lines += ["", "![\(chart.title)](results/\(chart.file))"] }
         lines.append("")
         lines += table(main, heading: "## \(main.rows) rows, \(String(format: "%.0f", Double(main.tableBytes) / 1_048_576)) MB, under live traffic")
         if let quiet {
             lines += [""] + table(quiet, heading: "## \(quiet.rows) rows, no live traffic (raw throughput)")
+        }
+        if let contention {
+            lines += [""] + table(contention, heading: "## \(contention.rows) rows under \(contentionClients) live clients (CPU contention)")
         }
         if !series.isEmpty {
             lines += ["", "## Scale series", "",

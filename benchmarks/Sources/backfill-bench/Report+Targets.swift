@@ -1,0 +1,55 @@
+import Foundation
+
+/// The lock-hold targets, each with this run's figure and whether it was met.
+extension Report {
+    /// The default job's `batch.target_ms`, which the p99 and live-wait targets are relative to.
+    static let defaultTargetMs = 50.0
+
+    struct Target {
+        var name: String
+        var goal: String
+        var measured: String
+        var met: Bool?
+    }
+
+    var targetRows: [Target] {
+        func result(_ run: SizeRun?, _ strategy: Strategy) -> StrategyResult? { run?.results.first { $0.strategy == strategy } }
+        func ratio(_ r: StrategyResult?, atLeast goal: Double, name: String, where place: String) -> Target {
+            Target(name: name, goal: String(format: "≥ %.2f × one UPDATE", goal),
+                   measured: r?.ratioToSingleUpdate.map { String(format: "%.2f × (%@)", $0, place) } ?? "not run",
+                   met: r?.ratioToSingleUpdate.map { $0 >= goal })
+        }
+        let target = Self.defaultTargetMs
+        var rows = [
+            ratio(result(quiet, .backfillDefaults), atLeast: 1.0, name: "one worker, quiet", where: "no live traffic"),
+            ratio(result(main, .backfillDefaults), atLeast: 0.95, name: "one worker, under \(liveClients) live writers", where: "\(liveClients) writers"),
+            ratio(result(quiet, .backfillWorkers), atLeast: 1.4, name: "two workers, quiet", where: "no live traffic"),
+        ]
+        let defaults = result(main, .backfillDefaults)
+        rows.append(Target(
+            name: "batch p99 under \(liveClients) live writers", goal: String(format: "≤ 1.5 × target (%.0f ms)", 1.5 * target),
+            measured: defaults.map { String(format: "%.1f ms (%.2f × target)", $0.batchP99Ms, $0.batchP99Ms / target) } ?? "not run",
+            met: defaults.map { $0.batchP99Ms <= 1.5 * target }))
+        rows.append(Target(
+            name: "worst live wait under \(liveClients) live writers", goal: String(format: "≤ 3 × target (%.0f ms)", 3 * target),
+            measured: defaults?.live.map { String(format: "%.1f ms", $0.maxMs) } ?? "not run",
+            met: defaults?.live.map { $0.maxMs <= 3 * target }))
+        if let crowded = result(contention, .backfillDefaults) {
+            rows.append(Target(
+                name: "\(contentionClients) live clients: worst live wait and batch p99", goal: String(format: "wait ≤ %.0f ms (no p99 goal)", 3 * target),
+                measured: String(format: "wait %.1f ms, p99 %.1f ms", crowded.live?.maxMs ?? 0, crowded.batchP99Ms),
+                met: crowded.live.map { $0.maxMs <= 3 * target }))
+        }
+        return rows
+    }
+
+    var targets: [String] {
+        var lines = ["## Targets", "",
+                     "Backfill's job defaults (`target_ms` \(Int(Self.defaultTargetMs))) against the goals, from the tables below. The per-batch fixed cost is measured by `benchmarks/fixed-cost.sh` ([results/fixed-cost.md](results/fixed-cost.md)).", "",
+                     "| target | goal | measured | met |", "|---|---|---|---|"]
+        for t in targetRows {
+            lines.append("| \(t.name) | \(t.goal) | \(t.measured) | \(t.met.map { $0 ? "yes" : "**no**" } ?? "-") |")
+        }
+        return lines
+    }
+}
