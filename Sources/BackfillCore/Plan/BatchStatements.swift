@@ -177,9 +177,14 @@ public struct BatchStatements: Sendable, Hashable {
         return "SELECT \(value("min")) AS lo, \(value("max")) AS hi FROM \(table)"
     }
 
-    /// How many rows still match `where` (at most `limit`, so that a big remainder stops early).
-    public static func remainingCount(spec: JobSpec) -> String? {
+    /// How many rows still match `where` (at most `$1`), leaving out the keys that the job (`$2`)
+    /// quarantined in `badRows` (their text forms read back as the key's types).
+    public func remainingCount(spec: JobSpec, excludingBadRowsIn badRows: String) -> String? {
         guard let whereClause = spec.whereClause else { return nil }
-        return "SELECT count(*) AS n FROM (SELECT 1 FROM \(Identifier.quoteQualified(spec.tableParts)) WHERE (\(whereClause)) LIMIT $1) s"
+        let columns = key.map { "\(table).\(Identifier.quote($0.name))" }
+        let stored = key.enumerated().map { i, column in "(b.key ->> \(i))::\(column.type)" }
+        let match = key.count == 1 ? "\(columns[0]) = \(stored[0])" : "(\(columns.joined(separator: ", "))) = (\(stored.joined(separator: ", ")))"
+        return "SELECT count(*) AS n FROM (SELECT 1 FROM \(table) WHERE (\(whereClause)) "
+            + "AND NOT EXISTS (SELECT 1 FROM \(badRows) b WHERE b.job = $2 AND \(match)) LIMIT $1) s"
     }
 }

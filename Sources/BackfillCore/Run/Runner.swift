@@ -17,6 +17,8 @@ public enum RunOutcome: Sendable {
     /// What the operator should do next, in one line.
     public var nextStep: String {
         switch self {
+        case .done(let s) where s.badRows > 0:
+            "`backfill bad-rows \(s.job)` lists the \(s.badRows) bad rows (key, SQLSTATE, message); fix those rows by hand, or fix the job and run it with --restart"
         case .done: "nothing: the job is done"
         case .stopped(.paused, let s): "`backfill resume \(s.job)`, then run again to continue from the checkpoint"
         case .stopped(.cancelled, _): "the job was cancelled; run with --restart to start it over from the first key"
@@ -28,10 +30,11 @@ public enum RunOutcome: Sendable {
         }
     }
 
-    /// The contract's exit code: 0 done, 1 failed, 2 invalid, 3 stopped, 4 held.
+    /// The contract's exit code: 0 done, 1 failed, 2 invalid, 3 stopped, 4 held; a job done with
+    /// bad rows quarantined exits 1 unless `on_error.exit_zero`.
     public var exitCode: Int32 {
         switch self {
-        case .done: 0
+        case .done(let s): s.badRows > 0 && s.badRowsFail ? 1 : 0
         case .failed: 1
         case .invalid: 2
         case .stopped: 3
@@ -125,7 +128,7 @@ public final class Runner {
         context.setRowsBefore(try store.status(job: spec.name, db: db).first?.rowsDone ?? 0)
         switch prepared {
         case .ready: break
-        case .alreadyDone: return .done(context.summary(state: .done))
+        case .alreadyDone: return .done(try doneSummary(db))
         case .notRunnable(let state, _):
             return .stopped(state == .paused ? .paused : .cancelled, context.summary(state: state))
         case .specChanged:
@@ -150,7 +153,7 @@ public final class Runner {
             if let interrupted = interrupted(runWorkers(count: workers, plan: plan)) { return interrupted }
             db = try reconnectIfLost(db)
             // The lease holder judges the end; a joining process is done when no range is left.
-            guard context.holdsLease, let remaining = try remainingRows(db) else { return try finishDone(db) }
+            guard context.holdsLease, let remaining = try remainingRows(plan, db) else { return try finishDone(db) }
             if remaining == 0 { return try finishDone(db) }
             if spec.repeats {
                 context.event(.pass, [("remaining", .int(remaining)),
@@ -213,14 +216,27 @@ public final class Runner {
 
     private func finishDone(_ db: Connection) throws -> RunOutcome {
         if !options.dryRun, context.holdsLease { try options.store.finish(spec.name, state: .done, db: db) }
-        return .done(context.summary(state: .done))
+        return .done(try doneSummary(db))
+    }
+
+    /// The summary of a finished job, with its bad rows (the store's count: earlier runs' too).
+    private func doneSummary(_ db: Connection) throws -> RunSummary {
+        var summary = context.summary(state: .done)
+        summary.badRows = options.dryRun ? summary.runBadRows : try options.store.badRowCount(spec.name, db: db)
+        summary.badRowsFail = !spec.onError.exitZero
+        return summary
     }
 
     /// Rows still matching `where` (at most 1000, read-only), or nil when there is nothing to
-    /// check (no `where`, a `sql` action, a dry run).
-    private func remainingRows(_ db: Connection) throws -> Int64? {
-        guard !options.dryRun, !isSQLAction, let sql = BatchStatements.remainingCount(spec: spec) else { return nil }
-        return try Planner.inReadOnlyTransaction(on: db) { try db.query(sql, [.int(1000)]).first?["n"].int64 ?? 0 }
+    /// check (no `where`, a `sql` action, a dry run). Rows quarantined as bad are not counted:
+    /// they are known, and listed by `backfill bad-rows`.
+    private func remainingRows(_ plan: JobPlan, _ db: Connection) throws -> Int64? {
+        guard !options.dryRun, !isSQLAction,
+              let sql = plan.statements.remainingCount(spec: spec, excludingBadRowsIn: options.store.badRowsTable)
+        else { return nil }
+        return try Planner.inReadOnlyTransaction(settings: SessionPins.settings, on: db) {
+            try db.query(sql, [.int(1000), .text(spec.name)]).first?["n"].int64 ?? 0
+        }
     }
 
     private var isSQLAction: Bool {
