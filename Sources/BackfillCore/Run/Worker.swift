@@ -128,8 +128,9 @@ final class Worker {
         }
     }
 
-    /// Runs a batch and turns what went wrong into the machine's event; nil
-    /// failures that end the worker at once (a range violation, too many bad rows).
+    /// Runs a batch and turns what went wrong into the machine's event; a failure that ends the
+    /// worker at once (a range violation, one bad row more than `on_error.max_rows`) is returned
+    /// as `.failure`.
     private func guarded(_ body: () throws -> (WorkerMachine.Event, Committed?)) -> Result<(WorkerMachine.Event, Committed?), RunFailure> {
         do {
             return .success(try body())

@@ -69,7 +69,9 @@ public struct RunFailure: Error, Sendable, Hashable, CustomStringConvertible {
 /// I/O shell (`Worker`) reports what happened (`Event`), with the time and whether a stop was
 /// asked for, and carries out the one `Action` the machine returns. Retries and their backoff,
 /// halving, the adaptive size, the blocking throttle, the rate budget, pauses, health checks,
-/// splitting when every range is busy, stops, the time box, pause and cancel all live here, so
+/// splitting when every range is busy, stops, the time box, pause and cancel, and what a batch
+/// that failed with a data error leads to (`on_error`: a `Bisection`, or the search for the
+/// first bad key) all live here, so
 /// that every transition is tested without a database or a real clock.
 struct WorkerMachine {
     /// What the machine takes from the job and the run.
