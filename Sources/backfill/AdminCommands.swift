@@ -33,6 +33,14 @@ func planJob(_ spec: JobSpec, _ db: Connection) throws -> JobPlan {
     }
 }
 
+/// Prints `value` as one line of JSON: keys sorted, dates in ISO 8601.
+func printJSON(_ value: some Encodable) throws {
+    let encoder = JSONEncoder()
+    encoder.dateEncodingStrategy = .iso8601
+    encoder.outputFormatting = [.sortedKeys]
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}
+
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show jobs in the checkpoint store: state, rows done, batches, last key.")
     @Argument(help: "One job's name (default: all jobs).") var job: String?
@@ -50,10 +58,7 @@ struct Status: ParsableCommand {
         }
         switch format {
         case .json:
-            let encoder = JSONEncoder()
-            encoder.dateEncodingStrategy = .iso8601
-            encoder.outputFormatting = [.sortedKeys]
-            print(String(decoding: try encoder.encode(jobs), as: UTF8.self))
+            try printJSON(jobs)
         case .table:
             print(StatusTable.render(jobs))
         }
@@ -120,7 +125,7 @@ struct Unlock: ParsableCommand {
     }
 }
 
-private func noSuchJob(_ job: String, _ db: DatabaseOptions) -> CommandFailure {
+func noSuchJob(_ job: String, _ db: DatabaseOptions) -> CommandFailure {
     .invalid("no job named `\(job)` in schema `\(db.schema)`",
              next: "`backfill status` lists the jobs in that schema (--schema or \(Setting.schema) names another)")
 }

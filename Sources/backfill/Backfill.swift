@@ -16,7 +16,7 @@ struct Backfill: ParsableCommand {
         version: "backfill \(BackfillVersion.current) (libpq \(LibPQ.version))",
         subcommands: [
             Run.self, Plan.self, Status.self, Pause.self, Resume.self, Cancel.self, Forget.self, Unlock.self, Verify.self,
-            Rehearse.self, Demo.self,
+            BadRows.self, Rehearse.self, Demo.self,
         ]
     )
 

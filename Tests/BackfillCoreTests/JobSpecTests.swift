@@ -83,6 +83,13 @@ struct JobSpecTests {
             ("name: x\ntable: t\nkey: [id]\nset: {a: 1}\nthrottle: {when_blocking: maybe}", "throttle.when_blocking", "true or false"),
             ("name: x\ntable: t\nkey: [id]\nset: {a: 1}\nthrottle: {slots: []}", "throttle.slots", "list of names"),
             ("name: x\ntable: t\nkey: [id]\nset: {a: 1}\nthrottle: {max_wal_mb_per_second: -1}", "throttle.max_wal_mb_per_second", "out of range"),
+            ("name: x\ntable: t\nkey: [id]\nset: {a: 1}\non_error: {action: skp}", "on_error.action", "did you mean `skip`"),
+            ("name: x\ntable: t\nkey: [id]\nset: {a: 1}\non_error: {action: skip, max_row: 3}", "on_error.max_row", "did you mean `max_rows`"),
+            ("name: x\ntable: t\nkey: [id]\nset: {a: 1}\non_error: {action: skip, max_rows: 0}", "on_error.max_rows", "out of range"),
+            ("name: x\ntable: t\nkey: [id]\nset: {a: 1}\non_error: {action: skip, max_rows: many}", "on_error.max_rows", "whole number"),
+            ("name: x\ntable: t\nkey: [id]\nset: {a: 1}\non_error: {action: skip, exit_zero: perhaps}", "on_error.exit_zero", "true or false"),
+            ("name: x\ntable: t\nkey: [id]\nset: {a: 1}\non_error: {max_rows: 5}", "on_error.max_rows", "only to `action: skip`"),
+            ("name: x\ntable: t\nkey: [id]\nset: {a: 1}\non_error: skip", "on_error", "mapping"),
             ("", nil, "empty"),
         ])
     func badFiles(yaml: String, field: String?, problem: String) {
@@ -104,6 +111,10 @@ struct JobSpecTests {
         let changed = try JobSpec.parse(yaml: minimal.replacingOccurrences(of: "100)", with: "1000)"), file: "a.yaml")
         let filtered = try JobSpec.parse(yaml: minimal + "\nwhere: balance_cents IS NULL", file: "a.yaml")
         #expect(base.fingerprint == tuned.fingerprint)
+        let lenient = try JobSpec.parse(yaml: minimal + "\non_error: {action: skip, max_rows: 10, exit_zero: true}", file: "a.yaml")
+        #expect(lenient.onError.action == .skip && lenient.onError.maxRows == 10 && lenient.onError.exitZero)
+        #expect(base.onError == JobSpec.OnError() && base.onError.action == .stop && base.onError.maxRows == 1000 && !base.onError.exitZero)
+        #expect(base.fingerprint == lenient.fingerprint, "on_error decides whether the job goes past a bad row, not what rows get")
         #expect(base.fingerprint != changed.fingerprint)
         #expect(base.fingerprint != filtered.fingerprint)
     }

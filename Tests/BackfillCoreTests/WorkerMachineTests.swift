@@ -77,6 +77,64 @@ struct WorkerMachineTests {
             sqlstate: "23514", range: 0, afterKey: nil, attempts: 1, exhausted: false, message: "violates check constraint", detail: "row (1)")))
     }
 
+    @Test("on_error skip: a data error bisects the batch in key order, a retryable error repeats the step, then batches go on")
+    func bisectsOnSkip() throws {
+        var m = try machine("on_error: {action: skip}\nbatch: {size: 4, min: 1}")
+        _ = m.handle(.healthy, at: at(0))
+        let cast = PostgresError(code: "22P02", message: "invalid input syntax for type bigint")
+        #expect(m.handle(.batchFailed(cast, range: 1, lower: ["10"], upper: ["14"], keys: 4), at: at(0.1))
+                == .bisect(range: 1, step: .split(lower: ["10"], upper: ["14"], offset: 1)))
+        #expect(m.handle(.splitFound(key: ["12"], walked: 2), at: at(0.2)) == .bisect(range: 1, step: .attempt(lower: ["10"], upper: ["12"], keys: 2)))
+        // A lock timeout on a part: back off, then the same part again.
+        #expect(m.handle(.failed(PostgresError(code: .lockNotAvailable, message: "lock"), range: 1, afterKey: ["10"]), at: at(0.3), random: 0)
+                == .rest(ms: 0, everyWorker: false))
+        #expect(m.handle(.ready, at: at(0.4)) == .bisect(range: 1, step: .attempt(lower: ["10"], upper: ["12"], keys: 2)))
+        // The first half committed (parts do not feed the sizer); the second fails as a whole and splits.
+        #expect(m.handle(.committed(rows: 2, keys: 2, ms: 1, waiters: noWaiters), at: at(0.5)) == .bisect(range: 1, step: .attempt(lower: ["12"], upper: ["14"], keys: 2)))
+        #expect(m.sizer.size == 4)
+        #expect(m.handle(.batchFailed(cast, range: 1, lower: ["12"], upper: ["14"], keys: 2), at: at(0.6)) == .bisect(range: 1, step: .split(lower: ["12"], upper: ["14"], offset: 0)))
+        #expect(m.handle(.splitFound(key: ["13"], walked: 1), at: at(0.7)) == .bisect(range: 1, step: .attempt(lower: ["12"], upper: ["13"], keys: 1)))
+        #expect(m.handle(.quarantined, at: at(0.8)) == .bisect(range: 1, step: .attempt(lower: ["13"], upper: ["14"], keys: 1)))
+        #expect(m.handle(.committed(rows: 1, keys: 1, ms: 1, waiters: noWaiters), at: at(0.9)) == .runBatch(size: 4))
+        #expect(m.bisection == nil)
+    }
+
+    @Test("on_error skip: another worker moving the range ends the bisection; a single key failing outside its savepoint stops the job")
+    func bisectionEnds() throws {
+        var m = try machine("on_error: {action: skip}")
+        _ = m.handle(.healthy, at: at(0))
+        let unique = PostgresError(code: .uniqueViolation, message: "duplicate key")
+        _ = m.handle(.batchFailed(unique, range: 0, lower: nil, upper: ["9"], keys: 9), at: at(0.1))
+        #expect(m.handle(.bisectionLost, at: at(0.2)) == .runBatch(size: 1000))
+        #expect(m.handle(.batchFailed(unique, range: 0, lower: ["8"], upper: ["9"], keys: 1), at: at(0.3)) == .bisect(range: 0, step: .attempt(lower: ["8"], upper: ["9"], keys: 1)))
+        guard case .fail(let failure) = m.handle(.batchFailed(unique, range: 0, lower: ["8"], upper: ["9"], keys: 1), at: at(0.4)) else {
+            Issue.record("a single key failing outside its savepoint must stop the job")
+            return
+        }
+        #expect(failure.key == ["9"] && failure.sqlstate == "23505")
+    }
+
+    @Test("on_error stop (the default): a data error looks for the first bad key, then fails naming it; other errors fail as before")
+    func stopNamesKey() throws {
+        var m = try machine()
+        _ = m.handle(.healthy, at: at(0))
+        let cast = PostgresError(code: "22P02", message: "invalid input syntax")
+        #expect(m.handle(.batchFailed(cast, range: 2, lower: ["100"], upper: ["200"], keys: 100), at: at(0.1))
+                == .findBadKey(Bisection(range: 2, lower: ["100"], upper: ["200"], keys: 100)))
+        guard case .fail(let failure) = m.handle(.badKeyFound(["150"]), at: at(0.2)) else {
+            Issue.record("the job must stop")
+            return
+        }
+        #expect(failure.key == ["150"] && failure.range == 2 && failure.afterKey == ["100"] && failure.sqlstate == "22P02")
+        #expect(failure.description.contains("failed at key (150): SQLSTATE 22P02 invalid input syntax"))
+        var other = try machine()
+        guard case .fail(let syntax) = other.handle(.batchFailed(PostgresError(code: .syntaxError, message: "syntax"), range: 0, lower: nil, upper: ["5"], keys: 5), at: at(0)) else {
+            Issue.record("a syntax error must fail at once")
+            return
+        }
+        #expect(syntax.key == nil && syntax.sqlstate == "42601")
+    }
+
     @Test("a committed batch resets the attempt count")
     func attemptResets() throws {
         var m = try machine()

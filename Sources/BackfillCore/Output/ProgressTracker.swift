@@ -20,6 +20,8 @@ public struct ProgressTracker: Sendable {
     public private(set) var batchSize: Int64 = 0
     public private(set) var lastBatchMs: Double = 0
     public private(set) var state = "starting"
+    /// The job's quarantined rows so far (`on_error: skip`).
+    public private(set) var badRows: Int64 = 0
     public private(set) var fraction: Double?
     private var keyMin: Double?
     private var keyMax: Double?
@@ -104,6 +106,8 @@ public struct ProgressTracker: Sendable {
             }
         case .pass:
             if case .int(let pass) = event["pass"] { state = "pass \(pass)" }
+        case .badRow:
+            if case .int(let n) = event["bad_rows"] { badRows = n }
         case .stop:
             if case .string(let reason) = event["reason"] { state = "stopped: \(reason)" }
             waiting.removeAll()
@@ -143,7 +147,7 @@ public struct ProgressTracker: Sendable {
         var eta = eta(at: now).map { basis == .rowEstimate ? "ETA ~\(Self.clock($0)) by row estimate" : "ETA \(Self.clock($0))" } ?? "ETA ?"
         if window.throttledSeconds >= 1 { eta += " (throttled \(Self.clock(window.throttledSeconds)))" }
         return String(format: "%@  %@  %lld%@ rows  %.0f rows/s  %@  batch %lld keys, %.1f ms  %@",
-                      job, percent, rowsDone, total, rate(at: now), eta, batchSize, lastBatchMs, state)
+                      job, percent, rowsDone, total, rate(at: now), eta, batchSize, lastBatchMs, state + (badRows > 0 ? ", \(badRows) bad rows" : ""))
     }
 
     /// `1:02:03` (h:mm:ss) from an hour up, `4:05` (m:ss) below.

@@ -6,7 +6,7 @@ import Foundation
 /// batch duration, size and target, retries and
 /// throttled seconds by reason, progress, state and the time of the last committed batch, and what
 /// the batches cost: WAL bytes written while they ran and the share of the table's updates that
-/// were HOT.
+/// were HOT; and the rows quarantined as bad (`on_error: skip`).
 /// Whatever `MetricsSystem` backend the process bootstrapped receives them (Prometheus in the CLI).
 public final class RunMetrics {
     private let job: String
@@ -20,6 +20,7 @@ public final class RunMetrics {
     private let lastSuccess: Gauge
     private let walBytes: Counter
     private let hotRatio: Gauge
+    private let badRows: Counter
     private var retries: [String: Counter] = [:]
     private var throttled: [String: FloatingPointCounter] = [:]
     private var states: [String: Gauge] = [:]
@@ -41,6 +42,7 @@ public final class RunMetrics {
         lastSuccess = Gauge(label: "backfill_last_success_timestamp_seconds", dimensions: dims)
         walBytes = Counter(label: "backfill_wal_bytes_total", dimensions: dims)
         hotRatio = Gauge(label: "backfill_hot_update_ratio", dimensions: dims)
+        badRows = Counter(label: "backfill_bad_rows_total", dimensions: dims)
         for state in Self.stateNames {
             states[state] = Gauge(label: "backfill_state", dimensions: dims + [("state", state)])
         }
@@ -87,6 +89,7 @@ public final class RunMetrics {
             }
             setState(event["state"] == .string("resumed") ? "running" : "throttled")
         case .pass: setState("running")
+        case .badRow: badRows.increment()
         case .stop: setState("stopped")
         case .done: setState("done")
         case .error: setState("failed")

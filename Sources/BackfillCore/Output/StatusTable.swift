@@ -17,6 +17,9 @@ public enum StatusTable {
                 note += (note.isEmpty ? "" : "; ") + "ETA ~\(ProgressTracker.clock(eta)) by the ranges' row estimates"
                     + ((job.runThrottledSeconds ?? 0) >= 1 ? ", throttled \(ProgressTracker.clock(job.runThrottledSeconds ?? 0)) not counted" : "")
             }
+            if job.badRows > 0 {
+                note += (note.isEmpty ? "" : "; ") + "\(job.badRows) bad rows (`backfill bad-rows \(job.name)`)"
+            }
             let state = job.noRunnerSince.map { "stopped (no runner since \(RunEvent.timestamp($0)))" } ?? job.state.rawValue
             return [job.name, state, String(job.rowsDone), String(job.batches),
                     job.lastKey.map { "(" + $0.joined(separator: ", ") + ")" } ?? "-",
@@ -37,7 +40,8 @@ public enum StatusTable {
         return text
     }
 
-    private static func columns(_ rows: [[String]]) -> String {
+    /// Rows of cells as left-aligned columns, two spaces apart.
+    static func columns(_ rows: [[String]]) -> String {
         let widths = rows[0].indices.map { i in rows.map { $0[i].count }.max() ?? 0 }
         return rows.map { row in
             row.enumerated().map { i, cell in i == row.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0) }

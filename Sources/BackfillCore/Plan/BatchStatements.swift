@@ -198,32 +198,49 @@ public struct BatchStatements: Sendable, Hashable {
         return (parts.isEmpty ? "true" : parts.joined(separator: " AND "), next)
     }
 
-    /// Rows matching `where` outside the given intervals (at most `limit`): the part of the end
-    /// check that can run while those intervals are still being walked. Parameters: each
-    /// interval's bounds in order (`KeyInterval.parameters`), then the limit.
-    public func remainingCount(where whereClause: String, outside intervals: [KeyInterval]) -> String {
-        var next = 1
-        var walking: [String] = []
-        for interval in intervals {
-            let condition = condition(interval, from: next)
-            walking.append("(\(condition.sql))")
-            next = condition.next
+    /// Which rows a remaining count reads: all, those outside some key intervals (the part of the
+    /// end check that can run while the intervals are still being walked), or those inside one
+    /// (read through the key's index).
+    public enum RemainingScope: Sendable {
+        case all
+        case outside([KeyInterval])
+        case within(KeyInterval)
+
+        /// The intervals' bounds, for the parameters from `$3`.
+        public var parameters: [PostgresValue] {
+            switch self {
+            case .all: []
+            case .outside(let intervals): KeyInterval.parameters(intervals)
+            case .within(let interval): KeyInterval.parameters([interval])
+            }
         }
-        let outside = walking.isEmpty ? "" : " AND NOT (" + walking.joined(separator: " OR ") + ")"
-        return "SELECT count(*) AS n FROM (SELECT 1 FROM \(table) WHERE (\(whereClause))\(outside) LIMIT $\(next)) s"
     }
 
-    /// Rows matching `where` inside one interval (at most `limit`), read through the key's index.
-    /// Parameters: the interval's bounds, then the limit.
-    public func remainingCount(where whereClause: String, within interval: KeyInterval) -> String {
-        let condition = condition(interval, from: 1)
-        return "SELECT count(*) AS n FROM (SELECT 1 FROM \(table) WHERE \(condition.sql) AND (\(whereClause)) LIMIT $\(condition.next)) s"
-    }
-
-    /// How many rows still match `where` (at most `limit`, so that a big remainder stops early).
-    public static func remainingCount(spec: JobSpec) -> String? {
+    /// How many rows still match `where` (at most `$1`), leaving out the keys that the job (`$2`)
+    /// quarantined in `badRows` (their text forms read back as the key's types), within `scope`
+    /// (its bounds from `$3`: `RemainingScope.parameters`).
+    public func remainingCount(spec: JobSpec, excludingBadRowsIn badRows: String, scope: RemainingScope = .all) -> String? {
         guard let whereClause = spec.whereClause else { return nil }
-        return "SELECT count(*) AS n FROM (SELECT 1 FROM \(Identifier.quoteQualified(spec.tableParts)) WHERE (\(whereClause)) LIMIT $1) s"
+        let columns = key.map { "\(table).\(Identifier.quote($0.name))" }
+        let stored = key.enumerated().map { i, column in "(b.key ->> \(i))::\(column.type)" }
+        let match = key.count == 1 ? "\(columns[0]) = \(stored[0])" : "(\(columns.joined(separator: ", "))) = (\(stored.joined(separator: ", ")))"
+        var bounds = ""
+        switch scope {
+        case .all: break
+        case .outside(let intervals):
+            var next = 3
+            var walking: [String] = []
+            for interval in intervals {
+                let condition = condition(interval, from: next)
+                walking.append("(\(condition.sql))")
+                next = condition.next
+            }
+            if !walking.isEmpty { bounds = "NOT (" + walking.joined(separator: " OR ") + ") AND " }
+        case .within(let interval):
+            bounds = condition(interval, from: 3).sql + " AND "
+        }
+        return "SELECT count(*) AS n FROM (SELECT 1 FROM \(table) WHERE \(bounds)(\(whereClause)) "
+            + "AND NOT EXISTS (SELECT 1 FROM \(badRows) b WHERE b.job = $2 AND \(match)) LIMIT $1) s"
     }
 }
 

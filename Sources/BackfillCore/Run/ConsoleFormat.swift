@@ -32,10 +32,13 @@ public enum ConsoleFormat {
             }
         case .pass:
             return "\(event.job): \(text("reason"))"
+        case .badRow:
+            return "\(event.job): bad row \(text("key")) quarantined (\(text("bad_rows")) so far): SQLSTATE \(text("sqlstate")) \(text("message"))"
         case .stop:
             let message = event["message"] == nil ? "" : ": \(text("message"))"
             return "\(event.job): stopped (\(text("reason")))\(message)"
         case .done:
+            if case .int(let bad) = event["bad_rows"], bad > 0 { return "\(event.job): done with \(bad) bad rows" }
             return "\(event.job): done"
         case .error:
             return "backfill: \(event.job) failed: \(text("message"))"

@@ -24,8 +24,7 @@ final class EndCheck: Sendable {
         case over
     }
 
-    private let job: String
-    private let whereClause: String
+    private let spec: JobSpec
     private let statements: BatchStatements
     private let store: CheckpointStore
     private let conninfo: String?
@@ -35,10 +34,9 @@ final class EndCheck: Sendable {
     private let phase = Mutex<(phase: Phase, stop: Bool)>((.watching, false))
     private let ended = DispatchSemaphore(value: 0)
 
-    init(job: String, whereClause: String, statements: BatchStatements, store: CheckpointStore, conninfo: String?,
+    init(spec: JobSpec, statements: BatchStatements, store: CheckpointStore, conninfo: String?,
          applicationName: String, startWhenLeft: Double = 0.2, limit: Int64 = 1000) {
-        self.job = job
-        self.whereClause = whereClause
+        self.spec = spec
         self.statements = statements
         self.store = store
         self.conninfo = conninfo
@@ -78,7 +76,7 @@ final class EndCheck: Sendable {
     private func watch() throws -> Early? {
         let db = try Connection(conninfo, applicationName: applicationName + ":end-check")
         while !phase.withLock({ $0.stop }) {
-            let (intervals, left, keys) = try store.unwalked(job, db: db)
+            let (intervals, left, keys) = try store.unwalked(spec.name, db: db)
             if intervals.isEmpty || keys <= 0 { return nil }
             if Double(left) <= Double(keys) * startWhenLeft {
                 let started = phase.withLock { state -> Bool in
@@ -87,10 +85,7 @@ final class EndCheck: Sendable {
                     return true
                 }
                 guard started else { return nil }
-                let matching = try Planner.inReadOnlyTransaction(on: db) {
-                    try db.query(statements.remainingCount(where: whereClause, outside: intervals),
-                                 KeyInterval.parameters(intervals) + [.int(limit)]).first?["n"].int64 ?? 0
-                }
+                let matching = try Self.count(.outside(intervals), spec: spec, statements: statements, store: store, limit: limit, db: db)
                 return Early(intervals: intervals, matching: matching)
             }
             Thread.sleep(forTimeInterval: 0.25)
@@ -100,14 +95,21 @@ final class EndCheck: Sendable {
 
     /// Rows still matching `where` after the walk, at most `limit`: the early count plus each
     /// interval it left out, read through the key's index.
-    static func remaining(after early: Early, whereClause: String, statements: BatchStatements, limit: Int64, db: Connection) throws -> Int64 {
+    static func remaining(after early: Early, spec: JobSpec, statements: BatchStatements, store: CheckpointStore, limit: Int64, db: Connection) throws -> Int64 {
         var found = early.matching
-        try Planner.inReadOnlyTransaction(settings: ["enable_seqscan = off"], on: db) {
-            for interval in early.intervals where found < limit {
-                found += try db.query(statements.remainingCount(where: whereClause, within: interval),
-                                      KeyInterval.parameters([interval]) + [.int(limit - found)]).first?["n"].int64 ?? 0
-            }
+        for interval in early.intervals where found < limit {
+            found += try count(.within(interval), spec: spec, statements: statements, store: store, limit: limit - found, db: db, settings: ["enable_seqscan = off"])
         }
         return found
+    }
+
+    /// Rows matching `where` in `scope` (at most `limit`), quarantined keys left out, in a
+    /// read-only transaction under the session pins.
+    static func count(_ scope: BatchStatements.RemainingScope, spec: JobSpec, statements: BatchStatements, store: CheckpointStore,
+                      limit: Int64, db: Connection, settings: [String] = []) throws -> Int64 {
+        guard let sql = statements.remainingCount(spec: spec, excludingBadRowsIn: store.badRowsTable, scope: scope) else { return 0 }
+        return try Planner.inReadOnlyTransaction(settings: SessionPins.settings + settings, on: db) {
+            try db.query(sql, [.int(limit), .text(spec.name)] + scope.parameters).first?["n"].int64 ?? 0
+        }
     }
 }

@@ -104,6 +104,9 @@ final class RunContext: Sendable {
         }
     }
 
+    /// A bad row was quarantined.
+    func addBadRow() { state.withLock { $0.merged.runBadRows += 1 } }
+
     func addRetry(_ reason: RetryReason) { state.withLock { $0.merged.retries[reason, default: 0] += 1 } }
 
     func addThrottle(_ reason: String, seconds: Double) { state.withLock { $0.merged.throttledSeconds[reason, default: 0] += seconds } }

@@ -3,10 +3,12 @@ import Foundation
 /// Something that happened during a run, for the console, JSON logs and metrics.
 ///
 /// `kind` is one of the contract's event names (`start`, `batch`, `retry`, `throttle`, `pass`,
-/// `stop`, `done`, `error`); `fields` are the event's own fields, in a stable order.
+/// `bad_row`, `stop`, `done`, `error`); `fields` are the event's own fields, in a stable order.
 public struct RunEvent: Sendable {
     public enum Kind: String, Sendable, CaseIterable {
         case start, batch, retry, throttle, pass, stop, done, error
+        /// A row that cannot be written, quarantined in the store (`on_error: skip`).
+        case badRow = "bad_row"
     }
 
     /// A field value, as it appears in JSON.

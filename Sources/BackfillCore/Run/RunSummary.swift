@@ -25,6 +25,12 @@ public struct RunSummary: Sendable, Hashable {
         public var mode: String
         public var ms: Double
     }
+    /// Rows this run quarantined as bad (`on_error: skip`).
+    public var runBadRows: Int64 = 0
+    /// The job's quarantined rows at the end of the run, this run's and earlier runs'.
+    public var badRows: Int64 = 0
+    /// Whether bad rows make a finished job exit 1 (`on_error.exit_zero` is false).
+    public var badRowsFail = true
 
     public init(job: String, state: JobState) {
         self.job = job
@@ -50,10 +56,16 @@ public struct RunSummary: Sendable, Hashable {
          ("seconds", .double(seconds)), ("rows_per_second", .double(rowsPerSecond)),
          ("batch_p50_ms", .double(batchPercentile(0.5))), ("batch_p99_ms", .double(batchPercentile(0.99))),
          ("batch_max_ms", .double(batchMs.max() ?? 0)),
-         ("retries", .int(Int64(retries.values.reduce(0, +))))]
+         ("retries", .int(Int64(retries.values.reduce(0, +)))), ("run_bad_rows", .int(runBadRows))]
+        + (state == .done ? [("bad_rows", .int(badRows))] : [])
         + retries.sorted { $0.key.rawValue < $1.key.rawValue }.map { ("retries_\($0.key.rawValue)", .int(Int64($0.value))) }
         + throttledSeconds.sorted { $0.key < $1.key }.map { ("throttled_seconds_\($0.key)", .double($0.value)) }
-        + (endCheck.map { [("end_check", .string($0.mode)), ("end_check_ms", .double($0.ms))] } ?? [])
+        + endCheckFields
+    }
+
+    private var endCheckFields: [(String, RunEvent.Value)] {
+        guard let endCheck else { return [] }
+        return [("end_check", .string(endCheck.mode)), ("end_check_ms", .double(endCheck.ms))]
     }
 
     /// `rows=… batches=… seconds=… rows/s=… batch p50/p99/max=…/…/… ms retries=…`.
@@ -62,7 +74,7 @@ public struct RunSummary: Sendable, Hashable {
         let throttleText = throttledSeconds.isEmpty ? "0" : throttledSeconds.sorted { $0.key < $1.key }.map { String(format: "%@:%.1fs", $0.key, $0.value) }.joined(separator: ",")
         return String(
             format: "%@: %@ rows=%lld batches=%lld seconds=%.1f rows/s=%.0f batch p50/p99/max=%.1f/%.1f/%.1f ms retries=%@ throttled=%@",
-            job, state.rawValue, rows, batches, seconds, rowsPerSecond, batchPercentile(0.5), batchPercentile(0.99), batchMs.max() ?? 0, retryText, throttleText)
+            job, state.rawValue + (badRows > 0 ? " with \(badRows) bad rows" : ""), rows, batches, seconds, rowsPerSecond, batchPercentile(0.5), batchPercentile(0.99), batchMs.max() ?? 0, retryText, throttleText)
     }
 }
 

@@ -17,6 +17,8 @@ public enum RunOutcome: Sendable {
     /// What the operator should do next, in one line.
     public var nextStep: String {
         switch self {
+        case .done(let s) where s.badRows > 0:
+            "`backfill bad-rows \(s.job)` lists the \(s.badRows) bad rows (key, SQLSTATE, message); fix those rows by hand, or fix the job and run it with --restart"
         case .done: "nothing: the job is done"
         case .stopped(.paused, let s): "`backfill resume \(s.job)`, then run again to continue from the checkpoint"
         case .stopped(.cancelled, _): "the job was cancelled; run with --restart to start it over from the first key"
@@ -28,10 +30,11 @@ public enum RunOutcome: Sendable {
         }
     }
 
-    /// The contract's exit code: 0 done, 1 failed, 2 invalid, 3 stopped, 4 held.
+    /// The contract's exit code: 0 done, 1 failed, 2 invalid, 3 stopped, 4 held; a job done with
+    /// bad rows quarantined exits 1 unless `on_error.exit_zero`.
     public var exitCode: Int32 {
         switch self {
-        case .done: 0
+        case .done(let s): s.badRows > 0 && s.badRowsFail ? 1 : 0
         case .failed: 1
         case .invalid: 2
         case .stopped: 3
@@ -125,7 +128,7 @@ public final class Runner {
         context.setRowsBefore(try store.status(job: spec.name, db: db).first?.rowsDone ?? 0)
         switch prepared {
         case .ready: break
-        case .alreadyDone: return .done(context.summary(state: .done))
+        case .alreadyDone: return .done(try doneSummary(db))
         case .notRunnable(let state, _):
             return .stopped(state == .paused ? .paused : .cancelled, context.summary(state: state))
         case .specChanged:
@@ -157,7 +160,7 @@ public final class Runner {
             let early = endCheck?.finish(cancel: false)
             db = try reconnectIfLost(db)
             // The lease holder judges the end; a joining process is done when no range is left.
-            guard context.holdsLease, let remaining = try remainingRows(db, plan: plan, early: early) else { return try finishDone(db) }
+            guard context.holdsLease, let remaining = try remainingRows(plan, db, early: early) else { return try finishDone(db) }
             let checked = RunSummary.EndCheckFigures(mode: early == nil ? "after_walk" : "overlapped", ms: (ContinuousClock.now - walked).milliseconds)
             if remaining == 0 { return try finishDone(db, endCheck: checked) }
             if spec.repeats {
@@ -223,27 +226,35 @@ public final class Runner {
 
     private func finishDone(_ db: Connection, endCheck: RunSummary.EndCheckFigures? = nil) throws -> RunOutcome {
         if !options.dryRun, context.holdsLease { try options.store.finish(spec.name, state: .done, db: db) }
-        var summary = context.summary(state: .done)
+        var summary = try doneSummary(db)
         summary.endCheck = endCheck
         return .done(summary)
     }
 
+    /// The summary of a finished job, with its bad rows (the store's count: earlier runs' too).
+    private func doneSummary(_ db: Connection) throws -> RunSummary {
+        var summary = context.summary(state: .done)
+        summary.badRows = options.dryRun ? summary.runBadRows : try options.store.badRowCount(spec.name, db: db)
+        summary.badRowsFail = !spec.onError.exitZero
+        return summary
+    }
+
     /// Rows still matching `where` (at most 1000, read-only), or nil when there is nothing to
-    /// check (no `where`, a `sql` action, a dry run). After an early count (`EndCheck`) only the
-    /// intervals it left out are read.
-    private func remainingRows(_ db: Connection, plan: JobPlan, early: EndCheck.Early?) throws -> Int64? {
-        guard !options.dryRun, !isSQLAction, let whereClause = spec.whereClause, let sql = BatchStatements.remainingCount(spec: spec) else { return nil }
-        if let early {
-            return try EndCheck.remaining(after: early, whereClause: whereClause, statements: plan.statements, limit: 1000, db: db)
-        }
-        return try Planner.inReadOnlyTransaction(on: db) { try db.query(sql, [.int(1000)]).first?["n"].int64 ?? 0 }
+    /// check (no `where`, a `sql` action, a dry run). Rows quarantined as bad are not counted:
+    /// they are known, and listed by `backfill bad-rows`. After an early count (`EndCheck`) only
+    /// the intervals it left out are read.
+    private func remainingRows(_ plan: JobPlan, _ db: Connection, early: EndCheck.Early?) throws -> Int64? {
+        guard !options.dryRun, !isSQLAction, plan.statements.remainingCount(spec: spec, excludingBadRowsIn: options.store.badRowsTable) != nil
+        else { return nil }
+        if let early { return try EndCheck.remaining(after: early, spec: spec, statements: plan.statements, store: options.store, limit: 1000, db: db) }
+        return try EndCheck.count(.all, spec: spec, statements: plan.statements, store: options.store, limit: 1000, db: db)
     }
 
     /// The end check overlapped with the end of the walk, for the lease holder of a job that has
     /// one (a `where`, not a `sql` action, not a dry run).
     private func overlappedEndCheck(_ plan: JobPlan) -> EndCheck? {
-        guard context.holdsLease, !options.dryRun, !isSQLAction, let whereClause = spec.whereClause else { return nil }
-        return EndCheck(job: spec.name, whereClause: whereClause, statements: plan.statements, store: options.store,
+        guard context.holdsLease, !options.dryRun, !isSQLAction, spec.whereClause != nil else { return nil }
+        return EndCheck(spec: spec, statements: plan.statements, store: options.store,
                         conninfo: options.database, applicationName: context.applicationName)
     }
 

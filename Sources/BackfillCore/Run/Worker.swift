@@ -65,17 +65,27 @@ final class Worker {
             case .stop(let reason): return .stopped(reason)
             case .fail(let failure): return .failed(failure)
             case .runBatch(let size):
-                do {
-                    (event, committed) = try runBatch(size: size)
-                } catch let error as PostgresError where error.code == .queryCanceled && watchdogFired != nil && !context.shouldStop {
-                    event = .cancelledForWaiters(waitedMs: watchdogFired ?? 0)
-                } catch let error as PostgresError {
-                    event = .failed(error, range: batchStart.range, afterKey: batchStart.key)
-                } catch let violation as RangeViolation {
-                    return .failed(RunFailure(range: violation.range, afterKey: violation.lower, message: violation.description))
-                } catch {
-                    return .failed(RunFailure(range: batchStart.range, afterKey: batchStart.key, message: "\(error)"))
+                switch guarded({ try runBatch(.next(size: size)) }) {
+                case .success(let result): (event, committed) = result
+                case .failure(let failure): return .failed(failure)
                 }
+            case .bisect(let range, .split(let lower, let upper, let offset)):
+                do {
+                    event = try splitPoint(range: range, lower: lower, upper: upper, offset: offset)
+                } catch let error as PostgresError {
+                    event = .failed(error, range: range, afterKey: lower)
+                } catch {
+                    return .failed(RunFailure(range: range, afterKey: lower, message: "\(error)"))
+                }
+            case .bisect(let range, .attempt(let lower, let upper, let keys)):
+                switch guarded({ try runBatch(.part(range: range, lower: lower, upper: upper, keys: keys)) }) {
+                case .success(let result): (event, committed) = result
+                case .failure(let failure): return .failed(failure)
+                }
+            case .bisect(_, .finished):
+                event = .ready
+            case .findBadKey(let search):
+                event = .badKeyFound(findBadKey(search))
             case .checkHealth:
                 switch waitUntilHealthy() {
                 case .success(nil): event = .healthy
@@ -118,6 +128,28 @@ final class Worker {
         }
     }
 
+    /// Runs a batch and turns what went wrong into the machine's event; a failure that ends the
+    /// worker at once (a range violation, one bad row more than `on_error.max_rows`) is returned
+    /// as `.failure`.
+    private func guarded(_ body: () throws -> (WorkerMachine.Event, Committed?)) -> Result<(WorkerMachine.Event, Committed?), RunFailure> {
+        do {
+            return .success(try body())
+        } catch let error as PostgresError where error.code == .queryCanceled && watchdogFired != nil && !context.shouldStop {
+            return .success((.cancelledForWaiters(waitedMs: watchdogFired ?? 0), nil))
+        } catch let error as PostgresError {
+            if let written = batchWrite {
+                return .success((.batchFailed(error, range: written.range, lower: written.lower, upper: written.upper, keys: written.keys), nil))
+            }
+            return .success((.failed(error, range: batchStart.range, afterKey: batchStart.key), nil))
+        } catch let violation as RangeViolation {
+            return .failure(RunFailure(range: violation.range, afterKey: violation.lower, message: violation.description))
+        } catch let limit as BadRowLimit {
+            return .failure(limit.failure)
+        } catch {
+            return .failure(RunFailure(range: batchStart.range, afterKey: batchStart.key, message: "\(error)"))
+        }
+    }
+
     /// A committed batch, for its event.
     private struct Committed {
         var rows: Int64, size: Int, walked: Int, ms: Double, lastKey: [String], range: Int, total: (run: Int64, job: Int64)
@@ -155,11 +187,9 @@ final class Worker {
     /// How long a live session had waited when the watchdog cancelled the last batch, if it did.
     private var watchdogFired: Double?
 
-    /// Runs one batch transaction and reports how it went; a failed batch throws.
-    private func runBatch(size: Int) throws -> (WorkerMachine.Event, Committed?) {
-        heartbeat()
-        let began = ContinuousClock.now
-        let db = try db()
+    /// Runs `body` as the statement in flight: a stop cancels it, and so does the watchdog when
+    /// live traffic waits on it too long.
+    private func inFlight<T>(_ db: Connection, _ body: () throws -> T) rethrows -> T {
         let token = db.makeCancelToken()
         context.stop.setInFlight(token, worker: index)
         if let token { context.watchdog?.watch(index, pid: db.backendPID, token: token) }
@@ -168,10 +198,18 @@ final class Worker {
             context.stop.setInFlight(nil, worker: index)
             watchdogFired = context.watchdog?.unwatch(index)
         }
+        return try body()
+    }
+
+    /// Runs one batch transaction and reports how it went; a failed batch throws.
+    private func runBatch(_ kind: BatchKind) throws -> (WorkerMachine.Event, Committed?) {
+        heartbeat()
+        let began = ContinuousClock.now
+        let db = try db()
         let result: BatchResult
         cost.beforeBatch(db)
         do {
-            result = try batch(size: size, db: db)
+            result = try inFlight(db) { try batch(kind, db: db) }
         } catch let error as PostgresError {
             lastFailure = (error, (ContinuousClock.now - began).milliseconds)
             throw error
@@ -183,7 +221,7 @@ final class Worker {
             rowsDone += rows
             let total = context.addBatch(rows: rows, ms: ms, lastKey: lastKey)
             return (.committed(rows: rows, keys: walked, ms: ms, waiters: waiters),
-                    Committed(rows: rows, size: size, walked: walked, ms: ms, lastKey: lastKey, range: range, total: total))
+                    Committed(rows: rows, size: kind.size, walked: walked, ms: ms, lastKey: lastKey, range: range, total: total))
         case .rangeDone:
             preferred = nil
             return (.rangeDone, nil)
@@ -191,6 +229,29 @@ final class Worker {
             return (.busy(openRanges: try store.openRanges(spec.name, db: db)), nil)
         case .jobState(let state):
             return (.jobState(state), nil)
+        case .quarantined(let key, let error, let range, let badRows):
+            context.addBadRow()
+            event(.badRow, [("key", .strings(key)), ("sqlstate", .string(error.code.raw)), ("message", .string(error.message)),
+                            ("detail", error.detail.map { .string($0) } ?? .null), ("range", .int(Int64(range))), ("bad_rows", .int(badRows))])
+            return (.quarantined, nil)
+        case .lost:
+            return (.bisectionLost, nil)
+        case .firstKey(let key):
+            return (.firstKey(key), nil)
+        }
+    }
+
+    /// What a batch transaction walks: the next keys of a range, or a part of a failed batch
+    /// being bisected (which must start at the range's checkpoint).
+    private enum BatchKind {
+        case next(size: Int)
+        case part(range: Int, lower: [String]?, upper: [String], keys: Int)
+
+        var size: Int {
+            switch self {
+            case .next(let size): size
+            case .part(_, _, _, let keys): keys
+            }
         }
     }
 
@@ -199,7 +260,17 @@ final class Worker {
         case rangeDone
         case busy
         case jobState(JobState)
+        /// A part of one key failed with a data error: its row was quarantined in the same
+        /// transaction that moved the checkpoint past it; the job now has `badRows`.
+        case quarantined(key: [String], error: PostgresError, range: Int, badRows: Int64)
+        /// The part's range is not where the bisection stands (another worker moved it).
+        case lost
+        /// A part of one key has this key before it (a row inserted since it was counted).
+        case firstKey([String])
     }
+
+    /// The batch in flight once its keys are known: a failure of its statement is the batch's.
+    private var batchWrite: (range: Int, lower: [String]?, upper: [String], keys: Int)?
 
     /// The settings of every batch transaction (`SET LOCAL`): timeouts, the plan's settings,
     /// the session pins, asynchronous commit (the checkpoint commits with the data, so a crash
@@ -228,13 +299,17 @@ final class Worker {
     /// checkpoint is part of the batch statement; a `sql` action's checkpoint needs its row count,
     /// so it follows in a fourth round trip, with `idle_in_transaction_session_timeout` as the
     /// bound on a frozen runner. A dry run ends with `ROLLBACK` instead.
-    private func batch(size: Int, db: Connection) throws -> BatchResult {
-        let opening = [Connection.Statement("BEGIN")] + batchSettings.map { Connection.Statement("SET LOCAL \($0)") }
+    private var opening: [Connection.Statement] { [Connection.Statement("BEGIN")] + batchSettings.map { Connection.Statement("SET LOCAL \($0)") } }
+
+    private func batch(_ kind: BatchKind, db: Connection) throws -> BatchResult {
         batchStart = (preferred, nil)
+        batchWrite = nil
+        var wanted: Int?
+        if case .part(let range, _, _, _) = kind { wanted = range }
         do {
-            guard let claim = try store.open(opening, job: spec.name, preferring: preferred, db: db) else {
+            guard let claim = try store.open(opening, job: spec.name, preferring: wanted ?? preferred, db: db) else {
                 try db.execute("ROLLBACK")
-                return .busy
+                return wanted == nil ? .busy : .lost
             }
             if claim.jobState == .paused || claim.jobState == .cancelled {
                 try db.execute("ROLLBACK")
@@ -244,58 +319,169 @@ final class Worker {
             batchStart = (claim.range, claim.lower)
             let afterKey = claim.lower != nil
             let lower = claim.lower.map { $0.map(PostgresValue.text) } ?? []
-            let ceiling = claim.ceiling.map { $0.map(PostgresValue.text) } ?? []
-            guard let upperRow = try db.query(
-                plan.statements.upperBound(afterKey: afterKey, belowCeiling: claim.ceiling != nil),
-                lower + ceiling + [.int(Int64(size - 1))]).first
-            else {
-                try store.completeRange(spec.name, range: claim.range, db: db)
-                try db.execute(store.closing)
-                return .rangeDone
+            let upper: [String], walked: Int
+            switch kind {
+            case .next(let size):
+                let ceiling = claim.ceiling.map { $0.map(PostgresValue.text) } ?? []
+                guard let upperRow = try db.query(
+                    plan.statements.upperBound(afterKey: afterKey, belowCeiling: claim.ceiling != nil),
+                    lower + ceiling + [.int(Int64(size - 1))]).first
+                else {
+                    try store.completeRange(spec.name, range: claim.range, db: db)
+                    try db.execute(store.closing)
+                    return .rangeDone
+                }
+                (upper, walked) = plan.statements.upperKey(upperRow)
+                if let last = claim.lower, last == upper {
+                    throw RangeViolation(range: claim.range, lower: claim.lower, upper: upper, keys: 0, rows: 0, outside: 0, stuck: true)
+                }
+            case .part(let range, let partLower, let partUpper, let keys):
+                // The part starts where the bisection stands; another worker that moved the range
+                // meanwhile ends the bisection (its batches go on from the checkpoint).
+                guard claim.range == range, claim.lower == partLower else {
+                    try db.execute("ROLLBACK")
+                    return .lost
+                }
+                if keys == 1, let first = try db.query(
+                    plan.statements.upperBound(afterKey: afterKey, belowCeiling: true),
+                    lower + partUpper.map(PostgresValue.text) + [.int(0)]).first.map({ plan.statements.upperKey($0).key }), first != partUpper {
+                    try db.execute("ROLLBACK")
+                    return .firstKey(first)
+                }
+                (upper, walked) = (partUpper, keys)
             }
-            let (upper, walked) = plan.statements.upperKey(upperRow)
-            if let last = claim.lower, last == upper {
-                throw RangeViolation(range: claim.range, lower: claim.lower, upper: upper, keys: 0, rows: 0, outside: 0, stuck: true)
-            }
+            // A part of one key is written under a savepoint: if it fails, its row is recorded and
+            // the checkpoint moved past it in the same transaction.
+            var single = false
+            if case .part(_, _, _, 1) = kind { single = true }
+            batchWrite = (claim.range, claim.lower, upper, walked)
             let bounds = lower + upper.map(PostgresValue.text)
             let waiters = spec.throttle.whenBlocking ? [Connection.Statement(CheckpointStore.waitersQuery)] : []
             let closing = Connection.Statement(store.closing)
             func checkpoint(rows: String, outside: String, first: Int) -> Connection.Statement? {
                 store.checkpoint(spec.name, range: claim.range, lastKey: upper, keys: walked, worker: name, rows: rows, outside: outside, first: first)
             }
+            let finish = waiters + [closing]
+            let end = single ? [] : finish
+            if single { try db.execute("SAVEPOINT backfill_part; SET CONSTRAINTS ALL IMMEDIATE") }
             let changed: (rows: Int64, outside: Int64)
-            let results: [QueryResult]
-            if let counts = plan.statements.counts(afterKey: afterKey),
-               let moved = checkpoint(rows: counts.rows, outside: counts.outside, first: bounds.count + 1) {
-                // update/delete: data and checkpoint in one statement, then COMMIT, in one round trip.
-                results = try db.pipeline(
-                    [Connection.Statement(plan.statements.batch(afterKey: afterKey, checkpoint: moved.sql), bounds + moved.parameters)] + waiters + [closing])
-                changed = plan.statements.changed(by: results[0])
-            } else {
-                let statement = Connection.Statement(afterKey ? plan.statements.batch : plan.statements.batchFromStart, bounds)
-                if let moved = checkpoint(rows: "0", outside: "0", first: 1) {
-                    // A sql action: its own statement, then the checkpoint with its row count.
-                    changed = plan.statements.changed(by: try db.query(statement.sql, statement.parameters))
-                    let counted = checkpoint(rows: String(changed.rows), outside: "0", first: 1) ?? moved
-                    results = try db.pipeline([counted] + waiters + [closing])
-                } else {
-                    // A dry run: the batch, who waits on it, and ROLLBACK, in one round trip.
-                    results = try db.pipeline([statement] + waiters + [closing])
+            var results: [QueryResult]
+            do {
+                if let counts = plan.statements.counts(afterKey: afterKey),
+                   let moved = checkpoint(rows: counts.rows, outside: counts.outside, first: bounds.count + 1) {
+                    // update/delete: data and checkpoint in one statement, then COMMIT, in one round trip.
+                    results = try db.pipeline(
+                        [Connection.Statement(plan.statements.batch(afterKey: afterKey, checkpoint: moved.sql), bounds + moved.parameters)] + end)
                     changed = plan.statements.changed(by: results[0])
+                } else {
+                    let statement = Connection.Statement(afterKey ? plan.statements.batch : plan.statements.batchFromStart, bounds)
+                    if let moved = checkpoint(rows: "0", outside: "0", first: 1) {
+                        // A sql action: its own statement, then the checkpoint with its row count.
+                        changed = plan.statements.changed(by: try db.query(statement.sql, statement.parameters))
+                        let counted = checkpoint(rows: String(changed.rows), outside: "0", first: 1) ?? moved
+                        results = try db.pipeline([counted] + end)
+                    } else {
+                        // A dry run: the batch, who waits on it, and ROLLBACK, in one round trip.
+                        results = try db.pipeline([statement] + end)
+                        changed = plan.statements.changed(by: results[0])
+                    }
                 }
+            } catch let error as PostgresError where single && Bisection.isolates(error) && !Self.isRangeCheck(error) {
+                return try quarantine(upper, error: error, claim: claim, db: db)
             }
             if changed.outside > 0 {
                 throw RangeViolation(range: claim.range, lower: claim.lower, upper: upper, keys: walked, rows: changed.rows, outside: changed.outside)
             }
+            if single { results += try db.pipeline(finish) }
             store.moved(spec.name, range: claim.range, lastKey: upper)
             let waited = waiters.isEmpty ? Waiters(count: 0, longestMs: 0) : Waiters(results[results.count - 2].rows.first)
             return .committed(rows: changed.rows, walked: walked, lastKey: upper, range: claim.range, waiters: waited)
-        } catch let error as PostgresError where error.code == "23514" && error.message.contains("ranges_batch_within_range") {
+        } catch let error as PostgresError where Self.isRangeCheck(error) {
             if db.isOpen { try? db.execute("ROLLBACK") }
-            throw RangeViolation(range: batchStart.range ?? 0, lower: batchStart.key, upper: [], keys: size, rows: nil, outside: nil)
+            throw RangeViolation(range: batchStart.range ?? 0, lower: batchStart.key, upper: [], keys: kind.size, rows: nil, outside: nil)
         } catch {
             if db.isOpen { try? db.execute("ROLLBACK") }
             throw error
+        }
+    }
+
+    /// The checkpoint's check constraint refused a batch that changed rows outside its range.
+    private static func isRangeCheck(_ error: PostgresError) -> Bool {
+        error.code == "23514" && error.message.contains("ranges_batch_within_range")
+    }
+
+    /// A part of one key failed with a data error (rolled back to its savepoint): records the
+    /// key in the store and moves the checkpoint past it, in the same transaction, then commits.
+    /// One bad row more than `on_error.max_rows` rolls everything back and stops the job.
+    private func quarantine(_ key: [String], error: PostgresError, claim: RangeClaim, db: Connection) throws -> BatchResult {
+        batchWrite = nil
+        try db.execute("ROLLBACK TO SAVEPOINT backfill_part")
+        let total = try store.quarantine(spec.name, range: claim.range, key: key, error: error, worker: name, db: db)
+        if total > Int64(spec.onError.maxRows) {
+            try db.execute("ROLLBACK")
+            throw BadRowLimit(failure: RunFailure(
+                sqlstate: error.code.raw, range: claim.range, afterKey: claim.lower, key: key,
+                message: "more than on_error.max_rows (\(spec.onError.maxRows)) bad rows: \(error.message) (this row was not recorded and nothing after the checkpoint was committed; \(total - 1) bad rows are quarantined: `backfill bad-rows \(spec.name)` lists them)",
+                detail: error.detail, hint: error.hint))
+        }
+        let moved = store.checkpoint(spec.name, range: claim.range, lastKey: key, keys: 1, worker: name, rows: "0", outside: "0", first: 1)
+        _ = try db.pipeline((moved.map { [$0] } ?? []) + [Connection.Statement(store.closing)])
+        store.moved(spec.name, range: claim.range, lastKey: key)
+        return .quarantined(key: key, error: error, range: claim.range, badRows: total)
+    }
+
+    /// Finds where to split the first part of a bisection: the key `offset` keys past the first
+    /// one after `lower`, at most `upper`, read from the key's index in a transaction of its own
+    /// (with the session pins, so that the key's text form reads back as the same value).
+    private func splitPoint(range: Int, lower: [String]?, upper: [String], offset: Int) throws -> WorkerMachine.Event {
+        let db = try db()
+        let found = try db.transaction { db in
+            try db.execute(SessionPins.statements)
+            return try db.query(plan.statements.upperBound(afterKey: lower != nil, belowCeiling: true),
+                                (lower ?? []).map(PostgresValue.text) + upper.map(PostgresValue.text) + [.int(Int64(max(offset, 0)))])
+                .first.map(plan.statements.upperKey)
+        }
+        return .splitFound(key: found?.key, walked: found?.walked ?? 0)
+    }
+
+    /// `on_error: stop`: finds the first key of the failed batch whose row cannot be written. The
+    /// batch is bisected in one transaction, each part under a savepoint (kept when it worked,
+    /// so that a row that fails only next to the rows before it, a unique violation, is found
+    /// too), and the transaction is rolled back: nothing is committed. Nil when no single key
+    /// fails on its own or the search itself failed; the job then stops with the batch's error.
+    private func findBadKey(_ start: Bisection) -> [String]? {
+        guard let db = connection else { return nil }
+        var search = start
+        do {
+            defer { if db.isOpen { try? db.execute("ROLLBACK") } }
+            return try inFlight(db) { () throws -> [String]? in
+                _ = try db.pipeline(opening)
+                try db.execute("SET CONSTRAINTS ALL IMMEDIATE")
+                while true {
+                    switch search.step {
+                    case .finished:
+                        return nil
+                    case .split(let lower, let upper, let offset):
+                        let found = try db.query(plan.statements.upperBound(afterKey: lower != nil, belowCeiling: true),
+                                                 (lower ?? []).map(PostgresValue.text) + upper.map(PostgresValue.text) + [.int(Int64(max(offset, 0)))])
+                            .first.map(plan.statements.upperKey)
+                        search.split(at: found?.key, walked: found?.walked ?? 0)
+                    case .attempt(let lower, let upper, _):
+                        try db.execute("SAVEPOINT backfill_probe")
+                        do {
+                            _ = try db.query(lower == nil ? plan.statements.batchFromStart : plan.statements.batch,
+                                             ((lower ?? []) + upper).map(PostgresValue.text))
+                            try db.execute("RELEASE SAVEPOINT backfill_probe")
+                            search.written()
+                        } catch let error as PostgresError where Bisection.isolates(error) {
+                            try db.execute("ROLLBACK TO SAVEPOINT backfill_probe")
+                            if let key = search.failed() { return key }
+                        }
+                    }
+                }
+            }
+        } catch {
+            return nil
         }
     }
 
@@ -367,6 +553,11 @@ final class Worker {
             left -= slice
         }
     }
+}
+
+/// One bad row more than `on_error.max_rows`: the job stops (exit 1).
+struct BadRowLimit: Error {
+    var failure: RunFailure
 }
 
 /// A batch changed rows outside its key range (operator SQL escaped its place), or its upper

@@ -8,6 +8,8 @@ public struct RunFailure: Error, Sendable, Hashable, CustomStringConvertible {
     /// range's start).
     public var range: Int?
     public var afterKey: [String]?
+    /// The key whose row could not be written, when the failing batch was bisected to find it.
+    public var key: [String]?
     /// How often the batch was tried, and whether the retries ran out.
     public var attempts: Int
     public var exhausted: Bool
@@ -15,11 +17,12 @@ public struct RunFailure: Error, Sendable, Hashable, CustomStringConvertible {
     public var detail: String?
     public var hint: String?
 
-    public init(sqlstate: String? = nil, range: Int? = nil, afterKey: [String]? = nil, attempts: Int = 1, exhausted: Bool = false,
+    public init(sqlstate: String? = nil, range: Int? = nil, afterKey: [String]? = nil, key: [String]? = nil, attempts: Int = 1, exhausted: Bool = false,
                 message: String, detail: String? = nil, hint: String? = nil) {
         self.sqlstate = sqlstate
         self.range = range
         self.afterKey = afterKey
+        self.key = key
         self.attempts = attempts
         self.exhausted = exhausted
         self.message = message
@@ -42,6 +45,7 @@ public struct RunFailure: Error, Sendable, Hashable, CustomStringConvertible {
         var text = ""
         if let range {
             text += "batch in range \(range) after key \(afterKey.map { "(" + $0.joined(separator: ", ") + ")" } ?? "(start)") failed"
+            if let key { text += " at key (\(key.joined(separator: ", ")))" }
             text += exhausted ? " \(attempts) times, giving up: " : ": "
         }
         if let sqlstate { text += "SQLSTATE \(sqlstate) " }
@@ -55,6 +59,7 @@ public struct RunFailure: Error, Sendable, Hashable, CustomStringConvertible {
     public var fields: [(String, RunEvent.Value)] {
         [("message", .string(description)), ("sqlstate", sqlstate.map { .string($0) } ?? .null),
          ("range", range.map { .int(Int64($0)) } ?? .null), ("after_key", afterKey.map { .strings($0) } ?? .null),
+         ("key", key.map { .strings($0) } ?? .null),
          ("attempts", .int(Int64(attempts))), ("exhausted", .bool(exhausted)),
          ("detail", detail.map { .string($0) } ?? .null), ("hint", hint.map { .string($0) } ?? .null)]
     }
@@ -64,7 +69,9 @@ public struct RunFailure: Error, Sendable, Hashable, CustomStringConvertible {
 /// I/O shell (`Worker`) reports what happened (`Event`), with the time and whether a stop was
 /// asked for, and carries out the one `Action` the machine returns. Retries and their backoff,
 /// halving, the adaptive size, the blocking throttle, the rate budget, pauses, health checks,
-/// splitting when every range is busy, stops, the time box, pause and cancel all live here, so
+/// splitting when every range is busy, stops, the time box, pause and cancel, and what a batch
+/// that failed with a data error leads to (`on_error`: a `Bisection`, or the search for the
+/// first bad key) all live here, so
 /// that every transition is tested without a database or a real clock.
 struct WorkerMachine {
     /// What the machine takes from the job and the run.
@@ -83,6 +90,8 @@ struct WorkerMachine {
         var healthInterval: Double
         /// A split is worth it only with at least this many rows left in the range.
         var splitMinimumRows: Int64
+        /// What a batch that fails with a data error does (`on_error`).
+        var onError: JobSpec.OnError
 
         init(spec: JobSpec, maxRuntime: Double?, healthInterval: Double = 1) {
             batch = spec.batch
@@ -93,6 +102,7 @@ struct WorkerMachine {
             rateLimited = spec.throttle.maxRowsPerSecond > 0
             self.healthInterval = healthInterval
             splitMinimumRows = Int64(max(4 * spec.batch.min, 1000))
+            onError = spec.onError
         }
     }
 
@@ -123,6 +133,23 @@ struct WorkerMachine {
         case jobState(JobState)
         /// The batch failed and rolled back.
         case failed(PostgresError, range: Int?, afterKey: [String]?)
+        /// The batch statement itself failed and rolled back: the batch after `lower` up to
+        /// `upper`, `keys` keys, in `range` (a data error there starts a bisection).
+        case batchFailed(PostgresError, range: Int, lower: [String]?, upper: [String], keys: Int)
+        /// A bisection's split query landed on `key` (nil: no key left in the part), `walked`
+        /// keys into the part.
+        case splitFound(key: [String]?, walked: Int)
+        /// A single key tried alone found this key before it (a row inserted meanwhile).
+        case firstKey([String])
+        /// A single key tried alone failed: its row was quarantined in the transaction that moved
+        /// the checkpoint past it.
+        case quarantined
+        /// Another worker moved the range being bisected (its checkpoint is not where the
+        /// bisection stands): the bisection ends, and batches go on from the checkpoint.
+        case bisectionLost
+        /// The search for a stopping job's bad key ended: the first key whose row cannot be
+        /// written, or nil when no single key failed on its own.
+        case badKeyFound([String]?)
         /// The watchdog cancelled the batch: a live session had waited this long on its locks.
         case cancelledForWaiters(waitedMs: Double)
         /// A new connection is ready.
@@ -136,6 +163,11 @@ struct WorkerMachine {
         case checkHealth
         /// Run one batch of this many keys.
         case runBatch(size: Int)
+        /// Carry out one step of the bisection of a failed batch in `range` (`on_error: skip`).
+        case bisect(range: Int, step: Bisection.Step)
+        /// Find the first key of the failed batch whose row cannot be written, in a transaction
+        /// that is rolled back (`on_error: stop`); report it with `badKeyFound`.
+        case findBadKey(Bisection)
         /// Take the committed rows from the job's rate budget.
         case consumeRate(rows: Int64)
         /// Rest this long (in slices, so that a stop is quick), then report `.ready`; with
@@ -172,6 +204,10 @@ struct WorkerMachine {
     /// Since when connecting again has failed.
     private var reconnectingSince: Double?
     private var failedAttempt: (error: PostgresError, range: Int?, afterKey: [String]?)?
+    /// The bisection under way (`on_error: skip`), or the failure whose key a stopping job is
+    /// looking for (`on_error: stop`).
+    private(set) var bisection: Bisection?
+    private var dataError: (error: PostgresError, range: Int, afterKey: [String]?)?
 
     init(settings: Settings) {
         self.settings = settings
@@ -198,10 +234,11 @@ struct WorkerMachine {
         case .healthy:
             lastHealthCheck = now.seconds
             if let reason = stopReason(at: now) { return .stop(reason) }
-            return .runBatch(size: sizer.size)
+            return work()
         case .committed(let rows, let keys, let ms, let waiters):
             attempt = 1
-            sizer.record(keys: keys, durationMs: ms)
+            // A part of a bisection is no measure of a batch's cost.
+            if bisection == nil { sizer.record(keys: keys, durationMs: ms) } else { bisection?.written() }
             owedRestMs = Double(settings.batch.pauseMs)
             owedEveryWorker = false
             if let limit = settings.blockingWaitMs, waiters.count > 0, waiters.longestMs >= limit {
@@ -231,6 +268,49 @@ struct WorkerMachine {
             return happened ? next(at: now) : .rest(ms: 100, everyWorker: false)
         case .jobState(let state):
             return .stop(state == .cancelled ? .cancelled : .paused)
+        case .batchFailed(let error, let range, let lower, let upper, let keys):
+            guard Bisection.isolates(error) else { return handle(.failed(error, range: range, afterKey: lower), at: now, random: random) }
+            attempt = 1
+            if let current = bisection {
+                // A single key is tried under a savepoint and quarantined by the worker; its failure
+                // getting here (outside the savepoint) must not pass over it unrecorded.
+                if case .attempt(_, let key, 1) = current.step {
+                    bisection = nil
+                    return .fail(RunFailure(sqlstate: error.code.raw, range: range, afterKey: lower, key: key, attempts: attempt,
+                                            message: error.message + " (its row could not be quarantined: the error came after its savepoint)",
+                                            detail: error.detail, hint: error.hint))
+                }
+                // A part of the bisection failed as a whole: split it next.
+                bisection?.failed()
+                return next(at: now)
+            }
+            let search = Bisection(range: range, lower: lower, upper: upper, keys: keys)
+            dataError = (error, range, lower)
+            switch settings.onError.action {
+            case .stop: return .findBadKey(search)
+            case .skip:
+                bisection = search
+                return next(at: now)
+            }
+        case .splitFound(let key, let walked):
+            bisection?.split(at: key, walked: walked)
+            return next(at: now)
+        case .firstKey(let key):
+            bisection?.found(first: key)
+            return next(at: now)
+        case .quarantined:
+            attempt = 1
+            bisection?.failed()
+            return next(at: now)
+        case .bisectionLost:
+            bisection = nil
+            return next(at: now)
+        case .badKeyFound(let key):
+            let (error, range, afterKey) = dataError ?? (PostgresError(code: .clientError, message: "a batch failed with a data error"), 0, nil)
+            return .fail(RunFailure(
+                sqlstate: error.code.raw, range: range, afterKey: afterKey, key: key, attempts: attempt,
+                message: error.message + " (on_error: stop; nothing after the checkpoint was committed; to write every other row and quarantine bad ones, set `on_error: {action: skip}`)",
+                detail: error.detail, hint: error.hint))
         case .failed(let error, let range, let afterKey):
             // Nothing is retried blindly: every try starts again from the committed checkpoint,
             // so trying again after any failure never applies a batch twice.
@@ -285,6 +365,18 @@ struct WorkerMachine {
         if reconnectingSince != nil { return .reconnect }
         if now.sharedRestMs > 0 { return .rest(ms: Int(now.sharedRestMs.rounded(.up)), everyWorker: false) }
         if now.seconds - lastHealthCheck >= settings.healthInterval { return .checkHealth }
+        return work()
+    }
+
+    /// The next piece of work: the bisection's next step while one is under way, else a batch.
+    private mutating func work() -> Action {
+        if let bisection {
+            if case .finished = bisection.step {
+                self.bisection = nil
+            } else {
+                return .bisect(range: bisection.range, step: bisection.step)
+            }
+        }
         return .runBatch(size: sizer.size)
     }
 

@@ -3,12 +3,13 @@ import Yams
 
 extension JobSpec {
     /// The fields a job file may contain, by section.
-    static let topLevelFields = ["name", "table", "key", "where", "set", "action", "sql", "batch", "timeouts", "retry", "throttle", "workers", "repeat", "catch_up_passes"]
+    static let topLevelFields = ["name", "table", "key", "where", "set", "action", "sql", "batch", "timeouts", "retry", "throttle", "on_error", "workers", "repeat", "catch_up_passes"]
     static let batchFields = ["size", "min", "max", "target_ms", "max_ms", "pause_ms"]
     static let timeoutFields = ["lock_ms", "statement_ms"]
     static let retryFields = ["max_attempts", "backoff_ms", "max_backoff_ms", "reconnect_timeout_ms"]
     static let throttleFields = ["max_rows_per_second", "max_replication_lag_ms", "when_blocking", "blocking_wait_ms", "check_sql", "pause_during_autovacuum",
                                  "max_slot_lag_mb", "slots", "max_wal_mb_per_second", "max_archive_backlog", "fail_open"]
+    static let onErrorFields = ["action", "max_rows", "exit_zero"]
 
     /// Parses and validates a job file's text. Everything that can be checked without a database is
     /// checked here, every field even after a problem: all the problems are thrown at once, as
@@ -107,6 +108,16 @@ extension JobSpec {
                     try reader.checkFragment(text, field: "throttle.check_sql", node: t["check_sql"])
                 }
             } ?? nil
+        }
+        if let node = fields["on_error"], let e = reader.attempt({ () throws(JobFileError) in try reader.mapping(node, path: "on_error", allowed: onErrorFields) }) {
+            if let action = reader.attempt({ () throws(JobFileError) in try reader.choice(e, "on_error.action", OnError.Action.self) }) {
+                spec.onError.action = action ?? spec.onError.action
+            }
+            spec.onError.maxRows = reader.int(e, "on_error.max_rows", spec.onError.maxRows, 1...1_000_000_000)
+            spec.onError.exitZero = reader.bool(e, "on_error.exit_zero", spec.onError.exitZero)
+            if spec.onError.action == .stop, let extra = ["max_rows", "exit_zero"].first(where: { e[$0] != nil }) {
+                reader.report(reader.error("on_error.\(extra)", e[extra], "`on_error.\(extra)` applies only to `action: skip`", fix: "add `action: skip` to `on_error`, or remove `\(extra)`"))
+            }
         }
         spec.workers = reader.int(fields, "workers", 1, 1...1024)
         spec.repeats = reader.bool(fields, "repeat", false)
@@ -227,6 +238,18 @@ final class FieldReader {
             report(error(dottedName, node, "must be true or false, got `\(node.scalar?.string ?? "a list or mapping")`", fix: "write `\(name): \(defaultValue)`"))
             return defaultValue
         }
+    }
+
+    /// One of an enumeration's raw values, such as `on_error.action`; nil when absent.
+    func choice<T: RawRepresentable & CaseIterable>(_ fields: [String: Node], _ dottedName: String, _ type: T.Type) throws(JobFileError) -> T? where T.RawValue == String {
+        let name = String(dottedName.split(separator: ".").last!)
+        guard let node = fields[name] else { return nil }
+        let names = T.allCases.map(\.rawValue)
+        let text = node.scalar?.string ?? ""
+        if let value = T(rawValue: text) { return value }
+        let near = names.min { editDistance($0, text) < editDistance($1, text) }.flatMap { editDistance($0, text) <= max(2, text.count / 3) ? $0 : nil }
+        throw error(dottedName, node, "unknown value `\(node.scalar?.string ?? "a list or mapping")`" + (near.map { " (did you mean `\($0)`?)" } ?? ""),
+                    fix: "write one of: " + names.map { "`\(name): \($0)`" }.joined(separator: ", "))
     }
 
     /// A non-empty list of plain names (or one name), such as `throttle.slots`; nil when absent.

@@ -89,6 +89,24 @@ public struct JobSpec: Sendable, Hashable {
         public init() {}
     }
 
+    /// `on_error:`: what a batch that fails with a data error (SQLSTATE class 22, data exception,
+    /// or 23, integrity constraint violation) does to the job.
+    public struct OnError: Sendable, Hashable {
+        public enum Action: String, Sendable, Hashable, CaseIterable {
+            /// Stop the job at the first bad row, naming its key (nothing more is committed).
+            case stop
+            /// Isolate the bad rows by bisecting the batch's key range, quarantine them in the
+            /// store's `bad_rows` table, and write every other row.
+            case skip
+        }
+        public var action = Action.stop
+        /// With `skip`: one bad row more than this many stops the job (exit 1).
+        public var maxRows = 1000
+        /// With `skip`: a job that finishes with bad rows exits 0 instead of 1.
+        public var exitZero = false
+        public init() {}
+    }
+
     /// Unique job name; names the checkpoint and the lease.
     public var name: String
     /// The table as written in the file (`public.accounts`).
@@ -104,6 +122,7 @@ public struct JobSpec: Sendable, Hashable {
     public var timeouts = Timeouts()
     public var retry = Retry()
     public var throttle = Throttle()
+    public var onError = OnError()
     public var workers = 1
     /// `repeat`: each run after a finished pass starts a new pass (a nightly purge); rows that
     /// match `where` behind the walk are the next pass's work, not a failure.
@@ -126,6 +145,9 @@ public struct JobSpec: Sendable, Hashable {
 
     /// A fingerprint of everything that decides what rows get: table, key, where, action and its
     /// SQL. A checkpoint made under another fingerprint is not resumed without `--restart`.
+    /// `on_error` is not part of it: it decides whether the job goes on past a row that cannot be
+    /// written, never what a written row gets, so a job that stopped at a bad row can be rerun
+    /// with `on_error: {action: skip}` from its checkpoint.
     public var fingerprint: String {
         var parts = ["table=\(tableParts.joined(separator: "."))", "key=\(key.joined(separator: ","))",
                      "where=\(whereClause ?? "")", "action=\(action.name)"]

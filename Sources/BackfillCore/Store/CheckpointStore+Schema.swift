@@ -80,6 +80,18 @@ extension CheckpointStore {
         ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS run_started_at timestamptz;
         ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS run_keys_before bigint;
         ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS run_throttled_seconds float8 NOT NULL DEFAULT 0;
+        CREATE TABLE IF NOT EXISTS \(badRowsTable) (
+            job text NOT NULL REFERENCES \(jobs) (name) ON DELETE CASCADE,
+            key jsonb NOT NULL,
+            pass integer NOT NULL,
+            range_id integer NOT NULL,
+            sqlstate text NOT NULL,
+            message text NOT NULL,
+            detail text,
+            worker text,
+            detected_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (job, key)
+        );
         CREATE TABLE IF NOT EXISTS \(Identifier.quote(schema)).store_version (version integer NOT NULL);
         DELETE FROM \(Identifier.quote(schema)).store_version;
         INSERT INTO \(Identifier.quote(schema)).store_version VALUES (\(Self.version));
@@ -87,7 +99,7 @@ extension CheckpointStore {
     }
 
     /// The store's schema version; `migrate` changes tables only when the stored one is older.
-    static let version = 7
+    static let version = 8
 
     /// The version recorded in the store, or nil when it has none (no store, or one made before
     /// versions were recorded).

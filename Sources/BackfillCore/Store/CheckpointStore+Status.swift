@@ -17,6 +17,8 @@ extension CheckpointStore {
                       AND (NOT l.direct OR EXISTS (SELECT 1 FROM pg_locks k WHERE \(Lease.isAdvisoryLock("k", key: "l.lock_key")))))
               """
             : "false"
+        let hasBadRows = try db.query("SELECT to_regclass($1) IS NOT NULL AS present", [.text(badRowsTable)]).first?["present"].bool ?? false
+        let badRowCount = hasBadRows ? "(SELECT count(*) FROM \(badRowsTable) b WHERE b.job = j.name)" : "0"
         return try db.query(
             """
             SELECT j.name, j.state, j.table_name, j.last_error, j.pass, j.runner, j.paused_by, j.paused_at, j.started_at, j.finished_at,
@@ -29,7 +31,8 @@ extension CheckpointStore {
                    \(leaseAlive)
                        OR EXISTS (SELECT 1 FROM \(workers) w WHERE w.job = j.name AND w.last_seen > now() - interval '30 seconds'
                                   AND (j.runner IS NULL OR left(w.worker, length(j.runner) + 1) <> j.runner || ':')) AS runner_alive,
-                   (SELECT max(w.last_seen) FROM \(workers) w WHERE w.job = j.name) AS last_seen
+                   (SELECT max(w.last_seen) FROM \(workers) w WHERE w.job = j.name) AS last_seen,
+                   \(badRowCount)::bigint AS bad_rows
             FROM \(jobs) j LEFT JOIN LATERAL (
                 SELECT sum(rows_done)::bigint AS rows_done, sum(batches)::bigint AS batches, max(updated_at) AS updated_at,
                        count(*)::int AS ranges, count(*) FILTER (WHERE done)::int AS ranges_done,
@@ -59,6 +62,7 @@ extension CheckpointStore {
                 noRunnerSince: orphaned ? (row["last_seen"].date ?? row["updated_at"].date) : nil, pass: row["pass"].int ?? 1)
             status.etaSeconds = estimate?.etaSeconds
             status.runThrottledSeconds = estimate.map { $0.throttledSeconds }
+            status.badRows = row["bad_rows"].int64 ?? 0
             return status
         }
     }

@@ -4,7 +4,8 @@ import PostgresClient
 /// The checkpoint store: a schema of its own (default `backfill`) with a jobs table, a ranges
 /// table and a workers table. Its concerns live in extensions: `+Schema` (tables, version,
 /// migrations), `+Jobs` (the job record and its lifecycle), `+Ranges` (claims, checkpoints and
-/// splits), `+Rate` (the job-wide rate budget), `+Heartbeats` and `+Status`.
+/// splits), `+Rate` (the job-wide rate budget), `+BadRows` (quarantined rows), `+Heartbeats` and
+/// `+Status`.
 public struct CheckpointStore: Sendable {
     /// The schema's name, unquoted.
     public let schema: String
@@ -12,6 +13,8 @@ public struct CheckpointStore: Sendable {
     var ranges: String { "\(Identifier.quote(schema)).ranges" }
     var workers: String { "\(Identifier.quote(schema)).workers" }
     var leases: String { "\(Identifier.quote(schema)).leases" }
+    /// Rows that could not be written, quarantined by `on_error: skip` (`+BadRows`).
+    public var badRowsTable: String { "\(Identifier.quote(schema)).bad_rows" }
     /// Set for a run's own store: what its claims check (spec hash, lease token).
     var leaseWatch: LeaseWatch?
 

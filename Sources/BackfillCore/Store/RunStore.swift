@@ -32,6 +32,9 @@ protocol RunStore: Sendable {
     func consumeWal(_ job: String, mbPerSecond: Int, db: Connection) throws -> Double
     func setThrottle(_ job: String, reason: String?, detail: String?, db: Connection) throws
     func state(_ job: String, db: Connection) throws -> JobState?
+    /// Records a row that cannot be written (`on_error: skip`), inside the batch transaction
+    /// that moves the checkpoint past its key; returns the job's bad rows, this one included.
+    func quarantine(_ job: String, range: Int, key: [String], error: PostgresError, worker: String, db: Connection) throws -> Int64
 }
 
 extension RunStore {
@@ -47,13 +50,14 @@ extension CheckpointStore: RunStore {
 }
 
 /// A store in memory for dry runs: one range over the whole table, its position kept in the
-/// process, a rate budget of its own; every batch is rolled back.
+/// process, a rate budget of its own, the bad rows found; every batch is rolled back.
 final class MemoryStore: RunStore {
     private struct State {
         var lastKey: [String]?
         var done = false
         var limiter: RateLimiter
         var wal: WalBudget?
+        var badKeys: Set<[String]> = []
     }
     private let state: Mutex<State>
     private let started = ContinuousClock.now
@@ -99,4 +103,8 @@ final class MemoryStore: RunStore {
     func setThrottle(_ job: String, reason: String?, detail: String?, db: Connection) throws {}
 
     func state(_ job: String, db: Connection) throws -> JobState? { .running }
+
+    func quarantine(_ job: String, range: Int, key: [String], error: PostgresError, worker: String, db: Connection) throws -> Int64 {
+        state.withLock { $0.badKeys.insert(key); return Int64($0.badKeys.count) }
+    }
 }

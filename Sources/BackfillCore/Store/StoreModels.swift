@@ -75,6 +75,8 @@ public struct JobStatus: Sendable, Hashable, Codable {
     public var etaSeconds: Double?
     /// Seconds the last run spent waiting on health throttles.
     public var runThrottledSeconds: Double?
+    /// Rows quarantined as bad (`on_error: skip`); `backfill bad-rows JOB` lists them.
+    public var badRows: Int64 = 0
 
     enum CodingKeys: String, CodingKey {
         case name, state, table, batches, runner, ranges
@@ -82,7 +84,7 @@ public struct JobStatus: Sendable, Hashable, Codable {
         case pausedAt = "paused_at", startedAt = "started_at", updatedAt = "updated_at", finishedAt = "finished_at"
         case rangesDone = "ranges_done", throttleReason = "throttle_reason", throttleDetail = "throttle_detail", throttledSince = "throttled_since"
         case rangeList = "range_list", workers, noRunnerSince = "no_runner_since", pass
-        case etaSeconds = "eta_seconds", runThrottledSeconds = "run_throttled_seconds"
+        case etaSeconds = "eta_seconds", runThrottledSeconds = "run_throttled_seconds", badRows = "bad_rows"
     }
 }
 
