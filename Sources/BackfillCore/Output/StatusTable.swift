@@ -17,6 +17,9 @@ public enum StatusTable {
                 note += (note.isEmpty ? "" : "; ") + "ETA ~\(ProgressTracker.clock(eta)) by the ranges' row estimates"
                     + ((job.runThrottledSeconds ?? 0) >= 1 ? ", throttled \(ProgressTracker.clock(job.runThrottledSeconds ?? 0)) not counted" : "")
             }
+            if let tuning = job.tuning {
+                note += (note.isEmpty ? "" : "; ") + "tuned: \(tuning.summary)"
+            }
             let state = job.noRunnerSince.map { "stopped (no runner since \(RunEvent.timestamp($0)))" } ?? job.state.rawValue
             return [job.name, state, String(job.rowsDone), String(job.batches),
                     job.lastKey.map { "(" + $0.joined(separator: ", ") + ")" } ?? "-",

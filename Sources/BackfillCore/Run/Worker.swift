@@ -67,6 +67,8 @@ final class Worker {
             case .runBatch(let size):
                 do {
                     (event, committed) = try runBatch(size: size)
+                } catch is Retired {
+                    return .done
                 } catch let error as PostgresError where error.code == .queryCanceled && watchdogFired != nil && !context.shouldStop {
                     event = .cancelledForWaiters(waitedMs: watchdogFired ?? 0)
                 } catch let error as PostgresError {
@@ -84,7 +86,7 @@ final class Worker {
                 }
             case .consumeRate(let rows):
                 do {
-                    event = .rateWait(seconds: try store.consumeRate(spec.name, rows: rows, rowsPerSecond: spec.throttle.maxRowsPerSecond, db: try db()))
+                    event = .rateWait(seconds: try store.consumeRate(spec.name, rows: rows, rowsPerSecond: machine.settings.rowsPerSecond, db: try db()))
                 } catch let error as PostgresError {
                     event = .failed(error, range: nil, afterKey: nil)
                 } catch {
@@ -191,7 +193,28 @@ final class Worker {
             return (.busy(openRanges: try store.openRanges(spec.name, db: db)), nil)
         case .jobState(let state):
             return (.jobState(state), nil)
+        case .retired:
+            throw Retired()
         }
+    }
+
+    /// `backfill tune --workers` asked for fewer workers than this one's number.
+    private struct Retired: Error {}
+
+    /// The live overrides in force for this worker (`backfill tune`), as its last claim read them.
+    private var tuning: Tuning?
+
+    /// Takes the overrides a claim read, with a `tune` event; returns true when this worker is
+    /// no longer wanted (its number is at or above the overridden worker count).
+    private func retune(_ new: Tuning?) -> Bool {
+        tuning = new
+        let tuned = (new ?? Tuning()).applied(to: spec)
+        machine.tune(rowsPerSecond: tuned.throttle.maxRowsPerSecond, targetMs: tuned.batch.targetMs, pauseMs: tuned.batch.pauseMs)
+        let retire = new?.workers.map { index >= $0 } ?? false
+        event(.tune, [("max_rows_per_second", .int(Int64(tuned.throttle.maxRowsPerSecond))), ("target_ms", .int(Int64(tuned.batch.targetMs))),
+                      ("pause_ms", .int(Int64(tuned.batch.pauseMs))), ("workers", new?.workers.map { .int(Int64($0)) } ?? .null),
+                      ("by", new?.by.map { .string($0) } ?? .null), ("reset", .bool(new == nil)), ("stopping", .bool(retire))])
+        return retire
     }
 
     private enum BatchResult {
@@ -199,6 +222,7 @@ final class Worker {
         case rangeDone
         case busy
         case jobState(JobState)
+        case retired
     }
 
     /// The settings of every batch transaction (`SET LOCAL`): timeouts, the plan's settings,
@@ -239,6 +263,10 @@ final class Worker {
             if claim.jobState == .paused || claim.jobState == .cancelled {
                 try db.execute("ROLLBACK")
                 return .jobState(claim.jobState)
+            }
+            if claim.tuning != tuning, retune(claim.tuning) {
+                try db.execute("ROLLBACK")
+                return .retired
             }
             preferred = claim.range
             batchStart = (claim.range, claim.lower)
@@ -358,15 +386,7 @@ final class Worker {
         }
     }
 
-    /// Sleeps in short slices so that a stop request is honoured quickly.
-    private func sleep(ms: Int) {
-        var left = ms
-        while left > 0 && !context.shouldStop {
-            let slice = min(left, 50)
-            usleep(useconds_t(slice * 1000))
-            left -= slice
-        }
-    }
+    private func sleep(ms: Int) { context.sleep(ms: ms) }
 }
 
 /// A batch changed rows outside its key range (operator SQL escaped its place), or its upper

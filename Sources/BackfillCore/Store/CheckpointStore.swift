@@ -12,6 +12,7 @@ public struct CheckpointStore: Sendable {
     var ranges: String { "\(Identifier.quote(schema)).ranges" }
     var workers: String { "\(Identifier.quote(schema)).workers" }
     var leases: String { "\(Identifier.quote(schema)).leases" }
+    var finalizeSteps: String { "\(Identifier.quote(schema)).finalize_steps" }
     /// Set for a run's own store: what its claims check (spec hash, lease token).
     var leaseWatch: LeaseWatch?
 
