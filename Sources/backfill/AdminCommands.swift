@@ -130,11 +130,14 @@ func noSuchJob(_ job: String, _ db: DatabaseOptions) -> CommandFailure {
              next: "`backfill status` lists the jobs in that schema (--schema or \(Setting.schema) names another)")
 }
 
+/// Who runs an operator command, as the store records it: user@host.
+var operatorName: String { "\(NSUserName())@\(ProcessInfo.processInfo.hostName)" }
+
 /// Carries out an operator command; a job that does not exist, or a command its state does not
 /// allow (`JobLifecycle`), is exit 2 with the reason.
 private func apply(_ command: JobCommand, _ job: String, _ db: DatabaseOptions) throws {
     let conn = try connect(db, as: "admin")
-    let actor = "\(NSUserName())@\(ProcessInfo.processInfo.hostName)"
+    let actor = operatorName
     switch try db.store.apply(command, job: job, by: actor, db: conn) {
     case .notFound:
         throw noSuchJob(job, db)
@@ -182,6 +185,7 @@ struct Plan: ParsableCommand {
         let conn = try connect(db, as: "plan")
         let plan = try planJob(spec, conn)
         let explain = try Planner.explain(plan, size: spec.batch.size, on: conn)
-        print(PlanReport.render(plan, explain: explain))
+        let requirement = try spec.requires.map { try Requirements.check($0, timeoutMs: spec.timeouts.statementMs, db: conn) }
+        print(PlanReport.render(plan, explain: explain, requirement: requirement))
     }
 }

@@ -47,6 +47,7 @@ enum Setting: String, CustomStringConvertible {
     case workers = "BACKFILL_WORKERS"
     case restart = "BACKFILL_RESTART"
     case join = "BACKFILL_JOIN"
+    case waitForRequirements = "BACKFILL_WAIT_FOR_REQUIREMENTS"
 
     var description: String { rawValue }
 

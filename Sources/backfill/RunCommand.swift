@@ -104,8 +104,12 @@ struct Run: ParsableCommand, LogFormatted {
     @Option(name: .long, help: "Workers in this process, each on its own connection and thread. Default: the job file's `workers`. Env: \(Setting.workers).")
     var workers: Int?
 
+    @Option(name: .long, help: "When a job's `requires` does not hold, re-check it every second for this long (30s, 10m) before giving up (exit 2), instead of giving up at once. Env: \(Setting.waitForRequirements).", transform: DurationArgument.init(parsing:))
+    var waitForRequirements: DurationArgument?
+
     mutating func validate() throws {
         try Setting.maxRuntime.fill(&maxRuntime, DurationArgument.init(parsing:))
+        try Setting.waitForRequirements.fill(&waitForRequirements, DurationArgument.init(parsing:))
         try Setting.restart.fill(&restart)
         try Setting.join.fill(&join)
         let workersSource = try Setting.workers.fill(&workers)
@@ -127,6 +131,7 @@ struct Run: ParsableCommand, LogFormatted {
                 options.restart = restart ?? false
                 options.join = join ?? false
                 options.workers = workers
+                options.waitForRequirements = waitForRequirements?.seconds
                 let outcome = Runner(spec: spec, options: options, stop: stop, emit: emit).run()
                 console.finish(outcome, job: spec.name)
                 if outcome.exitCode != 0 { throw ExitCode(outcome.exitCode) }

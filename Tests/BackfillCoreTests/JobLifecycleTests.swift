@@ -11,19 +11,42 @@ struct JobLifecycleTests {
         .done: [.pause: nil, .resume: nil, .cancel: nil, .forget: .remove],
         .failed: [.pause: nil, .resume: nil, .cancel: .to(.cancelled), .forget: .remove],
         .cancelled: [.pause: nil, .resume: nil, .cancel: nil, .forget: .remove],
+        .finalizing: [.pause: nil, .resume: nil, .cancel: .to(.cancelled), .forget: nil],
     ]
+
+    /// What the run's own steps do from each state. `nil` means refused.
+    static let expectedRunSteps: [JobState: [JobLifecycle.RunStep: JobLifecycle.Decision?]] = [
+        .pending: [.finalizeStarts: nil, .finalizeDone: nil, .finalizeFailed: nil],
+        .running: [.finalizeStarts: .to(.finalizing), .finalizeDone: nil, .finalizeFailed: nil],
+        .paused: [.finalizeStarts: nil, .finalizeDone: nil, .finalizeFailed: nil],
+        .done: [.finalizeStarts: nil, .finalizeDone: nil, .finalizeFailed: nil],
+        .failed: [.finalizeStarts: nil, .finalizeDone: nil, .finalizeFailed: nil],
+        .cancelled: [.finalizeStarts: nil, .finalizeDone: nil, .finalizeFailed: nil],
+        .finalizing: [.finalizeStarts: .to(.finalizing), .finalizeDone: .to(.done), .finalizeFailed: .to(.failed)],
+    ]
+
+    @Test("a walked and verified job finalizes: running → finalizing → done or failed; an operator's pause or cancel wins",
+          arguments: JobState.allCases, JobLifecycle.RunStep.allCases)
+    func runStep(state: JobState, step: JobLifecycle.RunStep) throws {
+        let decision = JobLifecycle.decide(step, from: state)
+        expect(decision, try #require(Self.expectedRunSteps[state]?[step]), "\(step) from \(state)")
+        if state == .cancelled, case .refuse(let reason) = decision { #expect(reason.contains("--restart")) }
+    }
 
     @Test("each command acts only from the states where it makes sense, and says why otherwise",
           arguments: JobState.allCases, JobCommand.allCases)
     func transition(state: JobState, command: JobCommand) throws {
-        let expected = try #require(Self.expected[state]?[command])
-        let decision = JobLifecycle.decide(command, from: state)
+        expect(JobLifecycle.decide(command, from: state), try #require(Self.expected[state]?[command]), "\(command) from \(state)")
+    }
+
+    /// The decision is the expected one, or a refusal with a reason when nil is expected.
+    private func expect(_ decision: JobLifecycle.Decision, _ expected: JobLifecycle.Decision?, _ what: String) {
         if let expected {
-            #expect(decision == expected)
+            #expect(decision == expected, "\(what)")
         } else if case .refuse(let reason) = decision {
             #expect(!reason.isEmpty)
         } else {
-            Issue.record("\(command) from \(state) should be refused, got \(decision)")
+            Issue.record("\(what) should be refused, got \(decision)")
         }
     }
 

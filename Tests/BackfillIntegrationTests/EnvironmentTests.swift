@@ -21,6 +21,7 @@ struct EnvironmentTests {
         ("BACKFILL_METRICS_FILE", "/nonexistent/dir/backfill.prom", "not writable"),
         ("BACKFILL_RESTART", "maybe", "expected true or false"),
         ("BACKFILL_JOIN", "2", "expected true or false"),
+        ("BACKFILL_WAIT_FOR_REQUIREMENTS", "3", "has no unit"),
     ])
     func invalid(variable: String, value: String, expected: String) throws {
         let run = try backfill(["run", packageRoot + "/jobs/demo.yaml"], environment: [variable: value])
@@ -42,7 +43,8 @@ struct EnvironmentTests {
     func help() throws {
         let run = try backfill(["run", "--help"])
         for variable in ["BACKFILL_DATABASE", "BACKFILL_SCHEMA", "BACKFILL_MAX_RUNTIME", "BACKFILL_WORKERS", "BACKFILL_LOG_FORMAT",
-                         "BACKFILL_PROGRESS", "BACKFILL_METRICS_FILE", "BACKFILL_METRICS_PORT", "BACKFILL_RESTART", "BACKFILL_JOIN"] {
+                         "BACKFILL_PROGRESS", "BACKFILL_METRICS_FILE", "BACKFILL_METRICS_PORT", "BACKFILL_RESTART", "BACKFILL_JOIN",
+                         "BACKFILL_WAIT_FOR_REQUIREMENTS"] {
             #expect(run.out.contains(variable), "\(variable) missing from run --help")
         }
     }

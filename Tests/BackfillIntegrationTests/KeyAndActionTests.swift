@@ -162,8 +162,20 @@ struct KeyAndActionTests {
             INSERT INTO orders (id) SELECT g FROM generate_series(1, 5000) g;
             INSERT INTO order_lines SELECT g % 5000 + 1, 2, 150 FROM generate_series(1, 10000) g;
             CREATE INDEX ON order_lines (order_id);
+            CREATE TABLE schema_migrations (version bigint PRIMARY KEY);
             """)
-        for file in ["accounts-fill-balance-cents", "events-composite-key", "sessions-purge-expired", "orders-custom-sql", "demo"] {
+        let files = try FileManager.default.contentsOfDirectory(atPath: packageRoot + "/jobs").filter { $0.hasSuffix(".yaml") }.map { String($0.dropLast(5)) }
+        #expect(Set(files) == ["accounts-fill-balance-cents", "events-composite-key", "sessions-purge-expired", "orders-custom-sql", "demo", "accounts-expand-fill-finalize"],
+                "every example in jobs/ is run here")
+        for file in ["accounts-fill-balance-cents", "events-composite-key", "sessions-purge-expired", "orders-custom-sql", "demo", "accounts-expand-fill-finalize"] {
+            if file == "accounts-expand-fill-finalize" {
+                // The expand migration: from now on every write to accounts must set email_lower.
+                try db.execute("""
+                    INSERT INTO schema_migrations VALUES (20261121);
+                    ALTER TABLE accounts ADD COLUMN email_lower text;
+                    ALTER TABLE accounts ADD CONSTRAINT accounts_email_lower_not_null CHECK (email_lower IS NOT NULL) NOT VALID;
+                    """)
+            }
             let result = try backfill(["run", "\(packageRoot)/jobs/\(file).yaml", "--database", url])
             #expect(result.code == 0, "\(file): \(result.err)")
         }
@@ -174,6 +186,9 @@ struct KeyAndActionTests {
         #expect(try db.query("SELECT count(*) AS n FROM sessions").first?["n"].int64
             == (try db.query("SELECT count(*) AS n FROM generate_series(1, 20000) g WHERE g % 60 < 30").first?["n"].int64))
         #expect(try db.query("SELECT count(*) AS n FROM orders WHERE total_cents = 600").first?["n"].int64 == 5000)
+        #expect(try db.query("SELECT count(*) AS n FROM accounts WHERE email_lower = lower(email)").first?["n"].int64 == 20000)
+        #expect(try db.query("SELECT attnotnull FROM pg_attribute WHERE attrelid = 'accounts'::regclass AND attname = 'email_lower'").first?["attnotnull"].bool == true)
+        #expect(try db.query("SELECT count(*) AS n FROM pg_constraint WHERE conname = 'accounts_email_lower_not_null'").first?["n"].int64 == 0)
         let demoFile = try String(contentsOfFile: packageRoot + "/jobs/demo.yaml", encoding: .utf8)
         #expect(demoFile.trimmingCharacters(in: .whitespacesAndNewlines) == DemoData.jobYAML.trimmingCharacters(in: .whitespacesAndNewlines))
     }

@@ -117,6 +117,12 @@ public struct ProgressTracker: Sendable {
             fraction = 1
         case .error:
             state = "failed"
+        case .finalize:
+            if case .int(let step) = event["step"], case .int(let steps) = event["steps"] { state = "finalizing \(step)/\(steps)" }
+        case .requirements:
+            if case .string(let s) = event["state"] { state = s == "met" ? "running" : "waiting for requirements" }
+        case .tune, .wait:
+            break
         }
     }
 

@@ -27,7 +27,7 @@ public final class RunMetrics {
     private var tracker = ProgressTracker()
 
     /// The states the `backfill_state` gauge reports, one series each (1 for the current one).
-    public static let stateNames = ["running", "throttled", "retrying", "stopped", "done", "failed"]
+    public static let stateNames = ["running", "throttled", "retrying", "stopped", "done", "failed", "finalizing"]
 
     public init(job: String) {
         self.job = job
@@ -93,6 +93,8 @@ public final class RunMetrics {
         case .stop: setState("stopped")
         case .done: setState("done")
         case .error: setState("failed")
+        case .finalize: setState("finalizing")
+        case .requirements, .tune, .wait: break
         }
         if let f = tracker.fraction { progress.record(f) }
     }

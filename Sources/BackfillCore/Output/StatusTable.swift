@@ -20,6 +20,9 @@ public enum StatusTable {
             if job.badRows > 0 {
                 note += (note.isEmpty ? "" : "; ") + "\(job.badRows) bad rows (`backfill bad-rows \(job.name)`)"
             }
+            if let tuning = job.tuning {
+                note += (note.isEmpty ? "" : "; ") + "tuned: \(tuning.summary)"
+            }
             let state = job.noRunnerSince.map { "stopped (no runner since \(RunEvent.timestamp($0)))" } ?? job.state.rawValue
             return [job.name, state, String(job.rowsDone), String(job.batches),
                     job.lastKey.map { "(" + $0.joined(separator: ", ") + ")" } ?? "-",

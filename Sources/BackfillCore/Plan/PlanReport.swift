@@ -2,7 +2,8 @@ import Foundation
 
 /// The text `backfill plan` prints.
 public enum PlanReport {
-    public static func render(_ plan: JobPlan, explain: String?) -> String {
+    /// `requirement`: what `requires` says now (nil when the job has none).
+    public static func render(_ plan: JobPlan, explain: String?, requirement: (met: Bool, detail: String)? = nil) -> String {
         let spec = plan.spec
         var lines = [
             "job:        \(spec.name) (\(spec.file))",
@@ -17,6 +18,13 @@ public enum PlanReport {
             lines.append("estimate:   the table has no statistics yet (run ANALYZE for an estimate)")
         }
         lines.append("plan guard: \(plan.guardFinding)")
+        if let requires = spec.requires {
+            lines.append("requires:   \(requires)" + (requirement.map { $0.met ? " (holds now)" : " (does not hold now: \($0.detail); `run` exits 2 unless --wait-for-requirements)" } ?? ""))
+        }
+        if !spec.finalize.isEmpty {
+            lines += ["", "finalize, once the job is done and no row matches `where`; each step its own transaction with lock_timeout \(spec.timeouts.lockMs) ms, retried up to \(spec.retry.maxAttempts) attempts:"]
+            lines += spec.finalize.enumerated().map { "  \($0.offset + 1). \($0.element)" }
+        }
         lines += ["", "batch transaction settings:", "  " + (["lock_timeout = '\(spec.timeouts.lockMs)ms'", "statement_timeout = '\(spec.timeouts.statementMs)ms'"] + plan.batchSettings).map { "SET LOCAL \($0);" }.joined(separator: " ")]
         lines += ["", "upper key of the next batch:", "  " + plan.statements.upperBound, "", "batch statement:", "  " + plan.statements.batch, ""]
         lines.append("EXPLAIN of the first batch:")

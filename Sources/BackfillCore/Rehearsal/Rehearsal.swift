@@ -51,6 +51,7 @@ public enum Rehearsal {
 
         var rehearsed = spec
         rehearsed.name = jobName(for: spec.name)
+        rehearsed.finalize = []  // a rehearsal measures the walk; it never runs the job's DDL
         var runOptions = RunOptions(database: options.database)
         runOptions.dryRun = options.dryRun
         runOptions.store = options.store

@@ -9,7 +9,7 @@
 public struct BatchSizer: Sendable, Hashable {
     public let minSize: Int
     public let maxSize: Int
-    public let targetMs: Double
+    public private(set) var targetMs: Double
     /// Weight of the newest measurement in the moving average.
     public let smoothing: Double
     /// How far over the target a batch may run before the size drops at once (1.25 = 25 %).
@@ -37,6 +37,14 @@ public struct BatchSizer: Sendable, Hashable {
         self.smoothing = smoothing
         self.tolerance = tolerance
         self.size = Swift.min(Swift.max(initial, min), max)
+    }
+
+    /// Aims the next batches at a new target (a live override): the size follows from the rate
+    /// measured so far at once, within `min`…`max`.
+    public mutating func retarget(targetMs: Int) {
+        guard Double(targetMs) != self.targetMs else { return }
+        self.targetMs = Double(targetMs)
+        if let rate { size = Swift.min(Swift.max(Int((rate * self.targetMs).rounded()), minSize), maxSize) }
     }
 
     /// Records a committed batch that walked `keys` keys in `durationMs`.

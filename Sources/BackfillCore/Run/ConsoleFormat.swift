@@ -42,6 +42,24 @@ public enum ConsoleFormat {
             return "\(event.job): done"
         case .error:
             return "backfill: \(event.job) failed: \(text("message"))"
+        case .requirements:
+            if event["state"] == .string("met") {
+                let waitedMs: Double = if case .double(let ms) = event["waited_ms"] { ms } else { 0 }
+                return "\(event.job): requirement met after \(String(format: "%.1f", waitedMs / 1000)) s: \(text("requires"))"
+            }
+            return "\(event.job): waiting for the requirement (\(text("detail"))): \(text("requires"))"
+        case .finalize:
+            switch event["state"] {
+            case .string("done"): return "\(event.job): finalize step \(text("step")) of \(text("steps")) done in \(text("duration_ms")) ms (\(text("attempts")) attempts)"
+            case .string("skipped"): return "\(event.job): finalize step \(text("step")) of \(text("steps")) was done by an earlier run: \(text("statement"))"
+            default: return "\(event.job): finalize step \(text("step")) of \(text("steps")): \(text("statement"))"
+            }
+        case .tune:
+            if event["reset"] == .bool(true) { return "\(event.job): worker \(text("worker")): tuning reset to the job file's values" }
+            return "\(event.job): worker \(text("worker")): tuned by \(text("by")): max_rows_per_second=\(text("max_rows_per_second")) target_ms=\(text("target_ms")) pause_ms=\(text("pause_ms"))"
+                + (event["stopping"] == .bool(true) ? "; it stops (workers=\(text("workers")))" : "")
+        case .wait:
+            return "\(event.job): \(text("line"))"
         }
     }
 }

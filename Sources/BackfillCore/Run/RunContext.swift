@@ -79,6 +79,16 @@ final class RunContext: Sendable {
 
     func abort() { state.withLock { $0.aborted = true } }
 
+    /// Sleeps in short slices so that a stop request is honoured quickly.
+    func sleep(ms: Int) {
+        var left = ms
+        while left > 0 && !shouldStop {
+            let slice = min(left, 50)
+            usleep(useconds_t(slice * 1000))
+            left -= slice
+        }
+    }
+
     func record(_ result: WorkerResult) { state.withLock { $0.finished.append(result) } }
 
     /// The workers' results so far, and forgets them (for the next pass).

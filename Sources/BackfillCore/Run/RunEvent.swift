@@ -3,12 +3,20 @@ import Foundation
 /// Something that happened during a run, for the console, JSON logs and metrics.
 ///
 /// `kind` is one of the contract's event names (`start`, `batch`, `retry`, `throttle`, `pass`,
-/// `bad_row`, `stop`, `done`, `error`); `fields` are the event's own fields, in a stable order.
+/// `bad_row`, `stop`, `done`, `error`, `requirements`, `finalize`, `tune`, `wait`); `fields` are the event's own fields, in a stable order.
 public struct RunEvent: Sendable {
     public enum Kind: String, Sendable, CaseIterable {
         case start, batch, retry, throttle, pass, stop, done, error
         /// A row that cannot be written, quarantined in the store (`on_error: skip`).
         case badRow = "bad_row"
+        /// The job's `requires` is waited for (`state` `waiting`) or holds (`met`).
+        case requirements
+        /// A finalize step `started`, is `done` or was `skipped` (done by an earlier run).
+        case finalize
+        /// A worker picked up overrides set with `backfill tune`.
+        case tune
+        /// `backfill wait` saw the job (progress while it waits, then the outcome).
+        case wait
     }
 
     /// A field value, as it appears in JSON.

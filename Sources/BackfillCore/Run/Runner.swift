@@ -60,6 +60,9 @@ public struct RunOptions: Sendable {
     /// not change). Locks are real, writes are not kept; nothing is written to the checkpoint
     /// store, the lease is not taken, and the walk's position is kept in memory.
     public var dryRun = false
+    /// With the job's `requires` false: re-check every second for this many seconds before
+    /// giving up (exit 2), instead of giving up at once.
+    public var waitForRequirements: Double?
 
     public init(database: String? = nil) { self.database = database }
 }
@@ -74,8 +77,8 @@ public final class Runner {
         context = RunContext(spec: spec, options: options, stop: stop, emit: emit)
     }
 
-    private var spec: JobSpec { context.spec }
-    private var options: RunOptions { context.options }
+    var spec: JobSpec { context.spec }
+    var options: RunOptions { context.options }
 
     /// Runs the job to an outcome. Never throws: every failure becomes an outcome.
     public func run() -> RunOutcome {
@@ -114,20 +117,26 @@ public final class Runner {
 
     private func runChecked(_ db: inout Connection) throws -> RunOutcome {
         let store = options.store
+        // Before anything else, the store included: the requirement may wait for the migration
+        // that creates the job's own column.
+        if let stopped = try Requirements.await(context, db: db) { return stopped }
         let plan = try Planner.plan(spec, on: db)
         if options.dryRun {
             context.event(.start, try startFields(plan, rowsBefore: 0, db: db) + [("dry_run", .bool(true))])
-            return try interrupted(runWorkers(count: 1, plan: plan)) ?? finishDone(db)
+            return try interrupted(runWorkers(count: 1, plan: plan)) ?? finishDone(&db)
         }
         try store.migrate(db)
         if !options.join {
             if let holder = try context.acquireLease() { return .held(holder) }
         }
-        let workers = options.workers ?? spec.workers
+        // Live tuning's workers beat the flag and the file: it is the operator's latest word.
+        let workers = (options.restart ? nil : try store.tuning(spec.name, db: db)?.workers) ?? options.workers ?? spec.workers
         let prepared = try store.prepare(spec, plan: plan, workers: workers, restart: options.restart, db: db)
         context.setRowsBefore(try store.status(job: spec.name, db: db).first?.rowsDone ?? 0)
         switch prepared {
         case .ready: break
+        case .alreadyDone where try context.holdsLease && store.pendingFinalizeSteps(spec, db: db) > 0:
+            break  // walked and verified before; finalize steps added or changed since: run them
         case .alreadyDone: return .done(try doneSummary(db))
         case .notRunnable(let state, _):
             return .stopped(state == .paused ? .paused : .cancelled, context.summary(state: state))
@@ -160,14 +169,14 @@ public final class Runner {
             let early = endCheck?.finish(cancel: false)
             db = try reconnectIfLost(db)
             // The lease holder judges the end; a joining process is done when no range is left.
-            guard context.holdsLease, let remaining = try remainingRows(plan, db, early: early) else { return try finishDone(db) }
+            guard context.holdsLease, let remaining = try remainingRows(plan, db, early: early) else { return try finishDone(&db) }
             let checked = RunSummary.EndCheckFigures(mode: early == nil ? "after_walk" : "overlapped", ms: (ContinuousClock.now - walked).milliseconds)
-            if remaining == 0 { return try finishDone(db, endCheck: checked) }
+            if remaining == 0 { return try finishDone(&db, endCheck: checked) }
             if spec.repeats {
                 context.event(.pass, [("remaining", .int(remaining)),
                                       ("reason", .string("\(remaining >= 1000 ? "1000 or more" : String(remaining)) rows match `where` behind the walk: the next run's pass takes them")),
                                       ("end_check", .string(checked.mode))])
-                return try finishDone(db, endCheck: checked)
+                return try finishDone(&db, endCheck: checked)
             }
             guard catchUps < spec.catchUpPasses else {
                 var summary = context.summary(state: .failed)
@@ -224,10 +233,18 @@ public final class Runner {
         return try Connection(options.database, applicationName: context.applicationName)
     }
 
-    private func finishDone(_ db: Connection, endCheck: RunSummary.EndCheckFigures? = nil) throws -> RunOutcome {
-        if !options.dryRun, context.holdsLease { try options.store.finish(spec.name, state: .done, db: db) }
+    /// Every key is walked and the end check passed: the job's `finalize` steps, then done. The
+    /// steps wait while the job has bad rows that fail it (`on_error.exit_zero` false): those rows
+    /// are not filled, and the run exits 1 naming them.
+    private func finishDone(_ db: inout Connection, endCheck: RunSummary.EndCheckFigures? = nil) throws -> RunOutcome {
         var summary = try doneSummary(db)
         summary.endCheck = endCheck
+        if !options.dryRun, context.holdsLease, !spec.finalize.isEmpty, summary.badRows == 0 || !summary.badRowsFail {
+            let finalized = try Finalizer(context: context).run(&db)
+            guard case .done = finalized else { return finalized }
+            return .done(summary)  // the finalizer recorded the job done
+        }
+        if !options.dryRun, context.holdsLease { try options.store.finish(spec.name, state: .done, db: db) }
         return .done(summary)
     }
 

@@ -67,7 +67,8 @@ final class Worker {
             case .runBatch(let size):
                 switch guarded({ try runBatch(.next(size: size)) }) {
                 case .success(let result): (event, committed) = result
-                case .failure(let failure): return .failed(failure)
+                case .failure(.failed(let failure)): return .failed(failure)
+                case .failure(.retired): return .done
                 }
             case .bisect(let range, .split(let lower, let upper, let offset)):
                 do {
@@ -80,7 +81,8 @@ final class Worker {
             case .bisect(let range, .attempt(let lower, let upper, let keys)):
                 switch guarded({ try runBatch(.part(range: range, lower: lower, upper: upper, keys: keys)) }) {
                 case .success(let result): (event, committed) = result
-                case .failure(let failure): return .failed(failure)
+                case .failure(.failed(let failure)): return .failed(failure)
+                case .failure(.retired): return .done
                 }
             case .bisect(_, .finished):
                 event = .ready
@@ -94,7 +96,7 @@ final class Worker {
                 }
             case .consumeRate(let rows):
                 do {
-                    event = .rateWait(seconds: try store.consumeRate(spec.name, rows: rows, rowsPerSecond: spec.throttle.maxRowsPerSecond, db: try db()))
+                    event = .rateWait(seconds: try store.consumeRate(spec.name, rows: rows, rowsPerSecond: machine.settings.rowsPerSecond, db: try db()))
                 } catch let error as PostgresError {
                     event = .failed(error, range: nil, afterKey: nil)
                 } catch {
@@ -131,9 +133,11 @@ final class Worker {
     /// Runs a batch and turns what went wrong into the machine's event; a failure that ends the
     /// worker at once (a range violation, one bad row more than `on_error.max_rows`) is returned
     /// as `.failure`.
-    private func guarded(_ body: () throws -> (WorkerMachine.Event, Committed?)) -> Result<(WorkerMachine.Event, Committed?), RunFailure> {
+    private func guarded(_ body: () throws -> (WorkerMachine.Event, Committed?)) -> Result<(WorkerMachine.Event, Committed?), Ending> {
         do {
             return .success(try body())
+        } catch is Retired {
+            return .failure(.retired)
         } catch let error as PostgresError where error.code == .queryCanceled && watchdogFired != nil && !context.shouldStop {
             return .success((.cancelledForWaiters(waitedMs: watchdogFired ?? 0), nil))
         } catch let error as PostgresError {
@@ -142,12 +146,19 @@ final class Worker {
             }
             return .success((.failed(error, range: batchStart.range, afterKey: batchStart.key), nil))
         } catch let violation as RangeViolation {
-            return .failure(RunFailure(range: violation.range, afterKey: violation.lower, message: violation.description))
+            return .failure(.failed(RunFailure(range: violation.range, afterKey: violation.lower, message: violation.description)))
         } catch let limit as BadRowLimit {
-            return .failure(limit.failure)
+            return .failure(.failed(limit.failure))
         } catch {
-            return .failure(RunFailure(range: batchStart.range, afterKey: batchStart.key, message: "\(error)"))
+            return .failure(.failed(RunFailure(range: batchStart.range, afterKey: batchStart.key, message: "\(error)")))
         }
+    }
+
+    /// Why a batch ends the worker: a failure, or retirement (`backfill tune --workers` asked for
+    /// fewer workers than run).
+    private enum Ending: Error {
+        case failed(RunFailure)
+        case retired
     }
 
     /// A committed batch, for its event.
@@ -238,6 +249,8 @@ final class Worker {
             return (.bisectionLost, nil)
         case .firstKey(let key):
             return (.firstKey(key), nil)
+        case .retired:
+            throw Retired()
         }
     }
 
@@ -255,6 +268,25 @@ final class Worker {
         }
     }
 
+    /// `backfill tune --workers` asked for fewer workers than this one's number.
+    private struct Retired: Error {}
+
+    /// The live overrides in force for this worker (`backfill tune`), as its last claim read them.
+    private var tuning: Tuning?
+
+    /// Takes the overrides a claim read, with a `tune` event; returns true when this worker is
+    /// no longer wanted (its number is at or above the overridden worker count).
+    private func retune(_ new: Tuning?) -> Bool {
+        tuning = new
+        let tuned = (new ?? Tuning()).applied(to: spec)
+        machine.tune(rowsPerSecond: tuned.throttle.maxRowsPerSecond, targetMs: tuned.batch.targetMs, pauseMs: tuned.batch.pauseMs)
+        let retire = new?.workers.map { index >= $0 } ?? false
+        event(.tune, [("max_rows_per_second", .int(Int64(tuned.throttle.maxRowsPerSecond))), ("target_ms", .int(Int64(tuned.batch.targetMs))),
+                      ("pause_ms", .int(Int64(tuned.batch.pauseMs))), ("workers", new?.workers.map { .int(Int64($0)) } ?? .null),
+                      ("by", new?.by.map { .string($0) } ?? .null), ("reset", .bool(new == nil)), ("stopping", .bool(retire))])
+        return retire
+    }
+
     private enum BatchResult {
         case committed(rows: Int64, walked: Int, lastKey: [String], range: Int, waiters: Waiters)
         case rangeDone
@@ -267,6 +299,7 @@ final class Worker {
         case lost
         /// A part of one key has this key before it (a row inserted since it was counted).
         case firstKey([String])
+        case retired
     }
 
     /// The batch in flight once its keys are known: a failure of its statement is the batch's.
@@ -314,6 +347,10 @@ final class Worker {
             if claim.jobState == .paused || claim.jobState == .cancelled {
                 try db.execute("ROLLBACK")
                 return .jobState(claim.jobState)
+            }
+            if claim.tuning != tuning, retune(claim.tuning) {
+                try db.execute("ROLLBACK")
+                return .retired
             }
             preferred = claim.range
             batchStart = (claim.range, claim.lower)
@@ -544,15 +581,7 @@ final class Worker {
         }
     }
 
-    /// Sleeps in short slices so that a stop request is honoured quickly.
-    private func sleep(ms: Int) {
-        var left = ms
-        while left > 0 && !context.shouldStop {
-            let slice = min(left, 50)
-            usleep(useconds_t(slice * 1000))
-            left -= slice
-        }
-    }
+    private func sleep(ms: Int) { context.sleep(ms: ms) }
 }
 
 /// One bad row more than `on_error.max_rows`: the job stops (exit 1).

@@ -85,7 +85,9 @@ struct WorkerMachine {
         /// `throttle.when_blocking` is off.
         var blockingWaitMs: Double?
         /// Whether `throttle.max_rows_per_second` is set (the budget lives in the store).
-        var rateLimited: Bool
+        var rateLimited: Bool { rowsPerSecond > 0 }
+        /// `throttle.max_rows_per_second`, or its live override; 0 = unlimited.
+        var rowsPerSecond: Int
         /// Seconds between health checks while healthy.
         var healthInterval: Double
         /// A split is worth it only with at least this many rows left in the range.
@@ -99,7 +101,7 @@ struct WorkerMachine {
             reconnectTimeoutMs = spec.retry.reconnectTimeoutMs
             self.maxRuntime = maxRuntime
             blockingWaitMs = spec.throttle.whenBlocking ? Double(spec.throttle.blockingWaitMs ?? spec.batch.targetMs) : nil
-            rateLimited = spec.throttle.maxRowsPerSecond > 0
+            rowsPerSecond = spec.throttle.maxRowsPerSecond
             self.healthInterval = healthInterval
             splitMinimumRows = Int64(max(4 * spec.batch.min, 1000))
             onError = spec.onError
@@ -192,7 +194,7 @@ struct WorkerMachine {
         case rateLimited(waitMs: Double)
     }
 
-    let settings: Settings
+    private(set) var settings: Settings
     private(set) var sizer: BatchSizer
     /// Which try of the current batch the next run is (1-based).
     private(set) var attempt = 1
@@ -212,6 +214,15 @@ struct WorkerMachine {
     init(settings: Settings) {
         self.settings = settings
         sizer = BatchSizer(initial: settings.batch.size, min: settings.batch.min, max: settings.batch.max, targetMs: settings.batch.targetMs)
+    }
+
+    /// Takes live overrides (`backfill tune`) from the next batch on: the rate budget, the
+    /// batch's target time (the sizer aims at it) and the rest between batches.
+    mutating func tune(rowsPerSecond: Int, targetMs: Int, pauseMs: Int) {
+        settings.rowsPerSecond = rowsPerSecond
+        settings.batch.targetMs = targetMs
+        settings.batch.pauseMs = pauseMs
+        sizer.retarget(targetMs: targetMs)
     }
 
     /// Returns and clears the notes of the decisions since the last call.

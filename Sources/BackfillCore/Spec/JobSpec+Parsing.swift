@@ -3,7 +3,7 @@ import Yams
 
 extension JobSpec {
     /// The fields a job file may contain, by section.
-    static let topLevelFields = ["name", "table", "key", "where", "set", "action", "sql", "batch", "timeouts", "retry", "throttle", "on_error", "workers", "repeat", "catch_up_passes"]
+    static let topLevelFields = ["name", "table", "key", "where", "set", "action", "sql", "batch", "timeouts", "retry", "throttle", "on_error", "workers", "repeat", "catch_up_passes", "requires", "finalize"]
     static let batchFields = ["size", "min", "max", "target_ms", "max_ms", "pause_ms"]
     static let timeoutFields = ["lock_ms", "statement_ms"]
     static let retryFields = ["max_attempts", "backoff_ms", "max_backoff_ms", "reconnect_timeout_ms"]
@@ -122,6 +122,12 @@ extension JobSpec {
         spec.workers = reader.int(fields, "workers", 1, 1...1024)
         spec.repeats = reader.bool(fields, "repeat", false)
         spec.catchUpPasses = reader.int(fields, "catch_up_passes", spec.catchUpPasses, 0...100)
+        spec.requires = reader.attempt { () throws(JobFileError) in
+            try reader.optionalString(fields, "requires").map { text throws(JobFileError) in
+                try reader.checkFragment(text, field: "requires", node: fields["requires"])
+            }
+        } ?? nil
+        spec.finalize = reader.finalizeSteps(fields, repeats: spec.repeats)
         if var first = reader.problems.first {
             first.others = Array(reader.problems.dropFirst())
             throw first

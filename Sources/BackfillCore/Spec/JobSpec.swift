@@ -130,6 +130,12 @@ public struct JobSpec: Sendable, Hashable {
     /// `catch_up_passes`: when every key is walked but rows still match `where` (they changed
     /// behind the walk), walk again this many times before failing.
     public var catchUpPasses = 3
+    /// `requires`: a boolean SQL expression or one-value query that must be true before the first
+    /// batch (read-only, under `timeouts.statement_ms`); nil when the job has none.
+    public var requires: String?
+    /// `finalize`: SQL statements run once, in order, after the job is done and verified, each
+    /// in its own transaction under `timeouts.lock_ms` and the job's retry policy.
+    public var finalize: [String] = []
     /// The file the spec came from, for messages.
     public var file: String
 
@@ -156,8 +162,14 @@ public struct JobSpec: Sendable, Hashable {
         case .sql(let sql): parts.append("sql=\(sql)")
         case .delete: break
         }
+        return Self.hash(parts.joined(separator: "\u{1F}"))
+    }
+
+    /// 64 bits of FNV-1a over the text's UTF-8, as 16 hex digits: the spec's fingerprint and a
+    /// finalize step's statement hash.
+    public static func hash(_ text: String) -> String {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in parts.joined(separator: "\u{1F}").utf8 {
+        for byte in text.utf8 {
             hash ^= UInt64(byte)
             hash = hash &* 0x0000_0100_0000_01b3
         }

@@ -92,6 +92,21 @@ extension CheckpointStore {
             detected_at timestamptz NOT NULL DEFAULT now(),
             PRIMARY KEY (job, key)
         );
+        CREATE TABLE IF NOT EXISTS \(finalizeSteps) (
+            job text NOT NULL REFERENCES \(jobs) (name) ON DELETE CASCADE,
+            step integer NOT NULL,
+            statement_hash text NOT NULL,
+            statement text NOT NULL,
+            attempts integer NOT NULL DEFAULT 1,
+            done_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (job, step)
+        );
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS tuned_max_rows_per_second integer;
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS tuned_target_ms integer;
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS tuned_pause_ms integer;
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS tuned_workers integer;
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS tuned_by text;
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS tuned_at timestamptz;
         CREATE TABLE IF NOT EXISTS \(Identifier.quote(schema)).store_version (version integer NOT NULL);
         DELETE FROM \(Identifier.quote(schema)).store_version;
         INSERT INTO \(Identifier.quote(schema)).store_version VALUES (\(Self.version));
@@ -99,7 +114,7 @@ extension CheckpointStore {
     }
 
     /// The store's schema version; `migrate` changes tables only when the stored one is older.
-    static let version = 8
+    static let version = 9
 
     /// The version recorded in the store, or nil when it has none (no store, or one made before
     /// versions were recorded).

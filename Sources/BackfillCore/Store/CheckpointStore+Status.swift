@@ -19,9 +19,10 @@ extension CheckpointStore {
             : "false"
         let hasBadRows = try db.query("SELECT to_regclass($1) IS NOT NULL AS present", [.text(badRowsTable)]).first?["present"].bool ?? false
         let badRowCount = hasBadRows ? "(SELECT count(*) FROM \(badRowsTable) b WHERE b.job = j.name)" : "0"
+        let tuning = try (storedVersion(db) ?? 0) >= 9 ? Self.tuningColumns("j") : Self.noTuningColumns
         return try db.query(
             """
-            SELECT j.name, j.state, j.table_name, j.last_error, j.pass, j.runner, j.paused_by, j.paused_at, j.started_at, j.finished_at,
+            SELECT j.name, j.state, \(tuning), r.keys_walked AS pass_keys, j.table_name, j.last_error, j.pass, j.runner, j.paused_by, j.paused_at, j.started_at, j.finished_at,
                    j.throttle_reason, j.throttle_detail, j.throttled_since,
                    extract(epoch FROM CASE WHEN j.state = 'running' THEN now() ELSE greatest(j.updated_at, r.updated_at) END - j.run_started_at)::float8 AS run_seconds,
                    (j.run_throttled_seconds + coalesce(extract(epoch FROM now() - j.throttled_since)::float8, 0)) AS run_throttled,
@@ -63,6 +64,12 @@ extension CheckpointStore {
             status.etaSeconds = estimate?.etaSeconds
             status.runThrottledSeconds = estimate.map { $0.throttledSeconds }
             status.badRows = row["bad_rows"].int64 ?? 0
+            status.tuning = Self.tuning(in: row)
+            if stored == .done || stored == .finalizing {
+                status.percentDone = 100
+            } else if let walked = row["pass_keys"].int64, let left = row["keys_left"].int64, walked + left > 0 {
+                status.percentDone = min(100, 100 * Double(walked) / Double(walked + left))
+            }
             return status
         }
     }

@@ -15,6 +15,7 @@ public struct CheckpointStore: Sendable {
     var leases: String { "\(Identifier.quote(schema)).leases" }
     /// Rows that could not be written, quarantined by `on_error: skip` (`+BadRows`).
     public var badRowsTable: String { "\(Identifier.quote(schema)).bad_rows" }
+    var finalizeSteps: String { "\(Identifier.quote(schema)).finalize_steps" }
     /// Set for a run's own store: what its claims check (spec hash, lease token).
     var leaseWatch: LeaseWatch?
 

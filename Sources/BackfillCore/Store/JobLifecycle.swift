@@ -13,6 +13,9 @@ public enum JobCommand: String, Sendable, CaseIterable {
 /// resume:  paused                    → pending
 /// cancel:  pending, running, paused, failed → cancelled   (runs again only with --restart)
 /// forget:  done, failed, cancelled   → the record is removed
+///
+/// running ──walked and verified──► finalizing ──every step──► done
+///                                      └──a step failed──► failed (a rerun retries from that step)
 /// ```
 public enum JobLifecycle {
     /// The outcome of a command in a state.
@@ -32,20 +35,45 @@ public enum JobLifecycle {
         case (.pause, .done): .refuse("is done: there is nothing to pause")
         case (.pause, .failed): .refuse("has failed and is not running: fix the cause and run it again, or cancel it")
         case (.pause, .cancelled): .refuse("is cancelled: it runs again only with `run --restart`")
+        case (.pause, .finalizing): .refuse("is finalizing: its finalize steps run to the end or fail; `backfill wait` follows it, `backfill cancel` stops it before its next step")
 
         case (.resume, .paused): .to(.pending)
-        case (.resume, .pending), (.resume, .running): .refuse("is not paused")
+        case (.resume, .pending), (.resume, .running), (.resume, .finalizing): .refuse("is not paused")
         case (.resume, .done): .refuse("is done: there is nothing to resume")
         case (.resume, .failed): .refuse("has failed, it is not paused: run it again to retry from its checkpoint")
         case (.resume, .cancelled): .refuse("was cancelled, not paused: `run --restart` starts it over from the first key")
 
-        case (.cancel, .pending), (.cancel, .running), (.cancel, .paused), (.cancel, .failed): .to(.cancelled)
+        case (.cancel, .pending), (.cancel, .running), (.cancel, .paused), (.cancel, .failed), (.cancel, .finalizing): .to(.cancelled)
         case (.cancel, .done): .refuse("is done: there is nothing to cancel (`backfill forget` removes its record)")
         case (.cancel, .cancelled): .refuse("is already cancelled")
 
         case (.forget, .done), (.forget, .failed), (.forget, .cancelled): .remove
-        case (.forget, .running): .refuse("is running: stop or cancel it first, then forget it")
+        case (.forget, .running), (.forget, .finalizing): .refuse("is running: stop or cancel it first, then forget it")
         case (.forget, .pending), (.forget, .paused): .refuse("is not finished: cancel it first if it should never run again")
+        }
+    }
+
+    /// What the run itself does once every key is walked and no row still matches `where`.
+    public enum RunStep: String, Sendable, CaseIterable {
+        /// The job's `finalize` statements start.
+        case finalizeStarts
+        /// Every finalize step is recorded done.
+        case finalizeDone
+        /// A finalize step failed for good.
+        case finalizeFailed
+    }
+
+    /// The state a run step leads to from `state`, or why it may not happen (a job cancelled or
+    /// paused by an operator meanwhile keeps that state).
+    public static func decide(_ step: RunStep, from state: JobState) -> Decision {
+        switch (step, state) {
+        case (.finalizeStarts, .running), (.finalizeStarts, .finalizing): .to(.finalizing)
+        case (.finalizeDone, .finalizing): .to(.done)
+        case (.finalizeFailed, .finalizing): .to(.failed)
+        case (_, .cancelled): .refuse("was cancelled: its finalize steps do not run; `run --restart` starts it over")
+        case (_, .paused): .refuse("was paused: `backfill resume`, then run it again to finalize")
+        case (.finalizeStarts, let other): .refuse("is \(other.rawValue), not running: only a run that walked every key finalizes")
+        case (_, let other): .refuse("is \(other.rawValue), not finalizing")
         }
     }
 }

@@ -4,6 +4,8 @@ import PostgresClient
 /// A job's state in the checkpoint store.
 public enum JobState: String, Sendable, Codable, CaseIterable {
     case pending, running, paused, done, failed, cancelled
+    /// Every key is walked and verified; the job's `finalize` statements are running.
+    case finalizing
 }
 
 /// One range of a job, for `status`.
@@ -77,6 +79,11 @@ public struct JobStatus: Sendable, Hashable, Codable {
     public var runThrottledSeconds: Double?
     /// Rows quarantined as bad (`on_error: skip`); `backfill bad-rows JOB` lists them.
     public var badRows: Int64 = 0
+    /// Keys walked over keys walked plus keys left (by the ranges' estimates), in percent; 100
+    /// when done; nil before the ranges exist.
+    public var percentDone: Double?
+    /// Live overrides set with `backfill tune`, with who set them and when; nil when none.
+    public var tuning: Tuning?
 
     enum CodingKeys: String, CodingKey {
         case name, state, table, batches, runner, ranges
@@ -85,6 +92,7 @@ public struct JobStatus: Sendable, Hashable, Codable {
         case rangesDone = "ranges_done", throttleReason = "throttle_reason", throttleDetail = "throttle_detail", throttledSince = "throttled_since"
         case rangeList = "range_list", workers, noRunnerSince = "no_runner_since", pass
         case etaSeconds = "eta_seconds", runThrottledSeconds = "run_throttled_seconds", badRows = "bad_rows"
+        case percentDone = "percent_done", tuning
     }
 }
 
@@ -113,6 +121,8 @@ public struct RangeClaim: Sendable, Hashable {
     /// Where the range ends (inclusive); nil for the open-ended last range.
     public var ceiling: [String]?
     public var jobState: JobState
+    /// The job's live overrides (`backfill tune`), read by the same statement.
+    public var tuning: Tuning? = nil
 }
 
 /// The ETA `status` shows: keys left over keys walked per second of the run's active time.

@@ -1,0 +1,100 @@
+import Foundation
+import PostgresClient
+
+/// `backfill wait`: a deploy gate that follows a job in the store, read-only, until it is done
+/// (exit 0), failed or cancelled (exit 1), or the time is up (exit 3); an unknown job is exit 2.
+/// It never takes the lease and writes nothing.
+public enum JobWait {
+    /// What a reading of the job means for the wait.
+    public enum Verdict: Sendable, Hashable {
+        case keepWaiting
+        case finished(exitCode: Int32)
+    }
+
+    /// Done ends the wait with 0; failed or cancelled with 1; any other state (pending, running,
+    /// finalizing, paused, a runner gone) keeps waiting: another run may still finish it.
+    public static func verdict(_ state: JobState) -> Verdict {
+        switch state {
+        case .done: .finished(exitCode: 0)
+        case .failed, .cancelled: .finished(exitCode: 1)
+        case .pending, .running, .paused, .finalizing: .keepWaiting
+        }
+    }
+
+    /// The state as people read it: `running`, `stopped (no runner since …)`.
+    static func stateText(_ status: JobStatus) -> String {
+        status.noRunnerSince.map { "stopped (no runner since \(RunEvent.timestamp($0)))" } ?? status.state.rawValue
+    }
+
+    /// One progress line: `running 42.0% rows_done=120000 ETA ~0:42`.
+    public static func line(_ status: JobStatus) -> String {
+        var parts = [stateText(status)]
+        if let percent = status.percentDone { parts.append(String(format: "%.1f%%", percent)) }
+        parts.append("rows_done=\(status.rowsDone)")
+        if let eta = status.etaSeconds, status.state == .running { parts.append("ETA ~\(ProgressTracker.clock(eta))") }
+        if let reason = status.throttleReason { parts.append("throttled: \(reason)") }
+        if let error = status.lastError, status.state == .failed { parts.append("last error: \(error)") }
+        return parts.joined(separator: " ")
+    }
+
+    /// The `wait` event's fields for a reading.
+    static func fields(_ status: JobStatus) -> [(String, RunEvent.Value)] {
+        [("state", .string(status.state.rawValue)), ("rows_done", .int(status.rowsDone)),
+         ("percent_done", status.percentDone.map { .double($0) } ?? .null), ("eta_seconds", status.etaSeconds.map { .double($0) } ?? .null),
+         ("no_runner_since", status.noRunnerSince.map { .string(RunEvent.timestamp($0)) } ?? .null), ("line", .string(line(status)))]
+    }
+
+    /// The outcome of a wait, with the exit code and a line for people.
+    public struct Outcome: Sendable, Hashable {
+        public var exitCode: Int32
+        public var message: String
+        public var next: String
+    }
+
+    /// Follows the job: reads it every `poll` seconds on a read-only session, emits a `wait`
+    /// event every `every` seconds (and when its state changes), and ends as `verdict` says, or
+    /// with exit 3 after `timeout` seconds. Unknown job: exit 2.
+    public static func run(job: String, store: CheckpointStore, timeout: Double?, db: Connection, poll: Double = 1, every: Double = 5,
+                           stop: StopSignal = StopSignal(), emit: (RunEvent) -> Void) throws -> Outcome {
+        try db.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+        let began = ContinuousClock.now
+        var lastShown: (state: String, at: Double)?
+        while true {
+            let elapsed = (ContinuousClock.now - began).seconds
+            guard let status = try store.status(job: job, db: db).first else {
+                return Outcome(exitCode: 2, message: "no job named `\(job)` in schema `\(store.schema)`",
+                               next: "`backfill status` lists the jobs; start `wait` once the run has registered the job")
+            }
+            let state = stateText(status)
+            var outcome: Outcome?
+            switch verdict(status.state) {
+            case .finished(0):
+                outcome = Outcome(exitCode: 0, message: "\(job) is done", next: "nothing: release what relies on it")
+            case .finished(let code):
+                outcome = Outcome(exitCode: code, message: "\(job) is \(status.state.rawValue)" + (status.lastError.map { ": \($0)" } ?? ""),
+                                  next: status.state == .failed ? "fix the cause, then run the job again: it resumes from its checkpoint" : "the job was cancelled: `run --restart` starts it over")
+            case .keepWaiting:
+                if let timeout, elapsed >= timeout {
+                    outcome = Outcome(exitCode: 3, message: "\(job) is still \(state) after \(Int(timeout.rounded())) s (\(line(status)))",
+                                      next: "wait again, or check the runner with `backfill status \(job)`")
+                } else if stop.isRequested {
+                    outcome = Outcome(exitCode: 3, message: "stopped waiting for \(job) (\(line(status)))", next: "wait again: the job itself was not touched")
+                }
+            }
+            if let outcome {
+                emit(RunEvent(.wait, job: job, fields(status) + [("waited_seconds", .double(elapsed)), ("exit_code", .int(Int64(outcome.exitCode))), ("next", .string(outcome.next))]))
+                return outcome
+            }
+            if lastShown?.state != state || elapsed - (lastShown?.at ?? -every) >= every {
+                emit(RunEvent(.wait, job: job, fields(status) + [("waited_seconds", .double(elapsed))]))
+                lastShown = (state, elapsed)
+            }
+            let nap = min(poll, timeout.map { max($0 - elapsed, 0.05) } ?? poll)
+            var left = Int(nap * 1000)
+            while left > 0 && !stop.isRequested {
+                usleep(useconds_t(min(left, 50) * 1000))
+                left -= 50
+            }
+        }
+    }
+}

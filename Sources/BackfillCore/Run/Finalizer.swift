@@ -1,0 +1,81 @@
+import Foundation
+import PostgresClient
+
+/// Runs a done and verified job's `finalize` statements, once each, in order. Each step is one
+/// transaction, sent as one pipeline: `BEGIN`, `SET LOCAL lock_timeout` (the job's
+/// `timeouts.lock_ms`, so that a DDL waiting for its lock never holds live traffic queued
+/// behind it for longer), the statement (exactly one, by protocol), the step's record in
+/// `finalize_steps`, and `COMMIT`: the record commits with the DDL or not at all. A lock timeout,
+/// deadlock or lost connection is retried with the job's `RetryPolicy`; any other error, or the
+/// retries used up, fails the job naming the step, and the next run starts from that step.
+struct Finalizer {
+    let context: RunContext
+    private var spec: JobSpec { context.spec }
+    private var store: CheckpointStore { context.options.store }
+
+    init(context: RunContext) { self.context = context }
+
+    func run(_ db: inout Connection) throws -> RunOutcome {
+        if case .refuse = try store.apply(.finalizeStarts, job: spec.name, db: db) { return try interrupted(db) }
+        var done = try store.finalizedSteps(spec.name, db: db)
+        let policy = RetryPolicy(spec.retry)
+        let count = spec.finalize.count
+        for (index, statement) in spec.finalize.enumerated() {
+            let step = index + 1
+            let fields: [(String, RunEvent.Value)] = [("step", .int(Int64(step))), ("steps", .int(Int64(count))), ("statement", .string(statement))]
+            if done[step] == JobSpec.hash(statement) {
+                context.event(.finalize, fields + [("state", .string("skipped"))])
+                continue
+            }
+            if let state = try store.state(spec.name, db: db), state == .paused || state == .cancelled { return try interrupted(db) }
+            context.event(.finalize, fields + [("state", .string("started"))])
+            let began = ContinuousClock.now
+            var attempt = 1
+            attempts: while true {
+                if context.stop.isRequested { return .stopped(.signal, context.summary(state: .pending)) }
+                let tried = ContinuousClock.now
+                do {
+                    _ = try db.pipeline([
+                        .init("BEGIN"), .init("SET LOCAL lock_timeout = '\(spec.timeouts.lockMs)ms'"), .init(statement),
+                        store.recordStep(spec.name, step: step, statement: statement, attempts: attempt), .init("COMMIT"),
+                    ])
+                    break attempts
+                } catch let error as PostgresError {
+                    if db.isOpen { try? db.execute("ROLLBACK") }
+                    switch policy.decide(error, attempt: attempt, random: Double.random(in: 0..<1)) {
+                    case .fail(let exhausted):
+                        let failure = RunFailure(
+                            sqlstate: error.code.raw, attempts: attempt, exhausted: exhausted,
+                            message: "finalize step \(step) of \(count) failed\(exhausted ? " \(attempt) times, giving up" : ""): \(error.message) (statement: \(statement)); the steps before it are done, and the next run starts from this one",
+                            detail: error.detail, hint: error.hint)
+                        try store.apply(.finalizeFailed, job: spec.name, error: failure.description, db: db)
+                        return .failed(failure, context.summary(state: .failed))
+                    case .retry(let reason, let delayMs, _, let reconnect):
+                        context.addRetry(reason)
+                        context.event(.retry, [("reason", .string(reason.rawValue)), ("attempt", .int(Int64(attempt))), ("delay_ms", .int(Int64(delayMs))),
+                                               ("duration_ms", .double((ContinuousClock.now - tried).milliseconds)), ("sqlstate", .string(error.code.raw)),
+                                               ("message", .string(error.message)), ("step", .int(Int64(step)))])
+                        context.sleep(ms: delayMs)
+                        attempt += 1
+                        if reconnect || !db.isOpen {
+                            db = try Connection(context.options.database, applicationName: context.applicationName)
+                            // The COMMIT may have gone through before the connection was lost.
+                            done = try store.finalizedSteps(spec.name, db: db)
+                            if done[step] == JobSpec.hash(statement) { break attempts }
+                        }
+                    }
+                }
+            }
+            context.event(.finalize, fields + [("state", .string("done")), ("attempts", .int(Int64(attempt))),
+                                               ("duration_ms", .double((ContinuousClock.now - began).milliseconds))])
+        }
+        try store.apply(.finalizeDone, job: spec.name, db: db)
+        return .done(context.summary(state: .done))
+    }
+
+    /// The job was paused or cancelled by an operator before a step: it keeps that state.
+    private func interrupted(_ db: Connection) throws -> RunOutcome {
+        let state = try store.state(spec.name, db: db)
+        return .stopped(state == .paused ? .paused : .cancelled, context.summary(state: state ?? .cancelled))
+    }
+}

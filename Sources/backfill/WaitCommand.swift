@@ -1,0 +1,41 @@
+import ArgumentParser
+import BackfillCore
+import Foundation
+
+struct Wait: ParsableCommand, LogFormatted {
+    static let configuration = CommandConfiguration(
+        abstract: "Deploy gate: block until a job is done (exit 0), failed or cancelled (exit 1), or --timeout passes (exit 3).",
+        discussion: """
+            Reads the checkpoint store read-only once a second and never takes the lease; a progress line \
+            (state, rows done, %, ETA) every 5 s on stderr, or `wait` events with --log-format json. \
+            A paused job, or one whose runner is gone, is waited for: another run may still finish it. \
+            An unknown job exits 2.
+            """)
+
+    @Argument(help: "The job's name.") var job: String
+    @OptionGroup var db: DatabaseOptions
+    @Option(name: .long, help: "Give up after this long (90s, 10m, 2h): exit 3. Default: wait for as long as it takes.", transform: DurationArgument.init(parsing:))
+    var timeout: DurationArgument?
+    @Option(name: .customLong("log-format"), help: "Progress on stderr: text or json (one `wait` event per line). Default: text. Env: \(Setting.logFormat).")
+    var givenLogFormat: LogFormat?
+
+    var logFormat: LogFormat { givenLogFormat ?? .text }
+
+    mutating func validate() throws {
+        try Setting.logFormat.fill(&givenLogFormat)
+    }
+
+    func run() throws {
+        let conn = try connect(db, as: "wait")
+        let console = Console(logFormat: logFormat, progress: .never)
+        let stop = StopSignal()
+        let signals = SignalHandling.install(stop: stop, console: console)
+        defer { withExtendedLifetime(signals) {} }
+        let outcome = try JobWait.run(job: job, store: db.store, timeout: timeout?.seconds, db: conn, stop: stop, emit: console.handle)
+        switch outcome.exitCode {
+        case 0: print(outcome.message)
+        case 2: throw noSuchJob(job, db)
+        default: throw CommandFailure(message: outcome.message, next: outcome.next, exitCode: outcome.exitCode)
+        }
+    }
+}
