@@ -218,7 +218,6 @@ final class Worker {
         let began = ContinuousClock.now
         let db = try db()
         let result: BatchResult
-        cost.beforeBatch(db)
         do {
             result = try inFlight(db) { try batch(kind, db: db) }
         } catch let error as PostgresError {
@@ -228,7 +227,6 @@ final class Worker {
         switch result {
         case .committed(let rows, let walked, let lastKey, let range, let waiters):
             let ms = (ContinuousClock.now - began).milliseconds
-            cost.afterBatch(db, at: context.elapsed)
             rowsDone += rows
             let total = context.addBatch(rows: rows, ms: ms, lastKey: lastKey)
             return (.committed(rows: rows, keys: walked, ms: ms, waiters: waiters),
@@ -398,7 +396,8 @@ final class Worker {
             func checkpoint(rows: String, outside: String, first: Int) -> Connection.Statement? {
                 store.checkpoint(spec.name, range: claim.range, lastKey: upper, keys: walked, worker: name, rows: rows, outside: outside, first: first)
             }
-            let finish = waiters + [closing]
+            // Just before COMMIT: the WAL position and the table's update counters (WriteCost).
+            let finish = waiters + [cost.reading, closing]
             let end = single ? [] : finish
             if single { try db.execute("SAVEPOINT backfill_part; SET CONSTRAINTS ALL IMMEDIATE") }
             let changed: (rows: Int64, outside: Int64)
@@ -431,7 +430,8 @@ final class Worker {
             }
             if single { results += try db.pipeline(finish) }
             store.moved(spec.name, range: claim.range, lastKey: upper)
-            let waited = waiters.isEmpty ? Waiters(count: 0, longestMs: 0) : Waiters(results[results.count - 2].rows.first)
+            cost.record(walBefore: claim.walPosition, reading: results[results.count - 2])
+            let waited = waiters.isEmpty ? Waiters(count: 0, longestMs: 0) : Waiters(results[results.count - 3].rows.first)
             return .committed(rows: changed.rows, walked: walked, lastKey: upper, range: claim.range, waiters: waited)
         } catch let error as PostgresError where Self.isRangeCheck(error) {
             if db.isOpen { try? db.execute("ROLLBACK") }

@@ -123,6 +123,9 @@ public struct RangeClaim: Sendable, Hashable {
     public var jobState: JobState
     /// The job's live overrides (`backfill tune`), read by the same statement.
     public var tuning: Tuning? = nil
+    /// The server's WAL insert position as the batch transaction began (bytes), read by the same
+    /// statement: the start of the batch's `wal_bytes`.
+    public var walPosition: Int64? = nil
 }
 
 /// The ETA `status` shows: keys left over keys walked per second of the run's active time.
