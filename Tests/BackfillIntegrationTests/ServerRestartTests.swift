@@ -65,18 +65,28 @@ struct LockHoldTests {
             }
         }
         // The structure behind it: a batch session never sits idle, waiting for Backfill, while
-        // it holds the row-exclusive lock its UPDATE took on the table.
+        // it holds the row-exclusive lock its UPDATE took on the table. pg_stat_activity and
+        // pg_locks are not read at one instant (a session idle between two round trips may have
+        // taken the lock by the time pg_locks is read), so the locks are read between two
+        // readings of the sessions' states, and a session counts only when both readings show it
+        // idle in transaction since the same moment: it held the lock while idle.
         let idleWithRowLocks = Mutex(0)
         let monitor = Thread {
             guard let watch = try? Connection(url) else { return }
-            while !stop.load(ordering: .relaxed) {
-                let n = (try? watch.query(
+            func idle() -> Set<String> {
+                Set((try? watch.query(
                     """
-                    SELECT count(*) AS n FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
-                    WHERE a.application_name = 'backfill:frozen' AND a.state = 'idle in transaction'
-                      AND l.relation = 'items'::regclass AND l.mode = 'RowExclusiveLock'
-                    """).first?["n"].int) ?? 0
-                idleWithRowLocks.withLock { $0 += n }
+                    SELECT pid::text || '@' || state_change::text AS id FROM pg_stat_activity
+                    WHERE application_name = 'backfill:frozen' AND state = 'idle in transaction'
+                    """).rows.compactMap { $0["id"].string }) ?? [])
+            }
+            while !stop.load(ordering: .relaxed) {
+                let before = idle()
+                let locked = Set((try? watch.query(
+                    "SELECT pid::text AS pid FROM pg_locks WHERE relation = 'items'::regclass AND mode = 'RowExclusiveLock' AND granted"
+                ).rows.compactMap { $0["pid"].string }) ?? [])
+                let held = before.intersection(idle()).filter { locked.contains(String($0.prefix { $0 != "@" })) }
+                idleWithRowLocks.withLock { $0 += held.count }
             }
         }
         writers.forEach { $0.start() }
