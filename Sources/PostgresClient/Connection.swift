@@ -208,10 +208,27 @@ public final class Connection {
     public struct Statement: Sendable {
         public var sql: String
         public var parameters: [PostgresValue]
-        public init(_ sql: String, _ parameters: [PostgresValue] = []) {
+        /// Prepare it once per session and then only execute it, when the connection
+        /// `preparesStatements`: for statements of fixed text run at every batch, whose parse
+        /// and plan would otherwise cost more than their execution.
+        public var prepared: Bool
+        public init(_ sql: String, _ parameters: [PostgresValue] = [], prepared: Bool = false) {
             self.sql = sql
             self.parameters = parameters
+            self.prepared = prepared
         }
+    }
+
+    /// Whether `pipeline` prepares the statements marked `prepared` (once per session, as named
+    /// statements). Set it only on a connection known to reach its own backend directly
+    /// (`pg_backend_pid()` is the pid libpq was told): through a transaction-mode pooler a named
+    /// statement would be missing on the next server connection.
+    public var preparesStatements = false
+
+    /// Whether this connection reaches its backend directly, not through a pooler: the server's
+    /// `pg_backend_pid()` is the pid libpq was told at connection.
+    public func isDirect() throws -> Bool {
+        try query("SELECT pg_backend_pid() AS pid").first?["pid"].int64 == Int64(backendPID)
     }
 
     /// Sends every statement at once in libpq's pipeline mode and reads their results: one
@@ -223,24 +240,45 @@ public final class Connection {
         let conn = try liveHandle()
         guard PQenterPipelineMode(conn) == 1 else { throw clientError(conn) }
         defer { PQexitPipelineMode(conn) }
+        // What was sent, in order: a statement's Parse under a new name (when it is to be
+        // prepared and is not yet), or a statement to run.
+        var sent: [(sql: String, preparing: String?)] = []
         for statement in statements {
-            let sent = Self.withEncoded(statement.parameters) { values in
-                PQsendQueryParams(conn, statement.sql, Int32(statement.parameters.count), nil, values, nil, nil, 0)
+            var name: String?
+            if statement.prepared, preparesStatements {
+                if let known = preparedNames[statement.sql] {
+                    name = known
+                } else {
+                    let fresh = "backfill_\(preparedNames.count + sent.count { $0.preparing != nil })"
+                    guard PQsendPrepare(conn, fresh, statement.sql, Int32(statement.parameters.count), nil) == 1 else { throw clientError(conn) }
+                    sent.append((statement.sql, fresh))
+                    name = fresh
+                }
             }
-            guard sent == 1 else { throw clientError(conn) }
+            let ok = Self.withEncoded(statement.parameters) { values in
+                if let name { return PQsendQueryPrepared(conn, name, Int32(statement.parameters.count), values, nil, nil, 0) }
+                return PQsendQueryParams(conn, statement.sql, Int32(statement.parameters.count), nil, values, nil, nil, 0)
+            }
+            guard ok == 1 else { throw clientError(conn) }
+            sent.append((statement.sql, nil))
         }
         guard PQpipelineSync(conn) == 1 else { throw clientError(conn) }
         var results: [QueryResult] = []
         var failure: (any Error)?
-        for _ in statements {
-            // Each statement's results end with a null result.
+        for command in sent {
+            // Each command's results end with a null result.
             while let result = PQgetResult(conn) {
                 if PQresultStatus(result) == PGRES_PIPELINE_ABORTED {
                     PQclear(result)
                     continue
                 }
                 do {
-                    results.append(try consume(result, conn: conn))
+                    let consumed = try consume(result, conn: conn)
+                    if let name = command.preparing {
+                        preparedNames[command.sql] = name  // parsed: named statements outlive a failed transaction
+                    } else {
+                        results.append(consumed)
+                    }
                 } catch {
                     failure = failure ?? error
                 }

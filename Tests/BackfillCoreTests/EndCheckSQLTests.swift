@@ -30,3 +30,12 @@ struct EndCheckSQLTests {
         #expect(BatchStatements.RemainingScope.all.parameters.isEmpty)
     }
 }
+
+@Suite("Batch transaction settings")
+struct SessionPinsTests {
+    @Test("the batch's settings are one statement of set_config calls local to the transaction, quotes doubled")
+    func setLocal() {
+        #expect(SessionPins.setLocal(["lock_timeout = '100ms'", "enable_seqscan = off", "DateStyle = 'ISO, YMD'", "x = it's"])
+            == "SELECT set_config('lock_timeout', '100ms', true), set_config('enable_seqscan', 'off', true), set_config('DateStyle', 'ISO, YMD', true), set_config('x', 'it''s', true)")
+    }
+}

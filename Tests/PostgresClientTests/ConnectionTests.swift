@@ -57,6 +57,30 @@ struct ConnectionTests {
         #expect(own.option("keepalives_count") == "3")
     }
 
+    @Test("a pipeline prepares marked statements once on a direct connection, keeps them across a failed transaction, and never on a pooled one")
+    func preparedPipeline() throws {
+        let db = try Connection(try TestDatabases.create("prepared"))
+        #expect(try db.isDirect())
+        db.preparesStatements = true
+        let add = Connection.Statement("SELECT $1::int + 1 AS n", [.int(1)], prepared: true)
+        func named() throws -> Int64 {
+            try db.query("SELECT count(*) AS n FROM pg_prepared_statements WHERE statement = 'SELECT $1::int + 1 AS n'").first?["n"].int64 ?? -1
+        }
+        #expect(try db.pipeline([.init("BEGIN"), add, .init("COMMIT")]).map { $0.rows.first?["n"].int64 } == [nil, 2, nil])
+        #expect(try named() == 1)
+        var again = add
+        again.parameters = [.int(41)]
+        #expect(try db.pipeline([again]).first?.rows.first?["n"].int64 == 42)
+        #expect(try named() == 1)
+        // A failure later in the pipeline: the statement stays prepared, its result is not kept.
+        _ = expectPostgresError(.init("22012")) { _ = try db.pipeline([.init("BEGIN"), add, .init("SELECT 1 / 0"), .init("COMMIT")]) }
+        try db.execute("ROLLBACK")
+        #expect(try named() == 1)
+        db.preparesStatements = false
+        #expect(try db.pipeline([Connection.Statement("SELECT $1::int * 3 AS n", [.int(3)], prepared: true)]).first?.rows.first?["n"].int64 == 9)
+        #expect(try db.query("SELECT count(*) AS n FROM pg_prepared_statements").first?["n"].int64 == 1)
+    }
+
     @Test("typed values round-trip, including NULL and non-ASCII text")
     func roundTrip() throws {
         let db = try Connection(try TestDatabases.create("roundtrip"))

@@ -7,11 +7,14 @@ import Synchronization
 /// sessions wait (`pg_locks.waitstart`) on a lock that a batch's backend holds
 /// (`pg_blocking_pids`). The cancelled batch rolls back, and the worker halves it and rests
 /// before trying again, so the worst live wait is bounded by the setting, not by the batch's size
-/// or by how busy the machine is. One per run; workers register their batch while it runs.
+/// or by how busy the machine is. One per run; workers register their batch while it runs, and
+/// only batches that have run about as long as the limit are asked about.
 final class Watchdog: Sendable {
     private struct Watched: Sendable {
         var pid: Int32
         var token: CancelToken
+        /// When the batch began: a session can only have waited on its locks since then.
+        var since: ContinuousClock.Instant
         /// How long the waiter had waited when the watchdog cancelled this batch.
         var firedAfterMs: Double?
     }
@@ -35,7 +38,7 @@ final class Watchdog: Sendable {
 
     /// A worker's batch starts on the backend `pid`; `token` cancels it.
     func watch(_ worker: Int, pid: Int32, token: CancelToken) {
-        watched.withLock { $0[worker] = Watched(pid: pid, token: token) }
+        watched.withLock { $0[worker] = Watched(pid: pid, token: token, since: .now) }
     }
 
     /// The batch ended. Returns how long the waiter had waited if the watchdog cancelled it.
@@ -49,17 +52,29 @@ final class Watchdog: Sendable {
         finished.wait()
     }
 
+    /// Sessions waiting on a heavyweight lock come from `pg_stat_activity` (its wait event), which
+    /// is cheap to read every 10 ms; only for those does it ask who blocks them and since when
+    /// (`pg_blocking_pids`, `pg_locks.waitstart`), which take the lock manager's partition locks.
     static let query = """
-        SELECT b.pid, max(extract(epoch FROM clock_timestamp() - l.waitstart) * 1000)::float8 AS waited_ms
-        FROM unnest($1::int[]) AS b(pid)
-        JOIN pg_locks l ON NOT l.granted AND l.waitstart IS NOT NULL AND b.pid = ANY (pg_blocking_pids(l.pid))
+        SELECT b.pid, max(w.waited_ms)::float8 AS waited_ms
+        FROM (SELECT a.pid, (SELECT extract(epoch FROM clock_timestamp() - min(l.waitstart)) * 1000
+                             FROM pg_locks l WHERE l.pid = a.pid AND NOT l.granted) AS waited_ms
+              FROM pg_stat_get_activity(NULL) a WHERE a.wait_event_type = 'Lock') w
+        JOIN unnest($1::int[]) AS b(pid) ON b.pid = ANY (pg_blocking_pids(w.pid))
+        WHERE w.waited_ms IS NOT NULL
         GROUP BY b.pid
         """
 
     private func loop(conninfo: String?, applicationName: String) {
         var db: Connection?
         while !stopped.load(ordering: .acquiring) {
-            let pids = watched.withLock { $0.values.filter { $0.firedAfterMs == nil }.map(\.pid) }
+            // A batch's locks are its own transaction's, so nobody can have waited on them longer
+            // than the batch has run: a batch younger than the limit (less one poll) needs no
+            // query, and short batches cost the server nothing.
+            let now = ContinuousClock.now
+            let pids = watched.withLock {
+                $0.values.filter { $0.firedAfterMs == nil && (now - $0.since).milliseconds >= limitMs - Double(intervalMs) }.map(\.pid)
+            }
             if pids.isEmpty {
                 usleep(useconds_t(intervalMs * 1000))
                 continue

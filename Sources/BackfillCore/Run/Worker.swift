@@ -43,6 +43,14 @@ final class Worker {
         WorkerMachine.Now(seconds: context.elapsed, stopRequested: context.shouldStop, sharedRestMs: max(0, context.sharedRest.milliseconds))
     }
 
+    /// A worker's connection; directly to the server (no pooler in between), the statements of
+    /// every batch are prepared once and then only executed.
+    private static func connect(_ context: RunContext) throws -> Connection {
+        let db = try Connection(context.options.database, applicationName: context.applicationName)
+        db.preparesStatements = try db.isDirect()
+        return db
+    }
+
     private func db() throws -> Connection {
         guard let connection else { throw PostgresError(code: .connectionFailure, severity: "CLIENT", message: "not connected") }
         return connection
@@ -50,7 +58,7 @@ final class Worker {
 
     func run() -> WorkerResult {
         do {
-            connection = try Connection(context.options.database, applicationName: context.applicationName)
+            connection = try Self.connect(context)
         } catch let error as PostgresError {
             return .failed(RunFailure(sqlstate: error.code.raw, message: "worker \(index) could not connect: \(error.message)", hint: error.hint))
         } catch {
@@ -330,7 +338,7 @@ final class Worker {
     /// checkpoint is part of the batch statement; a `sql` action's checkpoint needs its row count,
     /// so it follows in a fourth round trip, with `idle_in_transaction_session_timeout` as the
     /// bound on a frozen runner. A dry run ends with `ROLLBACK` instead.
-    private var opening: [Connection.Statement] { [Connection.Statement("BEGIN")] + batchSettings.map { Connection.Statement("SET LOCAL \($0)") } }
+    private var opening: [Connection.Statement] { [Connection.Statement("BEGIN"), Connection.Statement(SessionPins.setLocal(batchSettings), prepared: true)] }
 
     private func batch(_ kind: BatchKind, db: Connection) throws -> BatchResult {
         batchStart = (preferred, nil)
@@ -360,7 +368,7 @@ final class Worker {
                 let ceiling = claim.ceiling.map { $0.map(PostgresValue.text) } ?? []
                 guard let upperRow = try db.query(
                     plan.statements.upperBound(afterKey: afterKey, belowCeiling: claim.ceiling != nil),
-                    lower + ceiling + [.int(Int64(size - 1))]).first
+                    lower + ceiling + [.int(Int64(size - 1))], prepared: db.preparesStatements).first
                 else {
                     try store.completeRange(spec.name, range: claim.range, db: db)
                     try db.execute(store.closing)
@@ -391,7 +399,7 @@ final class Worker {
             if case .part(_, _, _, 1) = kind { single = true }
             batchWrite = (claim.range, claim.lower, upper, walked)
             let bounds = lower + upper.map(PostgresValue.text)
-            let waiters = spec.throttle.whenBlocking ? [Connection.Statement(CheckpointStore.waitersQuery)] : []
+            let waiters = spec.throttle.whenBlocking ? [Connection.Statement(CheckpointStore.waitersQuery, prepared: true)] : []
             let closing = Connection.Statement(store.closing)
             func checkpoint(rows: String, outside: String, first: Int) -> Connection.Statement? {
                 store.checkpoint(spec.name, range: claim.range, lastKey: upper, keys: walked, worker: name, rows: rows, outside: outside, first: first)
@@ -407,13 +415,13 @@ final class Worker {
                    let moved = checkpoint(rows: counts.rows, outside: counts.outside, first: bounds.count + 1) {
                     // update/delete: data and checkpoint in one statement, then COMMIT, in one round trip.
                     results = try db.pipeline(
-                        [Connection.Statement(plan.statements.batch(afterKey: afterKey, checkpoint: moved.sql), bounds + moved.parameters)] + end)
+                        [Connection.Statement(plan.statements.batch(afterKey: afterKey, checkpoint: moved.sql), bounds + moved.parameters, prepared: true)] + end)
                     changed = plan.statements.changed(by: results[0])
                 } else {
-                    let statement = Connection.Statement(afterKey ? plan.statements.batch : plan.statements.batchFromStart, bounds)
+                    let statement = Connection.Statement(afterKey ? plan.statements.batch : plan.statements.batchFromStart, bounds, prepared: true)
                     if let moved = checkpoint(rows: "0", outside: "0", first: 1) {
                         // A sql action: its own statement, then the checkpoint with its row count.
-                        changed = plan.statements.changed(by: try db.query(statement.sql, statement.parameters))
+                        changed = plan.statements.changed(by: try db.query(statement.sql, statement.parameters, prepared: db.preparesStatements))
                         let counted = checkpoint(rows: String(changed.rows), outside: "0", first: 1) ?? moved
                         results = try db.pipeline([counted] + end)
                     } else {
@@ -571,7 +579,7 @@ final class Worker {
     private func reconnect() -> WorkerMachine.Event {
         connection?.close()
         do {
-            connection = try Connection(context.options.database, applicationName: context.applicationName)
+            connection = try Self.connect(context)
             return .reconnected
         } catch let error as PostgresError {
             lastFailure = (error, 0)  // the machine's retry note reports it, once

@@ -4,7 +4,7 @@ import PostgresClient
 /// batch ran (the WAL insert position read by the batch's claim and again just before its
 /// `COMMIT`, in the round trips the batch makes anyway: on a busy server it includes other
 /// sessions' WAL of that moment), and the share of the table's updates during the run that were
-/// HOT (`pg_stat_user_tables`, read by the same statement): a low share means an index on a
+/// HOT (`pg_stat_user_tables`' counters, read by the same statement): a low share means an index on a
 /// filled column makes every update write every index.
 struct WriteCost {
     let tableOID: Int64
@@ -23,9 +23,9 @@ struct WriteCost {
     var reading: Connection.Statement {
         Connection.Statement(
             """
-            SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint AS lsn, s.n_tup_hot_upd AS hot, s.n_tup_upd AS upd
-            FROM (SELECT 1) one LEFT JOIN pg_stat_user_tables s ON s.relid = $1::oid
-            """, [.int(tableOID)])
+            SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint AS lsn,
+                   pg_stat_get_tuples_hot_updated($1::oid) AS hot, pg_stat_get_tuples_updated($1::oid) AS upd
+            """, [.int(tableOID)], prepared: true)
     }
 
     /// Takes a committed batch's readings: the WAL position its claim read, and the result of

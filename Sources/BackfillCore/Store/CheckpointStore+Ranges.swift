@@ -39,7 +39,7 @@ extension CheckpointStore {
                 ORDER BY r.range_id = $2 DESC, r.range_id
                 LIMIT 1 FOR UPDATE SKIP LOCKED) r ON true
             WHERE j.name = $1
-            """, [.text(job), .int(Int64(preferred ?? -1)), leaseWatch.map { .text($0.specHash) } ?? .null, token.map { .text($0) } ?? .null])
+            """, [.text(job), .int(Int64(preferred ?? -1)), leaseWatch.map { .text($0.specHash) } ?? .null, token.map { .text($0) } ?? .null], prepared: true)
         guard let row = try db.pipeline(opening + [claim]).last?.first else { return nil }
         if row["same_spec"].bool == false { throw leaseLost("the job was started over with a different job file by another runner") }
         if row["leased"].bool == false { throw leaseLost("the lease row was taken by another runner or removed by `backfill unlock`") }
@@ -160,7 +160,7 @@ extension CheckpointStore {
     /// waited so far (since its statement started); the columns `waiters` and `longest_wait_ms`.
     static let waitersQuery = """
         SELECT count(*)::int AS waiters, coalesce(max(extract(epoch FROM clock_timestamp() - a.query_start)) * 1000, 0)::float8 AS longest_wait_ms \
-        FROM pg_stat_activity a WHERE a.wait_event_type = 'Lock' AND pg_backend_pid() = ANY (pg_blocking_pids(a.pid))
+        FROM pg_stat_get_activity(NULL) a WHERE a.wait_event_type = 'Lock' AND pg_backend_pid() = ANY (pg_blocking_pids(a.pid))
         """
 
     /// Marks the range walked to its end.
