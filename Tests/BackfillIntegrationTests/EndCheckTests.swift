@@ -6,16 +6,16 @@ import Testing
 struct EndCheckTests {
     @Test("the overlapped end check counts every row left matching, behind the walk's frontier and ahead of it", arguments: [1, 2])
     func overlapped(workers: Int) throws {
-        let (url, db) = try itemsDatabase("endcheck\(workers)", rows: 60_000)
+        let (url, db) = try itemsDatabase("endcheck\(workers)", rows: 200_000)
         // A `set` that leaves three rows matching: one early in the key space, one in the middle,
-        // one that is still ahead of the walk when the early count starts (at 80 % walked).
+        // one that is still ahead of the walk when the early count starts (at 95 % walked).
         let yaml = """
             name: end-check-\(workers)
             table: items
             key: [id]
             where: filled IS NULL
             set:
-              filled: CASE WHEN id IN (7, 30007, 59990) THEN NULL ELSE id * 2 END
+              filled: CASE WHEN id IN (7, 100007, 199990) THEN NULL ELSE id * 2 END
               writes: writes + 1
             batch: {size: 1000, min: 1000, max: 1000, pause_ms: 50}
             workers: \(workers)
@@ -28,7 +28,7 @@ struct EndCheckTests {
         #expect(pass["end_check"] == .string("overlapped"))
         let done = try #require(events.first { $0.kind == .done })
         #expect(done["end_check"] == .string("overlapped"))
-        #expect(try db.query("SELECT count(*) AS n FROM items WHERE writes = 1").first?["n"].int64 == 60_000)
+        #expect(try db.query("SELECT count(*) AS n FROM items WHERE writes = 1").first?["n"].int64 == 200_000)
     }
 
     @Test("a run too short for the early count checks after the walk")

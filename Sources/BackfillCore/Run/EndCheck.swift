@@ -9,7 +9,10 @@ import Synchronization
 /// matching `where` outside what is still being walked (the open ranges' intervals at that
 /// moment), while the workers finish. After the walk only those intervals are checked, through
 /// the key's index. A row that changes behind the walk after the early count is found by no
-/// check, as a row that changes after the end check never is.
+/// check, as a row that changes after the end check never is. The default, 5 % of the keys, is
+/// about as long as a sequential scan of the table takes next to a walk of it through the
+/// index (about 20 times faster here), so that window is about the scan's own length, as it
+/// was when the scan ran after the walk.
 final class EndCheck: Sendable {
     /// What the early count found: the intervals it left out and the rows matching outside them.
     struct Early: Sendable {
@@ -35,7 +38,7 @@ final class EndCheck: Sendable {
     private let ended = DispatchSemaphore(value: 0)
 
     init(spec: JobSpec, statements: BatchStatements, store: CheckpointStore, conninfo: String?,
-         applicationName: String, startWhenLeft: Double = 0.2, limit: Int64 = 1000) {
+         applicationName: String, startWhenLeft: Double = 0.05, limit: Int64 = 1000) {
         self.spec = spec
         self.statements = statements
         self.store = store
@@ -72,7 +75,7 @@ final class EndCheck: Sendable {
         }
     }
 
-    /// Polls the ranges every 250 ms; once few enough keys are left, counts outside them.
+    /// Polls the ranges every 100 ms; once few enough keys are left, counts outside them.
     private func watch() throws -> Early? {
         let db = try Connection(conninfo, applicationName: applicationName + ":end-check")
         while !phase.withLock({ $0.stop }) {
@@ -88,7 +91,7 @@ final class EndCheck: Sendable {
                 let matching = try Self.count(.outside(intervals), spec: spec, statements: statements, store: store, limit: limit, db: db)
                 return Early(intervals: intervals, matching: matching)
             }
-            Thread.sleep(forTimeInterval: 0.25)
+            Thread.sleep(forTimeInterval: 0.1)
         }
         return nil
     }
