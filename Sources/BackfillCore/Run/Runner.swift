@@ -261,8 +261,7 @@ public final class Runner {
     /// they are known, and listed by `backfill bad-rows`. After an early count (`EndCheck`) only
     /// the intervals it left out are read.
     private func remainingRows(_ plan: JobPlan, _ db: Connection, early: EndCheck.Early?) throws -> Int64? {
-        guard !options.dryRun, !isSQLAction, plan.statements.remainingCount(spec: spec, excludingBadRowsIn: options.store.badRowsTable) != nil
-        else { return nil }
+        guard !options.dryRun, !isSQLAction, spec.whereClause != nil else { return nil }
         if let early { return try EndCheck.remaining(after: early, spec: spec, statements: plan.statements, store: options.store, limit: 1000, db: db) }
         return try EndCheck.count(.all, spec: spec, statements: plan.statements, store: options.store, limit: 1000, db: db)
     }
