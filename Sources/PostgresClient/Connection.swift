@@ -228,7 +228,12 @@ public final class Connection {
     /// Whether this connection reaches its backend directly, not through a pooler: the server's
     /// `pg_backend_pid()` is the pid libpq was told at connection.
     public func isDirect() throws -> Bool {
-        try query("SELECT pg_backend_pid() AS pid").first?["pid"].int64 == Int64(backendPID)
+        isDirect(serverPID: try query("SELECT pg_backend_pid() AS pid").first?["pid"].int64)
+    }
+
+    /// `isDirect()` for a `pg_backend_pid()` read by a statement of the caller's own.
+    public func isDirect(serverPID: Int64?) -> Bool {
+        serverPID == Int64(backendPID)
     }
 
     /// Sends every statement at once in libpq's pipeline mode and reads their results: one

@@ -60,7 +60,6 @@ public struct BatchStatements: Sendable, Hashable {
         self.key = key
         let n = key.count
         let columns = key.map { Identifier.quote($0.name) }
-        let tuple = Self.tuple(key)
         func parameters(from first: Int) -> String { Self.parameters(key, from: first) }
         let selectKeys = columns.enumerated().map { i, c in "\(c)::text AS k\(i)" }.joined(separator: ", ")
         // ORDER BY names the table's columns qualified: a bare name would mean an output column
@@ -71,7 +70,7 @@ public struct BatchStatements: Sendable, Hashable {
         // The upper key and how many keys the batch walks: the offset + 1, or, for the last batch
         // of a range (fewer keys left than asked for), a count of what is left, read only then.
         func upper(after lower: String?, ceiling: String?, offsetParameter: Int) -> String {
-            let bounds = [lower.map { "\(tuple) > \($0)" }, ceiling.map { "\(tuple) <= \($0)" }].compactMap { $0 }
+            let bounds = Self.bounds(key, after: lower, upTo: ceiling)
             let filter = bounds.isEmpty ? "" : " WHERE " + bounds.joined(separator: " AND ")
             return """
                 (SELECT \(selectKeys), $\(offsetParameter)::bigint + 1 AS walked FROM \(table)\(filter) ORDER BY \(ascending) OFFSET $\(offsetParameter) LIMIT 1) \
@@ -86,10 +85,7 @@ public struct BatchStatements: Sendable, Hashable {
         sampleTemplate = "SELECT \(selectKeys) FROM \(table) TABLESAMPLE SYSTEM (%PERCENT%) ORDER BY \(ascending)"
 
         func statement(lower: String?, upper: String) -> (plain: String, change: Change?) {
-            var bounds: [String] = []
-            if let lower { bounds.append("\(tuple) > \(lower)") }
-            bounds.append("\(tuple) <= \(upper)")
-            let range = bounds.joined(separator: " AND ")
+            let range = Self.bounds(key, after: lower, upTo: upper).joined(separator: " AND ")
             let predicate = range + (spec.whereClause.map { " AND (\($0))" } ?? "")
             let keys = columns.joined(separator: ", ")
             let change: String
@@ -186,16 +182,20 @@ public struct BatchStatements: Sendable, Hashable {
         return key.count == 1 ? list[0] : "(" + list.joined(separator: ", ") + ")"
     }
 
+    /// The bounds of a key range: `(key) > lower` and `(key) <= upper`, each when given.
+    static func bounds(_ key: [KeyColumn], after lower: String?, upTo upper: String?) -> [String] {
+        let tuple = Self.tuple(key)
+        return [lower.map { "\(tuple) > \($0)" }, upper.map { "\(tuple) <= \($0)" }].compactMap { $0 }
+    }
+
     /// `(key) > (lower) AND (key) <= (upper)` for an interval, with parameters numbered from
     /// `first`; `true` for an interval with neither bound. Returns the next parameter number.
     func condition(_ interval: KeyInterval, from first: Int) -> (sql: String, next: Int) {
-        let tuple = Self.tuple(key)
-        func parameters(from first: Int) -> String { Self.parameters(key, from: first) }
-        var parts: [String] = []
-        var next = first
-        if interval.lower != nil { parts.append("\(tuple) > \(parameters(from: next))"); next += key.count }
-        if interval.upper != nil { parts.append("\(tuple) <= \(parameters(from: next))"); next += key.count }
-        return (parts.isEmpty ? "true" : parts.joined(separator: " AND "), next)
+        let lower = interval.lower.map { _ in Self.parameters(key, from: first) }
+        let next = first + (lower == nil ? 0 : key.count)
+        let upper = interval.upper.map { _ in Self.parameters(key, from: next) }
+        let parts = Self.bounds(key, after: lower, upTo: upper)
+        return (parts.isEmpty ? "true" : parts.joined(separator: " AND "), next + (upper == nil ? 0 : key.count))
     }
 
     /// Which rows a remaining count reads: all, those outside some key intervals (the part of the

@@ -96,7 +96,7 @@ final class Lease {
         let db = connection
         let session = try db.query(
             "SELECT pg_backend_pid() AS pid, pg_postmaster_start_time()::text AS started, current_setting('server_version_num')::int AS version").first
-        direct = session?["pid"].int64 == Int64(db.backendPID)
+        direct = db.isDirect(serverPID: session?["pid"].int64)
         postmasterStart = session?["started"].string ?? ""
         let key = Self.advisoryKey(job)
         if direct {

@@ -338,7 +338,7 @@ final class Worker {
     /// checkpoint is part of the batch statement; a `sql` action's checkpoint needs its row count,
     /// so it follows in a fourth round trip, with `idle_in_transaction_session_timeout` as the
     /// bound on a frozen runner. A dry run ends with `ROLLBACK` instead.
-    private var opening: [Connection.Statement] { [Connection.Statement("BEGIN"), Connection.Statement(SessionPins.setLocal(batchSettings), prepared: true)] }
+    private lazy var opening: [Connection.Statement] = [Connection.Statement("BEGIN"), Connection.Statement(SessionPins.setLocal(batchSettings), prepared: true)]
 
     private func batch(_ kind: BatchKind, db: Connection) throws -> BatchResult {
         batchStart = (preferred, nil)

@@ -14,14 +14,13 @@ struct WriteCost {
     /// HOT updates / updates on the table since the worker's first batch; nil before any update.
     private(set) var hotShare: Double?
 
-    init(tableOID: Int64) {
-        self.tableOID = tableOID
-    }
-
     /// The statement a batch sends just before its `COMMIT`, in the same pipeline: the WAL
     /// position and the table's update counters.
-    var reading: Connection.Statement {
-        Connection.Statement(
+    let reading: Connection.Statement
+
+    init(tableOID: Int64) {
+        self.tableOID = tableOID
+        reading = Connection.Statement(
             """
             SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint AS lsn,
                    pg_stat_get_tuples_hot_updated($1::oid) AS hot, pg_stat_get_tuples_updated($1::oid) AS upd
