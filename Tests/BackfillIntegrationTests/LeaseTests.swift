@@ -5,7 +5,7 @@ import PostgresClient
 import Testing
 
 /// PgBouncer runs in front of the local cluster the tests start; not against an external server.
-private let localCluster = (ProcessInfo.processInfo.environment[TestDatabases.environmentVariable] ?? "").isEmpty
+let localCluster = (ProcessInfo.processInfo.environment[TestDatabases.environmentVariable] ?? "").isEmpty
 
 /// A PgBouncer in `mode` in front of the local cluster, and a new database there with 100,000
 /// `items`: the direct and the pooled connection strings, and a direct connection.

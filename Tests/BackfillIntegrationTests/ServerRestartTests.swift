@@ -1,3 +1,4 @@
+import BackfillTestSupport
 import BackfillCore
 import Foundation
 import LocalPostgres
@@ -110,9 +111,25 @@ struct WatchdogTests {
     @Test("a live session waiting on a batch's locks: the watchdog cancels the batch within blocking_wait_ms + 50 ms; the job finishes, every row once")
     func cancelsForWaiters() throws {
         let (url, db) = try itemsDatabase("watchdog", rows: 6_000)
-        // Slow batches (1 ms a row) of 3,000 keys: a batch holds its first rows' locks for seconds.
+        try expectWatchdogCancels(job: "watchdog", url: url, direct: url, db: db)
+    }
+
+    @Test("through PgBouncer in transaction mode the watchdog watches the server backend that runs the batch, and cancels it for a waiter", .enabled(if: localCluster))
+    func cancelsThroughPooler() throws {
+        let cluster = try #require(try TestDatabases.localCluster(), "needs the local cluster")
+        let bouncer = try LocalPgBouncer(in: cluster, mode: .transaction)
+        defer { bouncer.stop() }
+        let direct = try cluster.createDatabase("watchdog_pooled")
+        let db = try Connection(direct)
+        try seedItems(db, rows: 6_000)
+        try expectWatchdogCancels(job: "watchdog-pooled", url: bouncer.conninfo(database: "watchdog_pooled"), direct: direct, db: db)
+    }
+
+    /// Slow batches (1 ms a row) of 3,000 keys, so that a batch holds its first rows' locks for
+    /// seconds; a live update of one of them must not wait much longer than blocking_wait_ms.
+    private func expectWatchdogCancels(job name: String, url: String, direct: String, db: Connection, sourceLocation: SourceLocation = #_sourceLocation) throws {
         let job = try jobFile("""
-            name: watchdog
+            name: \(name)
             table: items
             key: [id]
             set:
@@ -125,19 +142,19 @@ struct WatchdogTests {
         let runner = try CLIProcess(["run", job, "--database", url, "--log-format", "json"])
         // Wait until the first batch has been working for a while (it has locked its first rows).
         #expect(try waitFor(30) {
-            (try db.query("SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'backfill:watchdog' AND state = 'active' AND now() - query_start > interval '500 milliseconds'").first?["n"].int64 ?? 0) > 0
-        })
-        let live = try Connection(url)
+            (try db.query("SELECT count(*) AS n FROM pg_stat_activity WHERE query LIKE '%UPDATE \"items\"%' AND state = 'active' AND now() - query_start > interval '500 milliseconds'").first?["n"].int64 ?? 0) > 0
+        }, sourceLocation: sourceLocation)
+        let live = try Connection(direct)
         let started = ContinuousClock.now
         try live.query("UPDATE items SET touched = touched + 1 WHERE id = 2")
         let waited = ContinuousClock.now - started
         let waitedMs = Double(waited.components.seconds) * 1000 + Double(waited.components.attoseconds) / 1e15
-        #expect(waitedMs < 150 + 50 + 100, "the live update waited \(waitedMs) ms (limit 150 ms + the watchdog's poll + scheduling)")
-        #expect(runner.wait() == 0, "\(runner.stderr)")
+        #expect(waitedMs < 150 + 50 + 100, "the live update waited \(waitedMs) ms (limit 150 ms + the watchdog's poll + scheduling)", sourceLocation: sourceLocation)
+        #expect(runner.wait() == 0, "\(runner.stderr)", sourceLocation: sourceLocation)
         let fired = runner.events.filter { $0["event"] as? String == "throttle" && $0["watchdog"] as? Bool == true }
-        #expect(!fired.isEmpty, "no watchdog event: \(runner.stderr)")
-        print("watchdog: the live update waited \(Int(waitedMs)) ms")
-        try expectExactlyOnce(db, rows: 6_000)
+        #expect(!fired.isEmpty, "no watchdog event: \(runner.stderr)", sourceLocation: sourceLocation)
+        print("watchdog (\(name)): the live update waited \(Int(waitedMs)) ms")
+        try expectExactlyOnce(db, rows: 6_000, sourceLocation: sourceLocation)
     }
 }
 

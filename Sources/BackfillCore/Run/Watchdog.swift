@@ -41,6 +41,12 @@ final class Watchdog: Sendable {
         watched.withLock { $0[worker] = Watched(pid: pid, token: token, since: .now) }
     }
 
+    /// The batch's transaction runs on the server backend `pid`: through a pooler it is not the
+    /// one libpq was told at connection, and in transaction mode it may change per transaction.
+    func runsOn(_ worker: Int, pid: Int32) {
+        watched.withLock { $0[worker]?.pid = pid }
+    }
+
     /// The batch ended. Returns how long the waiter had waited if the watchdog cancelled it.
     func unwatch(_ worker: Int) -> Double? {
         watched.withLock { $0.removeValue(forKey: worker)?.firedAfterMs }

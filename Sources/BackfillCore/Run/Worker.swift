@@ -354,6 +354,7 @@ final class Worker {
                 try db.execute("ROLLBACK")
                 return .jobState(claim.jobState)
             }
+            if let pid = claim.backendPID { context.watchdog?.runsOn(index, pid: pid) }
             if claim.tuning != tuning, retune(claim.tuning) {
                 try db.execute("ROLLBACK")
                 return .retired
@@ -501,7 +502,9 @@ final class Worker {
             defer { if db.isOpen { try? db.execute("ROLLBACK") } }
             return try inFlight(db) { () throws -> [String]? in
                 _ = try db.pipeline(opening)
-                try db.execute("SET CONSTRAINTS ALL IMMEDIATE")
+                if let pid = try db.pipeline([.init("SET CONSTRAINTS ALL IMMEDIATE"), .init("SELECT pg_backend_pid() AS pid")]).last?.rows.first?["pid"].int {
+                    context.watchdog?.runsOn(index, pid: Int32(pid))
+                }
                 while true {
                     switch search.step {
                     case .finished:

@@ -30,7 +30,7 @@ extension CheckpointStore {
         let claim = Connection.Statement(
             """
             SELECT r.range_id, r.lower_key::text AS lower_key, r.upper_key::text AS upper_key, r.last_key::text AS last_key, j.state,
-                   (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint AS wal_lsn,
+                   (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint AS wal_lsn, pg_backend_pid() AS backend_pid,
                    \(Self.tuningColumns("j")),
                    $3::text IS NULL OR j.spec_hash = $3 AS same_spec,
                    $4::text IS NULL OR EXISTS (SELECT 1 FROM \(leases) l WHERE l.job = $1 AND l.token = $4) AS leased
@@ -50,7 +50,8 @@ extension CheckpointStore {
             ceiling: try row["upper_key"].string.map(Self.decodeKey),
             jobState: JobState(rawValue: row["state"].string ?? "") ?? .running,
             tuning: Self.tuning(in: row),
-            walPosition: row["wal_lsn"].int64)
+            walPosition: row["wal_lsn"].int64,
+            backendPID: row["backend_pid"].int.map(Int32.init))
     }
 
     private func leaseLost(_ reason: String) -> LeaseLost {

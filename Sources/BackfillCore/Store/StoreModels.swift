@@ -126,6 +126,9 @@ public struct RangeClaim: Sendable, Hashable {
     /// The server's WAL insert position as the batch transaction began (bytes), read by the same
     /// statement: the start of the batch's `wal_bytes`.
     public var walPosition: Int64? = nil
+    /// The server backend running the batch transaction (`pg_backend_pid()`), read by the same
+    /// statement: through a pooler it is not the pid libpq was told.
+    public var backendPID: Int32? = nil
 }
 
 /// The ETA `status` shows: keys left over keys walked per second of the run's active time.
