@@ -142,7 +142,7 @@ struct WatchdogTests {
         let runner = try CLIProcess(["run", job, "--database", url, "--log-format", "json"])
         // Wait until the first batch has been working for a while (it has locked its first rows).
         #expect(try waitFor(30) {
-            (try db.query("SELECT count(*) AS n FROM pg_stat_activity WHERE query LIKE '%UPDATE \"items\"%' AND state = 'active' AND now() - query_start > interval '500 milliseconds'").first?["n"].int64 ?? 0) > 0
+            (try db.query("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE '%UPDATE \"items\"%' AND state = 'active' AND now() - query_start > interval '500 milliseconds'").first?["n"].int64 ?? 0) > 0
         }, sourceLocation: sourceLocation)
         let live = try Connection(direct)
         let started = ContinuousClock.now
