@@ -39,3 +39,34 @@ struct SessionPinsTests {
             == "SELECT set_config('lock_timeout', '100ms', true), set_config('enable_seqscan', 'off', true), set_config('DateStyle', 'ISO, YMD', true), set_config('x', 'it''s', true)")
     }
 }
+
+@Suite("Keys left to walk")
+struct KeysLeftTests {
+    func range(_ start: String?, _ position: String?, _ upper: String?, walked: Int64, estimated: Int64) -> Unwalked.Range {
+        Unwalked.Range(interval: KeyInterval(lower: position.map { [$0] }, upper: upper.map { [$0] }), start: start.map { [$0] }, walked: walked, estimated: estimated)
+    }
+
+    @Test("a numeric key's range extrapolates the density it walked, whatever its estimate said")
+    func extrapolated() {
+        // The last range of keys 1…2,000,000 was estimated at 500,000 keys but holds 389,637: at
+        // 1,900,000 it has walked 289,637 keys, and 100,000 are left, not 210,363.
+        let last = range("1610363", "1900000", nil, walked: 289_637, estimated: 500_000)
+        #expect(Unwalked(open: [last], keys: 2_000_000).keysLeft(bounds: (1, 2_000_000)) == 100_000)
+        // Half the keys of a range deleted: its density is half, and so is what is left.
+        let sparse = range("1000", "3000", "5000", walked: 1_000, estimated: 4_000)
+        #expect(Unwalked(open: [sparse], keys: 4_000).keysLeft(bounds: (1, 10_000)) == 1_000)
+        // The first range starts at the key's minimum.
+        let first = range(nil, "101", "1001", walked: 100, estimated: 5_000)
+        #expect(Unwalked(open: [first], keys: 5_000).keysLeft(bounds: (1, 10_000)) == 900)
+    }
+
+    @Test("the estimate less what was walked: no walk yet, no numeric key, no bounds; never below 0")
+    func estimated() {
+        let fresh = range("10", nil, "20", walked: 0, estimated: 700)
+        let text = range("a", "m", "z", walked: 300, estimated: 1_000)
+        let over = range("10", "15", "20", walked: 2_000, estimated: 1_000)
+        #expect(Unwalked(open: [fresh, text], keys: 1_700).keysLeft(bounds: (1, 100)) == 700 + 700)
+        #expect(Unwalked(open: [over], keys: 2_000).keysLeft(bounds: nil) == 0)
+        #expect(Unwalked(open: [over], keys: 2_000).keysLeft(bounds: (1, 100)) == 2_000)
+    }
+}

@@ -31,6 +31,28 @@ struct EndCheckTests {
         #expect(try db.query("SELECT count(*) AS n FROM items WHERE writes = 1").first?["n"].int64 == 200_000)
     }
 
+    @Test("the early count starts when the ranges hold far fewer keys than estimated (half the rows deleted, the statistics not yet told)")
+    func sparseKeys() throws {
+        let (url, db) = try itemsDatabase("endchecksparse", rows: 200_000)
+        // The planner still counts 200,000 rows, so each range's estimate is twice what it holds:
+        // by the estimates, 5 % of the keys are never left, and the count would wait for the end.
+        try db.execute("ALTER TABLE items SET (autovacuum_enabled = false); DELETE FROM items WHERE id % 2 = 0")
+        let yaml = """
+            name: end-check-sparse
+            table: items
+            key: [id]
+            where: filled IS NULL
+            set:
+              filled: id * 2
+            batch: {size: 1000, min: 1000, max: 1000, pause_ms: 20}
+            """
+        let (outcome, events) = try runJob(yaml, url: url)
+        #expect(outcome.exitCode == 0, "\(outcome)")
+        let done = try #require(events.first { $0.kind == .done })
+        #expect(done["end_check"] == .string("overlapped"), "\(done.fields)")
+        #expect(try db.query("SELECT count(*) AS n FROM items WHERE filled IS DISTINCT FROM id * 2").first?["n"].int64 == 0)
+    }
+
     @Test("a run too short for the early count checks after the walk")
     func afterWalk() throws {
         let (url, db) = try itemsDatabase("endcheckafter", rows: 5_000)

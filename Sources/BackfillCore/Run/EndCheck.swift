@@ -4,7 +4,9 @@ import Synchronization
 
 /// The end check, overlapped with the end of the walk. The check that no row still matches
 /// `where` is a full scan; run after the last batch, it adds its whole time to every run. Instead,
-/// once the ranges' estimates say that at most `startWhenLeft` of the keys are left to walk, a
+/// once at most `startWhenLeft` of the keys are left to walk (extrapolated from the density each
+/// open range walked when the key is a number, since a range is often a quarter off its
+/// estimate; from the ranges' estimates otherwise), a
 /// thread of its own counts, on a connection of its own and in a read-only transaction, the rows
 /// matching `where` outside what is still being walked (the open ranges' intervals at that
 /// moment), while the workers finish. After the walk only those intervals are checked, through
@@ -75,13 +77,20 @@ final class EndCheck: Sendable {
         }
     }
 
-    /// Polls the ranges every 100 ms; once few enough keys are left, counts outside them.
+    /// Polls the ranges every 100 ms; once few enough keys are left (`Unwalked.keysLeft`), counts
+    /// outside them.
     private func watch() throws -> Early? {
         let db = try Connection(conninfo, applicationName: applicationName + ":end-check")
+        // The key's two ends (read from its index), for the estimate of what is left.
+        let bounds = try statements.numericKeyBounds.flatMap { try db.query($0).first }.flatMap { row -> (min: Double, max: Double)? in
+            guard let lo = row["lo"].double, let hi = row["hi"].double else { return nil }
+            return (lo, hi)
+        }
         while !phase.withLock({ $0.stop }) {
-            let (intervals, left, keys) = try store.unwalked(spec.name, db: db)
-            if intervals.isEmpty || keys <= 0 { return nil }
-            if Double(left) <= Double(keys) * startWhenLeft {
+            let unwalked = try store.unwalked(spec.name, db: db)
+            let intervals = unwalked.open.map(\.interval)
+            if intervals.isEmpty || unwalked.keys <= 0 { return nil }
+            if Double(unwalked.keysLeft(bounds: bounds)) <= Double(unwalked.keys) * startWhenLeft {
                 let started = phase.withLock { state -> Bool in
                     guard !state.stop else { return false }
                     state.phase = .counting(db.makeCancelToken())

@@ -64,26 +64,27 @@ extension CheckpointStore {
         try db.query("SELECT count(*) FILTER (WHERE NOT done)::int AS n FROM \(ranges) WHERE job = $1", [.text(job)]).first?["n"].int ?? 0
     }
 
-    /// What a pass has left to walk: the open ranges' unwalked intervals (after each one's
-    /// checkpoint up to its ceiling), and the keys left and in all by the ranges' estimates.
-    public func unwalked(_ job: String, db: Connection) throws -> (intervals: [KeyInterval], keysLeft: Int64, keys: Int64) {
+    /// What a pass has left to walk: each open range's unwalked interval (after its checkpoint up
+    /// to its ceiling) with what it has walked and its estimate, and the keys of all ranges (by
+    /// their estimates, or what they walked when more).
+    public func unwalked(_ job: String, db: Connection) throws -> Unwalked {
         let rows = try db.query(
             """
-            SELECT coalesce(last_key, lower_key)::text AS lower, upper_key::text AS upper, done,
-                   greatest(coalesce(estimated_rows, 0) - keys_walked, 0)::bigint AS left_keys,
-                   greatest(coalesce(estimated_rows, 0), keys_walked)::bigint AS keys
+            SELECT lower_key::text AS start, last_key::text AS last, upper_key::text AS upper, done, keys_walked,
+                   coalesce(estimated_rows, 0) AS estimated
             FROM \(ranges) WHERE job = $1 ORDER BY range_id
             """, [.text(job)]).rows
-        var intervals: [KeyInterval] = []
-        var left: Int64 = 0
-        var keys: Int64 = 0
+        var result = Unwalked(open: [], keys: 0)
         for row in rows {
-            keys += row["keys"].int64 ?? 0
+            let walked = row["keys_walked"].int64 ?? 0, estimated = row["estimated"].int64 ?? 0
+            result.keys += max(walked, estimated)
             guard row["done"].bool == false else { continue }
-            left += row["left_keys"].int64 ?? 0
-            intervals.append(KeyInterval(lower: try row["lower"].string.map(Self.decodeKey), upper: try row["upper"].string.map(Self.decodeKey)))
+            let start = try row["start"].string.map(Self.decodeKey)
+            result.open.append(Unwalked.Range(
+                interval: KeyInterval(lower: try row["last"].string.map(Self.decodeKey) ?? start, upper: try row["upper"].string.map(Self.decodeKey)),
+                start: start, walked: walked, estimated: estimated))
         }
-        return (intervals, left, keys)
+        return result
     }
 
     /// Work stealing: splits the open range with the most rows left (by its estimate) in two at
@@ -167,5 +168,45 @@ extension CheckpointStore {
     /// Marks the range walked to its end.
     public func completeRange(_ job: String, range: Int, db: Connection) throws {
         try db.query("UPDATE \(ranges) SET done = true, updated_at = now() WHERE job = $1 AND range_id = $2", [.text(job), .int(Int64(range))])
+    }
+}
+
+/// What a pass has left to walk (`CheckpointStore.unwalked`).
+public struct Unwalked: Sendable, Hashable {
+    /// An open range: the interval still to walk (its lower end is the checkpoint), where the
+    /// range starts (nil: at the first key), the keys walked so far and the range's estimate.
+    public struct Range: Sendable, Hashable {
+        public var interval: KeyInterval
+        public var start: [String]?
+        public var walked: Int64
+        public var estimated: Int64
+
+        public init(interval: KeyInterval, start: [String]?, walked: Int64, estimated: Int64) {
+            self.interval = interval
+            self.start = start
+            self.walked = walked
+            self.estimated = estimated
+        }
+    }
+
+    public var open: [Range]
+    public var keys: Int64
+
+    /// Keys left to walk in the open ranges. A range split at a sample's quantiles is often a
+    /// quarter larger or smaller than its estimate, so when the first key column is a number and
+    /// the range has walked some keys, its rest is extrapolated from the density it walked:
+    /// keys walked × (ceiling − checkpoint) / (checkpoint − start), the range's open ends taken
+    /// as the key's `bounds` (min, max). Otherwise its estimate less what it walked.
+    public func keysLeft(bounds: (min: Double, max: Double)?) -> Int64 {
+        open.reduce(0) { total, range in
+            func first(_ key: [String]?) -> Double? { key?.first.flatMap { Double($0) } }
+            if range.walked > 0, let bounds, let position = first(range.interval.lower),
+               let start = range.start == nil ? bounds.min : first(range.start),
+               let end = range.interval.upper == nil ? bounds.max : first(range.interval.upper),
+               position > start, end >= position {
+                return total + Int64((Double(range.walked) * (end - position) / (position - start)).rounded(.up))
+            }
+            return total + max(range.estimated - range.walked, 0)
+        }
     }
 }
