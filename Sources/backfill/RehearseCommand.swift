@@ -21,7 +21,7 @@ struct Rehearse: ParsableCommand, LogFormatted {
     @Option(help: "The operator's own traffic: a file of SQL statements separated by `;`, `:key` standing for a random existing key.") var trafficSQL: String?
     @Option(help: "Production row count, for the run-time estimate (default: this table's).") var rowsEstimate: Int64?
     @Option(help: "Gate: exit 1 when the live p99 during the job exceeds this.") var maxLiveP99Ms: Double?
-    @Option(help: "Gate: exit 1 when any live transaction waited longer than this.") var maxLockWaitMs: Double?
+    @Option(help: "Gate: exit 1 when a live transaction waited longer than this for a row lock during the job (with --traffic-sql: when one took longer).") var maxLockWaitMs: Double?
     @Flag(help: "Roll back every batch (the staging database must not change).") var dryRun = false
     @Option(help: "Report format: text or json.") var format: ReportFormat = .text
     @Option(help: ArgumentHelp("Also write the report as one self-contained HTML page: charts as inline SVG, no scripts, printable.", valueName: "FILE.html"))

@@ -84,6 +84,34 @@ struct RehearsalTests {
         #expect(jobs.first?["state"].string == "done" && jobs.first?["rows_done"].int64 == 30_000)
     }
 
+    @Test("the default traffic measures its waits for the batches' row locks apart from its latency, and the lock wait gate judges them")
+    func lockWaits() throws {
+        let (url, _) = try itemsDatabase("lockwaits", rows: 3_000)
+        // Batches of 150 rows that sleep 1 ms (2 here) a row: each holds 5 % of the table locked
+        // for about 300 ms (the watchdog, at target_ms 500, lets them), so live clients wait.
+        let job = try jobFile("""
+            name: slow-locks
+            table: items
+            key: [id]
+            where: filled IS NULL
+            set:
+              filled: id * 2 + length(pg_sleep(0.001)::text)
+            batch: {size: 150, min: 150, max: 150, target_ms: 500}
+            """)
+        let run = try backfill(["rehearse", job, "--database", url, "--clients", "2", "--baseline", "1s", "--format", "json", "--max-lock-wait-ms", "20"])
+        #expect(run.code == 1, "the gate fails: \(run.out) \(run.err)")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(run.out.utf8)) as? [String: Any])
+        let baseline = try #require(json["baseline"] as? [String: Any]), during = try #require(json["during"] as? [String: Any])
+        // Before the job only the clients themselves meet on a row, for a fraction of a millisecond.
+        #expect(try #require(baseline["max_lock_wait_ms"] as? Double) < 50, "\(baseline)")
+        let waits = try #require(during["lock_waits"] as? Int), worst = try #require(during["max_lock_wait_ms"] as? Double)
+        #expect(waits >= 1 && worst > 50 && worst <= 2_000, "\(during)")
+        let slowest = try #require(during["max_ms"] as? Double)
+        #expect(worst <= slowest, "a wait is part of its transaction's latency")
+        let gate = try #require((json["gates"] as? [[String: Any]])?.first)
+        #expect(gate["name"] as? String == "lock wait" && gate["measured_ms"] as? Double == worst && gate["passed"] as? Bool == false, "\(gate)")
+    }
+
     @Test("a gate over a job window with too few live transactions fails, saying why; the baseline's worst latency is `max ms`")
     func tooFewSamples() throws {
         let (url, _) = try itemsDatabase("fewsamples", rows: 10)
@@ -95,5 +123,6 @@ struct RehearsalTests {
         #expect(run.code == 1, "\(run.out) \(run.err)")
         #expect(run.out.contains("gate live p99 ≤ 100000.0 ms: FAILED (too few samples:"), "\(run.out)")
         #expect(run.out.contains("  max ms ") && !run.out.contains("lock wait)"))
+        #expect(run.out.contains("  lock waits          -                   -"), "the operator's traffic cannot tell its lock waits: \(run.out)")
     }
 }

@@ -148,7 +148,7 @@ public struct RehearsalReport: Encodable, Sendable {
     /// The report for people.
     public var text: String {
         func row(_ name: String, _ a: String, _ b: String) -> String {
-            name.padding(toLength: 22, withPad: " ", startingAt: 0) + a.padding(toLength: 14, withPad: " ", startingAt: 0) + b
+            name.padding(toLength: 22, withPad: " ", startingAt: 0) + a.padding(toLength: 20, withPad: " ", startingAt: 0) + b
         }
         let ratio = baseline.tps > 0 ? String(format: " (%.2f×)", during.tps / baseline.tps) : ""
         var lines = [
@@ -160,6 +160,7 @@ public struct RehearsalReport: Encodable, Sendable {
             row("  p50 ms", String(format: "%.2f", baseline.p50Ms), String(format: "%.2f", during.p50Ms)),
             row("  p99 ms", String(format: "%.2f", baseline.p99Ms), String(format: "%.2f", during.p99Ms)),
             row("  max ms", String(format: "%.1f", baseline.maxMs), String(format: "%.1f", during.maxMs)),
+            row("  lock waits", baseline.lockWaitText, during.lockWaitText),
             row("  errors", String(baseline.errors), String(during.errors)),
             "",
             jobLine,
@@ -169,5 +170,14 @@ public struct RehearsalReport: Encodable, Sendable {
         if let productionLine { lines.append(productionLine) }
         lines += gates.map(\.line)
         return lines.joined(separator: "\n")
+    }
+}
+
+extension TrafficFigures {
+    /// `57, worst 41.2 ms`: transactions that waited for a row lock and the longest wait; `-`
+    /// when the traffic cannot tell (its `max ms` bounds the waits).
+    var lockWaitText: String {
+        guard let lockWaits, let maxLockWaitMs else { return "-" }
+        return lockWaits == 0 ? "0" : String(format: "%llu, worst %.1f ms", lockWaits, maxLockWaitMs)
     }
 }

@@ -12,13 +12,22 @@ public struct TrafficFigures: Encodable, Sendable, Hashable {
     public var p50Ms: Double = 0
     public var p99Ms: Double = 0
     public var maxMs: Double = 0
+    /// Transactions that found their row locked and waited for it, and the longest such wait
+    /// (from the transaction's first try for the lock to holding it): what the job's locks cost
+    /// live traffic, apart from the CPU and I/O that every latency includes. Nil when the traffic
+    /// cannot tell (the operator's own `--traffic-sql`: `maxMs` bounds its waits).
+    public var lockWaits: UInt64?
+    public var maxLockWaitMs: Double?
     public var tps: Double { seconds > 0 ? Double(transactions) / seconds : 0 }
     /// One entry per second of the window, counted from its start (see `SecondBuckets.series`).
     public var series: [TrafficSecond] = []
 
     public init() {}
 
-    enum CodingKeys: String, CodingKey { case transactions, errors, seconds, p50Ms = "p50_ms", p99Ms = "p99_ms", maxMs = "max_ms", tps, series }
+    enum CodingKeys: String, CodingKey {
+        case transactions, errors, seconds, tps, series, lockWaits = "lock_waits"
+        case p50Ms = "p50_ms", p99Ms = "p99_ms", maxMs = "max_ms", maxLockWaitMs = "max_lock_wait_ms"
+    }
 
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
@@ -28,6 +37,8 @@ public struct TrafficFigures: Encodable, Sendable, Hashable {
         try c.encode(p50Ms, forKey: .p50Ms)
         try c.encode(p99Ms, forKey: .p99Ms)
         try c.encode(maxMs, forKey: .maxMs)
+        try c.encode(lockWaits, forKey: .lockWaits)
+        try c.encode(maxLockWaitMs, forKey: .maxLockWaitMs)
         try c.encode(tps, forKey: .tps)
         try c.encode(series, forKey: .series)
     }
@@ -118,19 +129,26 @@ struct SecondBuckets: Sendable {
 
 /// Synthetic live traffic: `clients` threads, each on its own connection, running `transaction`
 /// back to back until stopped, each run timed into an HdrHistogram (microsecond resolution).
-/// Used by `backfill rehearse` and by the benchmarks.
+/// A transaction that can tell how long it waited for a row lock returns that wait (nil when it
+/// did not wait); `measuresLockWaits` says whether it can. Used by `backfill rehearse` and by the
+/// benchmarks.
 public final class SyntheticTraffic: Sendable {
+    /// One live transaction on the client's connection: the time it waited for a lock, or nil.
+    public typealias Transaction = @Sendable (Connection) throws -> Duration?
+
     private let running = Atomic<Bool>(true)
     private let histogram = Mutex(Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three))
-    private let counts = Mutex((transactions: UInt64(0), errors: UInt64(0)))
+    private let counts = Mutex((transactions: UInt64(0), errors: UInt64(0), lockWaits: UInt64(0), maxLockWait: Duration.zero))
+    private let measuresLockWaits: Bool
     private let seconds: Mutex<SecondBuckets>
     private let finished = Atomic<Int>(0)
     private let clients: Int
     private let started = ContinuousClock.now
 
     /// Starts the clients. A client that cannot connect counts as finished with no transactions.
-    public init(clients: Int, conninfo: String?, applicationName: String, transaction: @escaping @Sendable (Connection) throws -> Void) {
+    public init(clients: Int, conninfo: String?, applicationName: String, measuresLockWaits: Bool = false, transaction: @escaping Transaction) {
         self.clients = clients
+        self.measuresLockWaits = measuresLockWaits
         seconds = Mutex(SecondBuckets(clients: clients))
         for client in 0..<clients {
             Thread.detachNewThread { [self] in
@@ -141,14 +159,17 @@ public final class SyntheticTraffic: Sendable {
                     return
                 }
                 var local = SecondBuckets.histogram()
-                var done: UInt64 = 0, failed: UInt64 = 0
+                var done: UInt64 = 0, failed: UInt64 = 0, waits: UInt64 = 0, longestWait = Duration.zero
                 // This second's figures, handed to the shared buckets when a transaction ends in a later one.
                 var current = 0, thisSecond = SecondBuckets.histogram(), doneNow: UInt64 = 0, failedNow: UInt64 = 0
                 while running.load(ordering: .acquiring) {
                     let t0 = ContinuousClock.now
                     var succeeded = true
                     do {
-                        try transaction(db)
+                        if let waited = try transaction(db) {
+                            waits += 1
+                            longestWait = max(longestWait, waited)
+                        }
                     } catch {
                         succeeded = false
                     }
@@ -172,7 +193,12 @@ public final class SyntheticTraffic: Sendable {
                     }
                 }
                 histogram.withLock { $0.add(local) }
-                counts.withLock { $0.transactions += done; $0.errors += failed }
+                counts.withLock {
+                    $0.transactions += done
+                    $0.errors += failed
+                    $0.lockWaits += waits
+                    $0.maxLockWait = max($0.maxLockWait, longestWait)
+                }
                 seconds.withLock { $0.add(client: client, second: current, latencies: thisSecond, transactions: doneNow, errors: failedNow, next: .max) }
             }
         }
@@ -191,6 +217,10 @@ public final class SyntheticTraffic: Sendable {
         figures.p50Ms = Double(h.valueAtPercentile(50)) / 1000
         figures.p99Ms = Double(h.valueAtPercentile(99)) / 1000
         figures.maxMs = Double(h.max) / 1000
+        if measuresLockWaits {
+            figures.lockWaits = c.lockWaits
+            figures.maxLockWaitMs = c.maxLockWait.milliseconds
+        }
         figures.series = seconds.withLock { $0.series(windowSeconds: figures.seconds) }
         return figures
     }

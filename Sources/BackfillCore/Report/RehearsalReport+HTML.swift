@@ -92,6 +92,7 @@ extension RehearsalReport {
                     trafficRow("p50 (ms)", "p50_ms") { f2($0.p50Ms) },
                     trafficRow("p99 (ms)", "p99_ms") { f2($0.p99Ms) },
                     trafficRow("max (ms)", "max_ms") { f2($0.maxMs) },
+                    trafficRow("waited for a lock: transactions, worst", "lock_waits") { $0.lockWaitText },
                     trafficRow("errors", "errors") { String($0.errors) }
                 ),
                 .h2("The job"),
