@@ -23,6 +23,7 @@ struct BackfillBench: ParsableCommand {
     @Flag(help: "Do not rewrite RESULTS.md (smoke runs).") var noMarkdownFile = false
     @Flag(help: "Also run the strategies without live traffic (OFFSET excepted), for raw throughput.") var quietPass = false
     @Option(help: "Also run one UPDATE and Backfill's defaults under this many live clients (8 on 2 cores: heavy CPU contention); 0 = skip.") var contentionClients = 0
+    @Option(help: "Also rehearse Backfill's defaults on a table of this many rows under `backfill rehearse`'s default traffic (4 clients, a 5 s baseline); 0 = skip.") var rehearsalRows = 0
 
     func run() throws {
         let selected = try strategies.map { list in
@@ -51,6 +52,7 @@ struct BackfillBench: ParsableCommand {
             ? try Bench(conninfo: conninfo, clients: contentionClients).measure(
                 rows: rows, strategies: selected.filter { [.singleUpdate, .backfillDefaults].contains($0) }, baselineSeconds: min(baseline, 5))
             : nil
+        let rehearsal = rehearsalRows > 0 ? try bench.rehearse(rows: rehearsalRows) : nil
         var seriesRuns: [SizeRun] = []
         if let series {
             for size in series.split(separator: ",").compactMap({ Int($0.trimmingCharacters(in: .whitespaces)) }) {
@@ -61,7 +63,7 @@ struct BackfillBench: ParsableCommand {
         let report = Report(
             date: RunEvent.timestamp(Date()), command: (["swift run -c release backfill-bench"] + CommandLine.arguments.dropFirst()).joined(separator: " "),
             machine: try bench.machine(), main: main, quiet: quiet, contention: contention, contentionClients: contentionClients,
-            series: seriesRuns, offsetLimit: offsetLimit, liveClients: liveClients)
+            rehearsal: rehearsal, series: seriesRuns, offsetLimit: offsetLimit, liveClients: liveClients)
         print(report.markdown)
         let results = outputDir + "/results"
         try FileManager.default.createDirectory(atPath: results, withIntermediateDirectories: true)
@@ -160,7 +162,20 @@ struct Bench {
     func liveTraffic(rows: Int) -> SyntheticTraffic {
         SyntheticTraffic(clients: clients, conninfo: conninfo, applicationName: "backfill-bench:live") { db in
             try db.query("UPDATE \(Strategy.table) SET live_touches = live_touches + 1 WHERE id = $1", [.int(Int64.random(in: 1...Int64(max(rows, 1))))])
+            return nil  // its worst latency is the worst wait: one row per autocommitted UPDATE
         }
+    }
+
+    /// `backfill rehearse` of Backfill's defaults with its default traffic and clients, after a
+    /// 5 s baseline, on a fresh table of `rows` rows.
+    func rehearse(rows: Int) throws -> RehearsalReport {
+        log("\(rows) rows: rehearsal with the default traffic…")
+        _ = try seed(rows: rows)
+        var options = RehearsalOptions(database: conninfo)
+        options.baselineSeconds = 5
+        let (report, outcome) = try Rehearsal.run(spec: try JobSpec.parse(yaml: Strategy.jobYAML(.backfillDefaults), file: "bench-rehearsal.yaml"), options: options)
+        guard case .done = outcome else { throw BenchError("the rehearsal did not finish: \(outcome)") }
+        return report
     }
 
     func measure(rows: Int, strategies: [Strategy], baselineSeconds: Double) throws -> SizeRun {

@@ -1,3 +1,4 @@
+import BackfillCore
 import Foundation
 
 /// Everything one benchmark run measured, as JSON and as Markdown.
@@ -9,11 +10,12 @@ struct Report: Encodable, Sendable {
     var quiet: SizeRun?
     var contention: SizeRun?
     var contentionClients: Int
+    var rehearsal: RehearsalReport?
     var series: [SizeRun]
     var offsetLimit: Int
     var liveClients: Int
 
-    enum CodingKeys: String, CodingKey { case date, command, machine, main, quiet, contention, series
+    enum CodingKeys: String, CodingKey { case date, command, machine, main, quiet, contention, rehearsal, series
         case offsetLimit = "offset_limit", liveClients = "live_clients", contentionClients = "contention_clients"
     }
 
@@ -40,6 +42,11 @@ struct Report: Encodable, Sendable {
         }
         if let contention {
             lines += [""] + table(contention, heading: "## \(contention.rows) rows under \(contentionClients) live clients (CPU contention)")
+        }
+        if let rehearsal {
+            lines += ["", "## Rehearsal: \(rehearsal.rows) rows under `backfill rehearse`'s default traffic", "",
+                      "Backfill's defaults rehearsed as `backfill rehearse` does it (\(rehearsal.clients) clients locking random rows flat out, which saturates \(machine["cores"] ?? "?") cores); its report:", "",
+                      "```", rehearsal.text, "```"]
         }
         if !series.isEmpty {
             lines += ["", "## Scale series", "",
