@@ -102,8 +102,8 @@ struct RehearsalTests {
         #expect(run.code == 1, "the gate fails: \(run.out) \(run.err)")
         let json = try #require(try JSONSerialization.jsonObject(with: Data(run.out.utf8)) as? [String: Any])
         let baseline = try #require(json["baseline"] as? [String: Any]), during = try #require(json["during"] as? [String: Any])
-        // Before the job only the clients themselves meet on a row, for a fraction of a millisecond.
-        #expect(try #require(baseline["max_lock_wait_ms"] as? Double) < 50, "\(baseline)")
+        // Before the job only the clients themselves meet on a row, each for one short transaction.
+        #expect(try #require(baseline["max_lock_wait_ms"] as? Double) < 250, "\(baseline)")
         let waits = try #require(during["lock_waits"] as? Int), worst = try #require(during["max_lock_wait_ms"] as? Double)
         #expect(waits >= 1 && worst > 50 && worst <= 2_000, "\(during)")
         let slowest = try #require(during["max_ms"] as? Double)
