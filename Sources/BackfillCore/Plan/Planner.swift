@@ -28,6 +28,14 @@ extension JobPlan {
         try db.query(statements.sampleKeys(percent: RangeSplitter.samplePercent(estimatedRows: estimatedRows, pages: pages)))
             .rows.map { $0.cells.map { $0.string ?? "" } }
     }
+
+    /// The first key column's two ends as numbers (read from the key's index), when it is a
+    /// number or a timestamp (its epoch); nil for other types and for an empty table.
+    public func keyBounds(on db: Connection) throws -> (min: Double, max: Double)? {
+        guard let sql = statements.numericKeyBounds, let row = try db.query(sql).first,
+              let lo = row["lo"].double, let hi = row["hi"].double else { return nil }
+        return (lo, hi)
+    }
 }
 
 /// Checks a `JobSpec` against the database: the table, the columns, the key's unique index (its

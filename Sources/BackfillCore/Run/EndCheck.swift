@@ -30,7 +30,7 @@ final class EndCheck: Sendable {
     }
 
     private let spec: JobSpec
-    private let statements: BatchStatements
+    private let plan: JobPlan
     private let store: CheckpointStore
     private let conninfo: String?
     private let applicationName: String
@@ -39,10 +39,10 @@ final class EndCheck: Sendable {
     private let phase = Mutex<(phase: Phase, stop: Bool)>((.watching, false))
     private let ended = DispatchSemaphore(value: 0)
 
-    init(spec: JobSpec, statements: BatchStatements, store: CheckpointStore, conninfo: String?,
+    init(spec: JobSpec, plan: JobPlan, store: CheckpointStore, conninfo: String?,
          applicationName: String, startWhenLeft: Double = 0.05, limit: Int64 = 1000) {
         self.spec = spec
-        self.statements = statements
+        self.plan = plan
         self.store = store
         self.conninfo = conninfo
         self.applicationName = applicationName
@@ -82,10 +82,7 @@ final class EndCheck: Sendable {
     private func watch() throws -> Early? {
         let db = try Connection(conninfo, applicationName: applicationName + ":end-check")
         // The key's two ends (read from its index), for the estimate of what is left.
-        let bounds = try statements.numericKeyBounds.flatMap { try db.query($0).first }.flatMap { row -> (min: Double, max: Double)? in
-            guard let lo = row["lo"].double, let hi = row["hi"].double else { return nil }
-            return (lo, hi)
-        }
+        let bounds = try plan.keyBounds(on: db)
         while !phase.withLock({ $0.stop }) {
             let unwalked = try store.unwalked(spec.name, db: db)
             let intervals = unwalked.open.map(\.interval)
@@ -97,7 +94,7 @@ final class EndCheck: Sendable {
                     return true
                 }
                 guard started else { return nil }
-                let matching = try Self.count(.outside(intervals), spec: spec, statements: statements, store: store, limit: limit, db: db)
+                let matching = try Self.count(.outside(intervals), spec: spec, statements: plan.statements, store: store, limit: limit, db: db)
                 return Early(intervals: intervals, matching: matching)
             }
             Thread.sleep(forTimeInterval: 0.1)

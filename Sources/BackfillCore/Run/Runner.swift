@@ -270,7 +270,7 @@ public final class Runner {
     /// one (a `where`, not a `sql` action, not a dry run).
     private func overlappedEndCheck(_ plan: JobPlan) -> EndCheck? {
         guard context.holdsLease, !options.dryRun, !isSQLAction, spec.whereClause != nil else { return nil }
-        return EndCheck(spec: spec, statements: plan.statements, store: options.store,
+        return EndCheck(spec: spec, plan: plan, store: options.store,
                         conninfo: options.database, applicationName: context.applicationName)
     }
 
@@ -288,9 +288,8 @@ public final class Runner {
             ("batch_size", .int(Int64(spec.batch.size))), ("target_ms", .int(Int64(spec.batch.targetMs))), ("key_index", .string(plan.keyIndex)),
             ("runner", .string(context.runnerName)),
         ]
-        if let bounds = try plan.statements.numericKeyBounds.flatMap({ try db.query($0).first }),
-           let lo = bounds["lo"].double, let hi = bounds["hi"].double {
-            fields += [("key_min", .double(lo)), ("key_max", .double(hi))]
+        if let bounds = try plan.keyBounds(on: db) {
+            fields += [("key_min", .double(bounds.min)), ("key_max", .double(bounds.max))]
         }
         return fields
     }
