@@ -60,6 +60,8 @@ public enum ConsoleFormat {
                 + (event["stopping"] == .bool(true) ? "; it stops (workers=\(text("workers")))" : "")
         case .wait:
             return "\(event.job): \(text("line"))"
+        case .connections:
+            return "\(event.job): connections: \(text("message"))"
         }
     }
 }
