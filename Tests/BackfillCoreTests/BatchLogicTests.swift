@@ -8,8 +8,12 @@ struct BatchLogicTests {
     func singleKeySQL() throws {
         let spec = try JobSpec.parse(yaml: "name: j\ntable: public.accounts\nkey: [id]\nwhere: c IS NULL\nset: {c: 'b * 2'}", file: "j.yaml")
         let sql = BatchStatements(spec: spec, key: [KeyColumn(name: "id", type: "bigint")])
-        #expect(sql.batch == #"WITH changed AS (UPDATE "public"."accounts" SET "c" = (b * 2) WHERE "id" > $1::bigint AND "id" <= $2::bigint AND (c IS NULL) RETURNING "id") SELECT count(*) AS rows, count(*) FILTER (WHERE NOT ("id" > $1::bigint AND "id" <= $2::bigint)) AS outside FROM changed"#)
-        #expect(sql.batchFromStart == #"WITH changed AS (UPDATE "public"."accounts" SET "c" = (b * 2) WHERE "id" <= $1::bigint AND (c IS NULL) RETURNING "id") SELECT count(*) AS rows, count(*) FILTER (WHERE NOT ("id" <= $1::bigint)) AS outside FROM changed"#)
+        #expect(sql.batch == #"WITH changed AS (UPDATE "public"."accounts" SET "c" = (b * 2) WHERE "id" > $1::bigint AND "id" <= $2::bigint AND (c IS NULL) RETURNING NOT ("id" > $1::bigint AND "id" <= $2::bigint) AS outside) SELECT count(*) AS rows, count(*) FILTER (WHERE outside) AS outside FROM changed"#)
+        #expect(sql.batchFromStart == #"WITH changed AS (UPDATE "public"."accounts" SET "c" = (b * 2) WHERE "id" <= $1::bigint AND (c IS NULL) RETURNING NOT ("id" <= $1::bigint) AS outside) SELECT count(*) AS rows, count(*) FILTER (WHERE outside) AS outside FROM changed"#)
+        // With the checkpoint: the changed rows are counted once, and both read the tally.
+        #expect(sql.batch(afterKey: true, checkpoint: "UPDATE r SET n = n + (SELECT rows FROM tally)")
+            == #"WITH changed AS (UPDATE "public"."accounts" SET "c" = (b * 2) WHERE "id" > $1::bigint AND "id" <= $2::bigint AND (c IS NULL) RETURNING NOT ("id" > $1::bigint AND "id" <= $2::bigint) AS outside), tally AS (SELECT count(*) AS rows, count(*) FILTER (WHERE outside) AS outside FROM changed), checkpoint AS (UPDATE r SET n = n + (SELECT rows FROM tally)) SELECT rows, outside FROM tally"#)
+        #expect(sql.counts(afterKey: true)! == ("(SELECT rows FROM tally)", "(SELECT outside FROM tally)"))
         #expect(sql.upperBound.contains(#"WHERE "id" > $1::bigint ORDER BY "public"."accounts"."id" OFFSET $2 LIMIT 1"#))
         #expect(sql.upperBound.contains(#"ORDER BY "public"."accounts"."id" DESC LIMIT 1"#))
         #expect(!sql.upperBoundFromStart.contains("WHERE"))
@@ -20,7 +24,7 @@ struct BatchLogicTests {
         let key = [KeyColumn(name: "tenant", type: "text"), KeyColumn(name: "a\"b", type: "timestamp with time zone")]
         let delete = try JobSpec.parse(yaml: "name: j\ntable: t\nkey: [tenant, 'a\"b']\naction: delete\nwhere: old", file: "j.yaml")
         let sql = BatchStatements(spec: delete, key: key)
-        #expect(sql.batch == #"WITH changed AS (DELETE FROM "t" WHERE ("tenant", "a""b") > ($1::text, $2::timestamp with time zone) AND ("tenant", "a""b") <= ($3::text, $4::timestamp with time zone) AND (old) RETURNING "tenant", "a""b") SELECT count(*) AS rows, count(*) FILTER (WHERE NOT (("tenant", "a""b") > ($1::text, $2::timestamp with time zone) AND ("tenant", "a""b") <= ($3::text, $4::timestamp with time zone))) AS outside FROM changed"#)
+        #expect(sql.batch == #"WITH changed AS (DELETE FROM "t" WHERE ("tenant", "a""b") > ($1::text, $2::timestamp with time zone) AND ("tenant", "a""b") <= ($3::text, $4::timestamp with time zone) AND (old) RETURNING NOT (("tenant", "a""b") > ($1::text, $2::timestamp with time zone) AND ("tenant", "a""b") <= ($3::text, $4::timestamp with time zone)) AS outside) SELECT count(*) AS rows, count(*) FILTER (WHERE outside) AS outside FROM changed"#)
         let custom = try JobSpec.parse(yaml: "name: j\ntable: t\nkey: [tenant, 'a\"b']\nsql: UPDATE t SET x = 1 FROM batch", file: "j.yaml")
         #expect(BatchStatements(spec: custom, key: key).batchFromStart
             == #"WITH batch AS MATERIALIZED (SELECT "tenant", "a""b" FROM "t" WHERE ("tenant", "a""b") <= ($1::text, $2::timestamp with time zone) FOR NO KEY UPDATE) UPDATE t SET x = 1 FROM batch"#)

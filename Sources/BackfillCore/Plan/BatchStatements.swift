@@ -88,19 +88,20 @@ public struct BatchStatements: Sendable, Hashable {
             let range = Self.bounds(key, after: lower, upTo: upper).joined(separator: " AND ")
             let predicate = range + (spec.whereClause.map { " AND (\($0))" } ?? "")
             let keys = columns.joined(separator: ", ")
+            // Each changed row returns whether its key lies outside the range (operator SQL that
+            // escaped its place), so that one pass over the changed rows counts both.
+            let returning = "RETURNING NOT (\(range)) AS outside"
             let change: String
             switch spec.action {
             case .update(let assignments):
                 let sets = assignments.map { "\(Identifier.quote($0.column)) = (\($0.expression))" }.joined(separator: ", ")
-                change = "UPDATE \(table) SET \(sets) WHERE \(predicate) RETURNING \(keys)"
+                change = "UPDATE \(table) SET \(sets) WHERE \(predicate) \(returning)"
             case .delete:
-                change = "DELETE FROM \(table) WHERE \(predicate) RETURNING \(keys)"
+                change = "DELETE FROM \(table) WHERE \(predicate) \(returning)"
             case .sql(let sql):
                 return ("WITH batch AS MATERIALIZED (SELECT \(keys) FROM \(table) WHERE \(predicate) FOR NO KEY UPDATE) \(sql)", nil)
             }
-            // The changed rows' keys, counted in the same statement: any outside the range means
-            // operator SQL escaped its place.
-            return ("WITH changed AS (\(change)) SELECT count(*) AS rows, count(*) FILTER (WHERE NOT (\(range))) AS outside FROM changed", Change(sql: change, range: range))
+            return ("WITH changed AS (\(change)) SELECT \(Self.tally) FROM changed", Change(sql: change, range: range))
         }
         let after = statement(lower: parameters(from: 1), upper: parameters(from: n + 1))
         let fromStart = statement(lower: nil, upper: parameters(from: 1))
@@ -110,22 +111,28 @@ public struct BatchStatements: Sendable, Hashable {
         changeFromStart = fromStart.change
     }
 
+    /// The counts over the changed rows, in one pass: `rows`, and `outside` (changed rows whose key
+    /// lies outside the batch's range).
+    static let tally = "count(*) AS rows, count(*) FILTER (WHERE outside) AS outside"
+
     /// For `update` and `delete` (nil for `sql`): SQL expressions, over the batch statement's
-    /// `changed` rows, for how many rows it changed and how many of them lie outside its range,
-    /// for a checkpoint `UPDATE` that runs in the same statement (`batch(afterKey:checkpoint:)`).
+    /// `tally` of its changed rows, for how many rows it changed and how many of them lie outside
+    /// its range, for a checkpoint `UPDATE` that runs in the same statement
+    /// (`batch(afterKey:checkpoint:)`).
     public func counts(afterKey: Bool) -> (rows: String, outside: String)? {
-        guard let change = afterKey ? change : changeFromStart else { return nil }
-        return ("(SELECT count(*) FROM changed)", "(SELECT count(*) FROM changed WHERE NOT (\(change.range)))")
+        guard (afterKey ? change : changeFromStart) != nil else { return nil }
+        return ("(SELECT rows FROM tally)", "(SELECT outside FROM tally)")
     }
 
     /// The batch statement of `update` or `delete` with the range's checkpoint `UPDATE` as a
     /// CTE of the same statement: the data and the checkpoint move together, in one statement.
-    /// The checkpoint's parameters follow the batch's (lower key, upper key).
+    /// The changed rows are counted once (`tally`, read by the checkpoint and the result). The
+    /// checkpoint's parameters follow the batch's (lower key, upper key).
     public func batch(afterKey: Bool, checkpoint: String) -> String {
         let plain = afterKey ? batch : batchFromStart
         guard let change = afterKey ? change : changeFromStart else { return plain }
-        return "WITH changed AS (\(change.sql)), checkpoint AS (\(checkpoint)) "
-            + "SELECT count(*) AS rows, count(*) FILTER (WHERE NOT (\(change.range))) AS outside FROM changed"
+        return "WITH changed AS (\(change.sql)), tally AS (SELECT \(Self.tally) FROM changed), checkpoint AS (\(checkpoint)) "
+            + "SELECT rows, outside FROM tally"
     }
 
     /// The key of an upper-bound row, and how many keys the batch up to it walks.
