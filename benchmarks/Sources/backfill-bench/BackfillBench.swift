@@ -79,10 +79,11 @@ struct BackfillBench: ParsableCommand {
             }
         }
         let results = outputDir + "/results"
+        let memory = (try? String(contentsOfFile: results + "/memory.md", encoding: .utf8)).map(Report.memoryPeaks) ?? []
         let report = Report(
             date: RunEvent.timestamp(Date()), command: (["swift run -c release backfill-bench"] + CommandLine.arguments.dropFirst()).joined(separator: " "),
             machine: try bench.machine(), main: main, quiet: quiet, contention: contention, contentionClients: contentionClients,
-            uuid: uuid, rehearsal: rehearsal, series: seriesRuns, offsetLimit: offsetLimit, liveClients: liveClients, rounds: rounds)
+            uuid: uuid, rehearsal: rehearsal, series: seriesRuns, offsetLimit: offsetLimit, liveClients: liveClients, rounds: rounds, memory: memory)
         print(report.markdown)
         try FileManager.default.createDirectory(atPath: results, withIntermediateDirectories: true)
         let encoder = JSONEncoder()

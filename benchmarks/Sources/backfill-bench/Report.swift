@@ -17,8 +17,10 @@ struct Report: Encodable, Sendable {
     var offsetLimit: Int
     var liveClients: Int
     var rounds: Int
+    /// The peaks of results/memory.md, a separate run of `benchmarks/memory-rss.sh`.
+    var memory: [MemoryPeak]
 
-    enum CodingKeys: String, CodingKey { case date, command, machine, main, quiet, contention, uuid, rehearsal, series, rounds
+    enum CodingKeys: String, CodingKey { case date, command, machine, main, quiet, contention, uuid, rehearsal, series, rounds, memory
         case offsetLimit = "offset_limit", liveClients = "live_clients", contentionClients = "contention_clients"
     }
 
