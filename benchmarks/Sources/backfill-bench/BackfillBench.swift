@@ -27,7 +27,7 @@ struct BackfillBench: ParsableCommand {
     @Option(help: "Run each table's strategies this many times, alternating (A B C A B C …); the tables show the median and range.") var rounds = 1
     @Option(help: "Keys per statement of the hand-written loop when no Backfill defaults ran before it on that table (otherwise their median batch's).") var loopBatch = 10_000
     @Option(help: "Also run one UPDATE and Backfill's defaults, without live traffic, on a table of this many rows keyed by random uuids; 0 = skip.") var uuidRows = 0
-    @Option(help: "The server's fsync, on or off (default: on for the throwaway cluster; the server's own with --database, else set there with ALTER SYSTEM, as a superuser).") var fsync: Switch?
+    @Option(help: "The server's fsync, on or off: the throwaway cluster starts with it, a --database server gets it by ALTER SYSTEM (as a superuser). Default: on, or the --database server's own.") var fsync: Switch?
 
     func validate() throws {
         guard rounds >= 1 else { throw ValidationError("--rounds must be at least 1") }
@@ -35,12 +35,14 @@ struct BackfillBench: ParsableCommand {
     }
 
     func run() throws {
-        let selected = try strategies.map { list in
+        // In the table's order, so that Backfill's defaults run before the loop that takes their batch size.
+        let chosen = try strategies.map { list in
             try list.split(separator: ",").map { name in
                 guard let s = Strategy(rawValue: String(name)) else { throw ValidationError("unknown strategy \(name)") }
                 return s
             }
-        } ?? Strategy.allCases
+        }
+        let selected = Strategy.allCases.filter { chosen?.contains($0) ?? true }
         var cluster: LocalPostgres?
         let conninfo: String
         if let database {

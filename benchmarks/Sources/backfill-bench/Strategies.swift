@@ -11,7 +11,7 @@ enum Strategy: String, CaseIterable, Codable, Sendable {
     case backfillDefaults = "backfill-defaults"
     case backfillTuned = "backfill-tuned"
     case backfillWorkers = "backfill-2-workers"
-    case loop = "loop"
+    case loop
 
     /// The table's title; the loop's names its key span `loopBatch`.
     func title(loopBatch: Int) -> String {
@@ -48,7 +48,7 @@ enum Strategy: String, CaseIterable, Codable, Sendable {
 
 /// A table the strategies fill: `bench_accounts` with the dense bigint keys 1…rows, or its twin
 /// keyed by random uuids (`gen_random_uuid()`, so the rows go in in random key order).
-enum BenchTable: String, Codable, Sendable {
+enum BenchTable: String, Sendable {
     case bigint = "bench_accounts"
     case uuid = "bench_accounts_uuid"
 
