@@ -41,7 +41,7 @@ struct Report: Encodable, Sendable {
         lines += ["## Charts", "", "Drawn from this run's figures (`results/*.svg`, written with this file)."]
         for chart in charts { lines += ["", "![\(chart.title)](results/\(chart.file))"] }
         lines.append("")
-        lines += table(main, heading: "## \(main.rows) rows, \(String(format: "%.0f", Double(main.tableBytes) / 1_048_576)) MB, under live traffic")
+        lines += table(main, heading: "## \(main.rows) rows, \(String(format: "%.0f", Double(main.tableBytes) / 1_048_576)) MB, " + (liveClients > 0 ? "under live traffic" : "no live traffic"))
         if let quiet {
             lines += [""] + table(quiet, heading: "## \(quiet.rows) rows, no live traffic (raw throughput)")
         }
