@@ -4,6 +4,8 @@ import Foundation
 extension Report {
     /// The default job's `batch.target_ms`, which the p99 and live-wait targets are relative to.
     static let defaultTargetMs = 50.0
+    /// The reason of a missed target nobody has looked into yet.
+    static let notYetExplained = "(not yet explained)"
 
     struct Target {
         var name: String
@@ -16,37 +18,58 @@ extension Report {
 
     var targetRows: [Target] {
         func result(_ run: SizeRun?, _ strategy: Strategy) -> StrategyResult? { run?.results.first { $0.strategy == strategy } }
-        func ratio(_ r: StrategyResult?, atLeast goal: Double, name: String, where place: String, why: String) -> Target {
-            Target(name: name, goal: String(format: "≥ %.2f × one UPDATE", goal),
-                   measured: r?.ratioToSingleUpdate.map { String(format: "%.2f × (%@)", $0, place) } ?? "not run",
-                   met: r?.ratioToSingleUpdate.map { $0 >= goal }, why: why)
+        /// Where a section was measured: its traffic, rows and fsync, and its rounds.
+        func place(_ run: SizeRun?, _ traffic: String) -> String {
+            "\(traffic), \(run.map { String($0.rows) } ?? "?") rows, fsync \(machine["setting.fsync"] ?? "?")" + (rounds > 1 ? ", median of \(rounds) rounds" : "")
+        }
+        func ratio(_ r: StrategyResult?, _ ratio: (StrategyResult) -> Double?, atLeast goal: Double, of other: String, name: String, where place: String, why: String) -> Target {
+            let value = r.flatMap(ratio)
+            return Target(name: name, goal: String(format: "≥ %.2f × %@", goal, other),
+                          measured: value.map { String(format: "%.2f × (%@)", $0, place) } ?? "not run",
+                          met: value.map { $0 >= goal }, why: why)
         }
         let perRow = "per row, a walk in key order through the index (an index read for the upper key, a bitmap heap scan, a commit per batch) costs more than the single UPDATE's sequential scan; the per-batch fixed cost is small (results/fixed-cost.md)"
+        let writers = liveClients > 0 ? "\(liveClients) live writers" : "live writers"
+        // A run with no live clients is itself the quiet one (the 4M-row and fsync variants).
+        let quiet = self.quiet ?? (liveClients == 0 ? main : nil)
+        let underWriters = liveClients > 0 ? main : nil
         let target = Self.defaultTargetMs
         var rows = [
-            ratio(result(quiet, .backfillDefaults), atLeast: 1.0, name: "one worker, quiet", where: "no live traffic", why: perRow),
-            ratio(result(main, .backfillDefaults), atLeast: 0.95, name: "one worker, under \(liveClients) live writers", where: "\(liveClients) writers", why: perRow),
-            ratio(result(quiet, .backfillWorkers), atLeast: 1.4, name: "two workers, quiet", where: "no live traffic",
-                  why: perRow + "; two workers and their backends share \(machine["cores"] ?? "?") cores with the client"),
+            ratio(result(quiet, .backfillDefaults), \.ratioToLoop, atLeast: 0.95, of: "the loop", name: "Backfill's defaults, quiet",
+                  where: place(quiet, "no live traffic"), why: Self.notYetExplained),
+            ratio(result(underWriters, .backfillDefaults), \.ratioToLoop, atLeast: 0.95, of: "the loop", name: "Backfill's defaults, under \(writers)",
+                  where: place(main, writers), why: Self.notYetExplained),
+            ratio(result(quiet, .backfillDefaults), \.ratioToSingleUpdate, atLeast: 0.95, of: "one UPDATE", name: "one worker, quiet",
+                  where: place(quiet, "no live traffic"), why: perRow),
+            ratio(result(quiet, .backfillWorkers), \.ratioToSingleUpdate, atLeast: 1.7, of: "one UPDATE", name: "two workers, quiet",
+                  where: place(quiet, "no live traffic"), why: perRow + "; two workers and their backends share \(machine["cores"] ?? "?") cores with the client"),
         ]
-        let defaults = result(main, .backfillDefaults)
-        rows.append(Target(
-            name: "batch p99 under \(liveClients) live writers", goal: String(format: "≤ 1.5 × target (%.0f ms)", 1.5 * target),
-            measured: defaults.map { String(format: "%.1f ms (%.2f × target)", $0.batchP99Ms, $0.batchP99Ms / target) } ?? "not run",
-            met: defaults.map { $0.batchP99Ms <= 1.5 * target },
-            why: "a batch's time includes waiting for rows live writers hold (up to lock_ms) and the tail of the sizer's p90 aim"))
-        rows.append(Target(
-            name: "worst live wait under \(liveClients) live writers", goal: String(format: "≤ 3 × target (%.0f ms)", 3 * target),
-            measured: defaults?.live.map { String(format: "%.1f ms", $0.maxMs) } ?? "not run",
-            met: defaults?.live.map { $0.maxMs <= 3 * target },
-            why: "the watchdog cancels a batch past blocking_wait_ms; its rollback and the CPU the machine has left add to that"))
-        if let crowded = result(contention, .backfillDefaults) {
-            rows.append(Target(
-                name: "\(contentionClients) live clients: worst live wait and batch p99", goal: String(format: "wait ≤ %.0f ms (no p99 goal)", 3 * target),
-                measured: String(format: "wait %.1f ms, p99 %.1f ms", crowded.live?.maxMs ?? 0, crowded.batchP99Ms),
-                met: crowded.live.map { $0.maxMs <= 3 * target },
-                why: "as above, with the CPU contention of \(contentionClients) clients on \(machine["cores"] ?? "?") cores"))
+        if uuid != nil {
+            rows.append(ratio(result(uuid, .backfillDefaults), \.ratioToSingleUpdate, atLeast: 0.9, of: "one UPDATE of the same table", name: "random uuid key",
+                              where: place(uuid, "no live traffic"), why: Self.notYetExplained))
         }
+        var lockHold = [(writers, result(underWriters, .backfillDefaults))]
+        if contention != nil { lockHold.append(("\(contentionClients) live clients", result(contention, .backfillDefaults))) }
+        for (traffic, defaults) in lockHold {
+            rows.append(Target(
+                name: "batch p99 under \(traffic)", goal: String(format: "≤ 1.5 × target (%.0f ms)", 1.5 * target),
+                measured: defaults.map { String(format: "%.1f ms (%.2f × target)", $0.batchP99Ms, $0.batchP99Ms / target) } ?? "not run",
+                met: defaults.map { $0.batchP99Ms <= 1.5 * target },
+                why: "a batch's time includes waiting for rows live writers hold (up to lock_ms) and the tail of the sizer's p90 aim"
+                    + (traffic == writers ? "" : ", with the CPU contention of \(contentionClients) clients on \(machine["cores"] ?? "?") cores")))
+            let worst = defaults.flatMap { $0.rounds.compactMap(\.live?.maxMs).max() }
+            rows.append(Target(
+                name: "worst live wait under \(traffic)", goal: String(format: "≤ 3 × target (%.0f ms)", 3 * target),
+                measured: worst.map { String(format: "%.1f ms", $0) + (rounds > 1 ? " (worst of \(rounds) rounds)" : "") } ?? "not run",
+                met: worst.map { $0 <= 3 * target },
+                why: "the watchdog cancels a batch past blocking_wait_ms; its rollback and the CPU the machine has left add to that"))
+        }
+        rows.append(Target(
+            name: "memory flat", goal: "peak RSS < 100 MB at 4M rows and beyond",
+            measured: memory.isEmpty ? "not measured"
+                : memory.map { "\($0.peakMB) MB at \($0.rows) rows" }.joined(separator: ", ") + " (`benchmarks/memory-rss.sh`, a separate run: results/memory.md)",
+            met: memory.isEmpty ? nil : memory.allSatisfy { $0.peakMB < 100 } && memory.contains { $0.rows >= 4_000_000 },
+            why: memory.contains { $0.rows >= 4_000_000 } ? Self.notYetExplained : "no run at 4M rows or more"))
         if let rehearsal {
             let place = "`rehearse`, default traffic, \(rehearsal.rows) rows"
             let wait = rehearsal.during.maxLockWaitMs
@@ -62,6 +85,23 @@ extension Report {
                 why: "the \(rehearsal.clients) clients run flat out and saturate the machine's \(machine["cores"] ?? "?") cores: the batch's backend is runnable but waiting for a CPU most of its time (read by hand from /proc/PID/schedstat of the batch backend over 5 s of a rehearsal: 3.6 s waiting, 1.2 s on a CPU), so a batch's wall time varies several times over with the same rows; the sizer aims the p90 at the target (met: p50 about 30 ms) and batch.max_ms cancels what runs past 4 × target"))
         }
         return rows
+    }
+
+    /// One table size's peak memory, from `benchmarks/memory-rss.sh`.
+    struct MemoryPeak: Encodable, Sendable {
+        var rows: Int
+        var peakMB: Int
+
+        enum CodingKeys: String, CodingKey { case rows, peakMB = "peak_mb" }
+    }
+
+    /// The peaks in results/memory.md, the table `memory-rss.sh` prints (rows first, peak RSS MB last).
+    static func memoryPeaks(markdown: String) -> [MemoryPeak] {
+        markdown.split(separator: "\n").compactMap { line in
+            let cells = line.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+            guard line.hasPrefix("|"), cells.count == 5, let rows = Int(cells[0]), let peak = Int(cells[4]) else { return nil }
+            return MemoryPeak(rows: rows, peakMB: peak)
+        }
     }
 
     var targets: [String] {

@@ -10,12 +10,17 @@ struct Report: Encodable, Sendable {
     var quiet: SizeRun?
     var contention: SizeRun?
     var contentionClients: Int
+    /// One UPDATE and Backfill's defaults on the table keyed by random uuids, without live traffic.
+    var uuid: SizeRun?
     var rehearsal: RehearsalReport?
     var series: [SizeRun]
     var offsetLimit: Int
     var liveClients: Int
+    var rounds: Int
+    /// The peaks of results/memory.md, a separate run of `benchmarks/memory-rss.sh`.
+    var memory: [MemoryPeak]
 
-    enum CodingKeys: String, CodingKey { case date, command, machine, main, quiet, contention, rehearsal, series
+    enum CodingKeys: String, CodingKey { case date, command, machine, main, quiet, contention, uuid, rehearsal, series, rounds, memory
         case offsetLimit = "offset_limit", liveClients = "live_clients", contentionClients = "contention_clients"
     }
 
@@ -36,12 +41,16 @@ struct Report: Encodable, Sendable {
         lines += ["## Charts", "", "Drawn from this run's figures (`results/*.svg`, written with this file)."]
         for chart in charts { lines += ["", "![\(chart.title)](results/\(chart.file))"] }
         lines.append("")
-        lines += table(main, heading: "## \(main.rows) rows, \(String(format: "%.0f", Double(main.tableBytes) / 1_048_576)) MB, under live traffic")
+        lines += table(main, heading: "## \(main.rows) rows, \(String(format: "%.0f", Double(main.tableBytes) / 1_048_576)) MB, " + (liveClients > 0 ? "under live traffic" : "no live traffic"))
         if let quiet {
             lines += [""] + table(quiet, heading: "## \(quiet.rows) rows, no live traffic (raw throughput)")
         }
         if let contention {
             lines += [""] + table(contention, heading: "## \(contention.rows) rows under \(contentionClients) live clients (CPU contention)")
+        }
+        if let uuid {
+            lines += [""] + table(uuid, heading: "## \(uuid.rows) rows keyed by random uuids, \(String(format: "%.0f", Double(uuid.tableBytes) / 1_048_576)) MB, no live traffic")
+            lines += ["", "The hand-written loop does not apply here: the key ranges of uuids cannot be computed by addition."]
         }
         if let rehearsal {
             lines += ["", "## Rehearsal: \(rehearsal.rows) rows under `backfill rehearse`'s default traffic", "",
@@ -71,14 +80,21 @@ struct Report: Encodable, Sendable {
             lines.append(String(format: "Live traffic alone (baseline): %.0f TPS, p50 %.2f ms, p99 %.2f ms, max %.1f ms.", b.tps, b.p50Ms, b.p99Ms, b.maxMs))
             lines.append("")
         }
-        lines.append("| strategy | seconds | rows/s | × single UPDATE | batches | batch p50 / p99 / max ms | live p50 / p99 / max ms | live TPS (× baseline) | WAL MB | first 10% / last 10% batch p50 ms |")
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        if rounds > 1 {
+            lines += ["\(rounds) rounds, the strategies alternating: seconds is the median (the range in brackets), rows/s and the ratios are from the medians, the other columns are the median round's.", ""]
+        }
+        lines.append("| strategy | seconds | rows/s | × single UPDATE | × loop | batches | batch p50 / p99 / max ms | live p50 / p99 / max ms | live TPS (× baseline) | WAL MB | first 10% / last 10% batch p50 ms |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        func ratio(_ value: Double?) -> String { value.map { String(format: "%.2f", $0) } ?? "-" }
         for r in run.results {
+            let seconds = r.rounds.count > 1
+                ? String(format: "%.2f (%.2f–%.2f)", r.seconds, r.secondsMin ?? 0, r.secondsMax ?? 0)
+                : String(format: "%.2f", r.seconds)
             let live = r.live.map { String(format: "%.2f / %.2f / %.1f", $0.p50Ms, $0.p99Ms, $0.maxMs) } ?? "-"
             let tps = r.live.map { l in String(format: "%.0f (%.2f)", l.tps, run.baseline.map { l.tps / max($0.tps, 1) } ?? 0) } ?? "-"
             lines.append(String(
-                format: "| %@ | %.2f | %.0f | %@ | %d | %.1f / %.1f / %.1f | %@ | %@ | %.0f | %.1f / %.1f |",
-                r.title, r.seconds, r.rowsPerSecond, r.ratioToSingleUpdate.map { String(format: "%.2f", $0) } ?? "-", r.batches,
+                format: "| %@ | %@ | %.0f | %@ | %@ | %d | %.1f / %.1f / %.1f | %@ | %@ | %.0f | %.1f / %.1f |",
+                r.title, seconds, r.rowsPerSecond, ratio(r.ratioToSingleUpdate), ratio(r.ratioToLoop), r.batches,
                 r.batchP50Ms, r.batchP99Ms, r.batchMaxMs, live, tps, Double(r.walBytes) / 1_048_576,
                 r.first10pctBatchP50Ms, r.last10pctBatchP50Ms))
         }
