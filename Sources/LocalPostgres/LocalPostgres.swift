@@ -13,7 +13,7 @@ import Synchronization
 /// and deletes the directory; clusters whose owning process died without stopping them are
 /// removed by the next `start()`. Running as root, `initdb` and `pg_ctl` run as the `postgres`
 /// user, since PostgreSQL refuses to run as root.
-public final class LocalPostgres: Sendable {
+public final class LocalPostgres: LocalServer {
     /// Errors starting or driving the cluster, with what to do about them.
     public struct Failure: Error, CustomStringConvertible, Sendable {
         public let description: String
@@ -309,20 +309,26 @@ public final class LocalPostgres: Sendable {
     }
 }
 
-/// Clusters to stop when the process exits normally.
-private enum ExitRegistry {
-    static let clusters = Mutex<[LocalPostgres]>([])
+/// A server the tests or the demo start (PostgreSQL, PgBouncer, Prometheus), stopped when the
+/// process exits normally if its owner did not stop it first. `stop()` must be safe to call twice.
+public protocol LocalServer: AnyObject, Sendable {
+    func stop()
+}
+
+/// Servers to stop when the process exits normally.
+enum ExitRegistry {
+    static let servers = Mutex<[any LocalServer]>([])
     static let installed = Atomic<Bool>(false)
 
-    static func register(_ cluster: LocalPostgres) {
-        clusters.withLock { $0.append(cluster) }
+    static func register(_ server: any LocalServer) {
+        servers.withLock { $0.append(server) }
         if !installed.exchange(true, ordering: .acquiringAndReleasing) {
             atexit {
-                let all = ExitRegistry.clusters.withLock { list in
+                let all = ExitRegistry.servers.withLock { list in
                     defer { list.removeAll() }
                     return list
                 }
-                all.forEach { $0.stop() }
+                all.reversed().forEach { $0.stop() }
             }
         }
     }
