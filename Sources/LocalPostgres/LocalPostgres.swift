@@ -199,6 +199,21 @@ public final class LocalPostgres: LocalServer {
         let argv = asPostgres ? ["/usr/sbin/runuser", "-u", "postgres", "--", executable] + arguments : [executable] + arguments
         let output = "/tmp/backfill-cmd-\(UUID().uuidString).log"
         defer { unlink(output) }
+        let pid = try spawn(argv, output: output)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let exited = status & 0x7f == 0
+        let code = (status >> 8) & 0xff
+        guard exited && code == 0 else {
+            let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+            throw Failure(
+                description: "\((executable as NSString).lastPathComponent) \(arguments.joined(separator: " ")) failed (\(exited ? "exit \(code)" : "signal \(status & 0x7f)")): \(text.suffix(2000))")
+        }
+    }
+
+    /// Starts `argv` with `posix_spawn`, stdin from /dev/null, stdout and stderr to `output`, and
+    /// returns its pid without waiting for it.
+    static func spawn(_ argv: [String], output: String) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -212,15 +227,7 @@ public final class LocalPostgres: LocalServer {
         guard spawned == 0 else {
             throw Failure(description: "could not start \(argv[0]): \(String(cString: strerror(spawned)))")
         }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        let exited = status & 0x7f == 0
-        let code = (status >> 8) & 0xff
-        guard exited && code == 0 else {
-            let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
-            throw Failure(
-                description: "\((executable as NSString).lastPathComponent) \(arguments.joined(separator: " ")) failed (\(exited ? "exit \(code)" : "signal \(status & 0x7f)")): \(text.suffix(2000))")
-        }
+        return pid
     }
 
     static func findBinDirectory() throws -> String {
