@@ -42,6 +42,25 @@ struct DashboardTests {
         }
     }
 
+    /// A run of job `name` over `rows` rows that retries (row 1 held locked past `lock_ms` for its
+    /// first second) and throttles (`rowsPerSecond`), so that every series, the per-reason ones
+    /// included, is exported; `flags` are added to `run`.
+    private func retryingThrottledRun(_ name: String, rows: Int, rowsPerSecond: Int, flags: [String]) throws -> (runner: CLIProcess, db: Connection) {
+        let (url, db) = try itemsDatabase(name, rows: rows)
+        let holder = try Connection(url)
+        try holder.execute("BEGIN")
+        try holder.query("SELECT id FROM items WHERE id = 1 FOR UPDATE")
+        let job = try jobFile(itemsJob(name: name, extra: """
+            timeouts: {lock_ms: 50}
+            retry: {max_attempts: 30, backoff_ms: 20, max_backoff_ms: 200}
+            throttle: {max_rows_per_second: \(rowsPerSecond)}
+            """))
+        let runner = try CLIProcess(["run", job, "--database", url] + flags)
+        usleep(1_000_000)
+        try holder.execute("COMMIT")
+        return (runner, db)
+    }
+
     /// The dashboard's variables as Grafana fills them in for one job (rate interval: 4 × the 1 s
     /// scrape interval, rounded up as Grafana's minimum of 15 s).
     private func filledIn(_ expression: String, job: String) -> String {
@@ -88,26 +107,15 @@ struct DashboardTests {
             .firstMatch(in: picker, range: NSRange(picker.startIndex..., in: picker)), "picker: \(picker)")
         let pickerSeries = String(picker[Range(pickerParts.range(at: 1), in: picker)!]), pickerLabel = String(picker[Range(pickerParts.range(at: 2), in: picker)!])
 
-        // A run that retries (a row held locked past lock_ms) and throttles (a rate limit), long
-        // enough to be scraped every second for a while; stopped with SIGINT once queried.
-        let (url, db) = try itemsDatabase("promscrape", rows: 300_000)
+        // Long enough to be scraped every second for a while; stopped with SIGINT once queried.
         let metricsPort = try LocalPostgres.freePort()
         let prometheus = try LocalPrometheus(scraping: ["127.0.0.1:\(metricsPort)"])
         defer { prometheus.stop() }
         let file = NSTemporaryDirectory() + "backfill-\(UUID().uuidString).prom"
         defer { unlink(file) }
-        let holder = try Connection(url)
-        try holder.execute("BEGIN")
-        try holder.query("SELECT id FROM items WHERE id = 1 FOR UPDATE")
-        let job = try jobFile(itemsJob(name: "scraped", extra: """
-            timeouts: {lock_ms: 50}
-            retry: {max_attempts: 30, backoff_ms: 20, max_backoff_ms: 200}
-            throttle: {max_rows_per_second: 5000}
-            """))
-        let runner = try CLIProcess(["run", job, "--database", url, "--metrics-port", String(metricsPort), "--metrics-bind", "127.0.0.1", "--metrics-file", file])
+        let (runner, db) = try retryingThrottledRun("scraped", rows: 300_000, rowsPerSecond: 5000,
+                                                    flags: ["--metrics-port", String(metricsPort), "--metrics-bind", "127.0.0.1", "--metrics-file", file])
         defer { if runner.process.isRunning { kill(runner.pid, SIGKILL) } }
-        usleep(1_000_000)
-        try holder.execute("COMMIT")
 
         let scraped = "backfill_job=\"scraped\""
         #expect(waitFor(40) {
@@ -127,7 +135,7 @@ struct DashboardTests {
         #expect(labelValues(prometheus, "exported_job", of: pickerSeries) == [], "no label was renamed by the scrape")
         #expect(labelValues(prometheus, "job", of: pickerSeries) == ["backfill"], "`job` is the scrape job's")
 
-        let scrape = try #require(httpGet(port: metricsPort, path: "/metrics")?.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n"))
+        let scrape = try #require(httpGet(port: metricsPort, path: "/metrics").flatMap(httpStatusAndBody)?.body)
         #expect(scrape.contains("# HELP backfill_rows_total "), "\(scrape.prefix(500))")
         let onScrape = try promtoolCheck(scrape)
         #expect(onScrape.code == 0 && onScrape.output.isEmpty, "promtool check metrics on the scrape: \(onScrape.output)")
@@ -152,22 +160,9 @@ struct DashboardTests {
         #expect(queried.isSuperset(of: ["backfill_progress_ratio", "backfill_rows_total", "backfill_batch_duration_seconds_bucket",
                                         "backfill_batch_target_seconds", "backfill_retries_total", "backfill_throttled_seconds_total", "backfill_state"]))
 
-        // A run that retries (a row held locked past lock_ms) and throttles (a rate limit), so
-        // that every series, the per-reason ones included, is exported.
-        let (url, db) = try itemsDatabase("dashboard", rows: 30_000)
         let file = NSTemporaryDirectory() + "backfill-\(UUID().uuidString).prom"
         defer { unlink(file) }
-        let holder = try Connection(url)
-        try holder.execute("BEGIN")
-        try holder.query("SELECT id FROM items WHERE id = 1 FOR UPDATE")
-        let job = try jobFile(itemsJob(name: "dashboard", extra: """
-            timeouts: {lock_ms: 50}
-            retry: {max_attempts: 30, backoff_ms: 20, max_backoff_ms: 200}
-            throttle: {max_rows_per_second: 30000}
-            """))
-        let runner = try CLIProcess(["run", job, "--database", url, "--metrics-file", file])
-        usleep(1_000_000)
-        try holder.execute("COMMIT")
+        let (runner, db) = try retryingThrottledRun("dashboard", rows: 30_000, rowsPerSecond: 30_000, flags: ["--metrics-file", file])
         #expect(runner.wait(timeout: 60) == 0, "\(runner.stderr)")
         try expectExactlyOnce(db, rows: 30_000)
 

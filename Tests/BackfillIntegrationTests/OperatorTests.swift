@@ -6,22 +6,6 @@ import PostgresClient
 import Testing
 import Yams
 
-/// `GET path` over plain HTTP from 127.0.0.1:port; nil when nothing answers.
-func httpGet(port: Int, path: String) -> String? {
-    guard let fd = tcpConnect(port: port) else { return nil }
-    defer { close(fd) }
-    let request = "GET \(path) HTTP/1.0\r\nHost: localhost\r\n\r\n"
-    _ = request.withCString { write(fd, $0, strlen($0)) }
-    var data = [UInt8]()
-    var buffer = [UInt8](repeating: 0, count: 4096)
-    while true {
-        let n = read(fd, &buffer, buffer.count)
-        if n <= 0 { break }
-        data += buffer[0..<n]
-    }
-    return String(decoding: data, as: UTF8.self)
-}
-
 @Suite("Operator experience: logs, progress, metrics, rehearsal, recipes")
 struct OperatorTests {
     @Test("JSON logs: one object per line for every event, numbers as numbers, no password")
