@@ -26,13 +26,13 @@ public final class LocalPgBouncer: LocalServer {
         guard let program = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
             throw LocalPostgres.Failure(description: "pgbouncer is not installed: `apt-get install pgbouncer` (.ci/run installs it)")
         }
-        Self.reapOrphans()
+        DaemonFiles.reapOrphans(prefix: Self.directoryPrefix, pidFile: "pgbouncer.pid")
         server = front
         poolMode = mode
         port = try LocalPostgres.freePort()
         directory = "/tmp/\(Self.directoryPrefix)\(UUID().uuidString.prefix(8).lowercased())"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false)
-        try String(getpid()).write(toFile: directory + "/owner.pid", atomically: true, encoding: .utf8)
+        try DaemonFiles.recordOwner(in: directory)
         ExitRegistry.register(self)
         let ini = """
             [databases]
@@ -80,31 +80,7 @@ public final class LocalPgBouncer: LocalServer {
     /// open connections never do); SIGKILL after 5 s.
     public func stop() {
         guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        Self.kill(pidFile: directory + "/pgbouncer.pid")
+        DaemonFiles.kill(pidFile: directory + "/pgbouncer.pid")
         try? FileManager.default.removeItem(atPath: directory)
-    }
-
-    /// Ends the process named in `pidFile`: SIGTERM, then SIGKILL if it is still there after 5 s.
-    static func kill(pidFile: String) {
-        guard let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
-              let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0 else { return }
-        Glibc.kill(pid, SIGTERM)
-        for _ in 0..<50 where Glibc.kill(pid, 0) == 0 { Thread.sleep(forTimeInterval: 0.1) }
-        guard Glibc.kill(pid, 0) == 0 else { return }
-        Glibc.kill(pid, SIGKILL)
-        for _ in 0..<50 where Glibc.kill(pid, 0) == 0 { Thread.sleep(forTimeInterval: 0.1) }
-    }
-
-    /// Kills the PgBouncers whose owning process is gone (a test process killed or crashed).
-    private static func reapOrphans() {
-        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/tmp")) ?? []
-        for entry in entries where entry.hasPrefix(directoryPrefix) {
-            let root = "/tmp/" + entry
-            guard let text = try? String(contentsOfFile: root + "/owner.pid", encoding: .utf8),
-                  let owner = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)),
-                  Glibc.kill(owner, 0) != 0 && errno == ESRCH else { continue }
-            kill(pidFile: root + "/pgbouncer.pid")
-            try? FileManager.default.removeItem(atPath: root)
-        }
     }
 }

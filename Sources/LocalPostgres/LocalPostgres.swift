@@ -315,28 +315,3 @@ public final class LocalPostgres: LocalServer {
         }
     }
 }
-
-/// A server the tests or the demo start (PostgreSQL, PgBouncer, Prometheus), stopped when the
-/// process exits normally if its owner did not stop it first. `stop()` must be safe to call twice.
-public protocol LocalServer: AnyObject, Sendable {
-    func stop()
-}
-
-/// Servers to stop when the process exits normally.
-enum ExitRegistry {
-    static let servers = Mutex<[any LocalServer]>([])
-    static let installed = Atomic<Bool>(false)
-
-    static func register(_ server: any LocalServer) {
-        servers.withLock { $0.append(server) }
-        if !installed.exchange(true, ordering: .acquiringAndReleasing) {
-            atexit {
-                let all = ExitRegistry.servers.withLock { list in
-                    defer { list.removeAll() }
-                    return list
-                }
-                all.reversed().forEach { $0.stop() }
-            }
-        }
-    }
-}

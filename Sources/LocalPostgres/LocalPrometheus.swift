@@ -5,12 +5,14 @@ import Synchronization
 /// a real run: it scrapes the given `127.0.0.1` targets every second, keeps its data in a
 /// temporary directory removed by `stop()`, and answers on 127.0.0.1 at `port`. It runs in the
 /// foreground as a child of this process; `stop()` runs when its owner stops it, when it is
-/// released (`deinit`) and at the process's normal exit.
+/// released (`deinit`) and at the process's normal exit; one whose owning process died without
+/// any of these (killed, crashed) is killed by the next `LocalPrometheus` started.
 public final class LocalPrometheus: LocalServer {
     public let port: Int
     public let directory: String
     private let pid: pid_t
     private let stopped = Atomic<Bool>(false)
+    private static let directoryPrefix = "backfill-prometheus-"
 
     /// Where Debian installs it.
     public static let program = "/usr/bin/prometheus"
@@ -23,9 +25,11 @@ public final class LocalPrometheus: LocalServer {
         guard FileManager.default.isExecutableFile(atPath: Self.program) else {
             throw LocalPostgres.Failure(description: "prometheus is not installed: `apt-get install prometheus` (.ci/run installs it)")
         }
+        DaemonFiles.reapOrphans(prefix: Self.directoryPrefix, pidFile: "prometheus.pid")
         port = try LocalPostgres.freePort()
-        directory = "/tmp/backfill-prometheus-\(UUID().uuidString.prefix(8).lowercased())"
+        directory = "/tmp/\(Self.directoryPrefix)\(UUID().uuidString.prefix(8).lowercased())"
         try FileManager.default.createDirectory(atPath: directory + "/data", withIntermediateDirectories: true)
+        try DaemonFiles.recordOwner(in: directory)
         let config = """
             global: {scrape_interval: 1s, evaluation_interval: 1s}
             scrape_configs:
@@ -41,6 +45,7 @@ public final class LocalPrometheus: LocalServer {
                                        "--web.listen-address=127.0.0.1:\(port)", "--log.level=warn"],
                                       output: directory + "/prometheus.log")
         ExitRegistry.register(self)
+        try String(pid).write(toFile: directory + "/prometheus.pid", atomically: true, encoding: .utf8)
         let deadline = Date().addingTimeInterval(30)
         while Self.status(port: port, path: "/-/ready") != 200 {
             guard Date() < deadline, kill(pid, 0) == 0 else {

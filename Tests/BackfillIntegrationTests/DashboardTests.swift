@@ -42,8 +42,8 @@ struct DashboardTests {
         }
     }
 
-    /// A run of job `name` over `rows` rows that retries (row 1 held locked past `lock_ms` for its
-    /// first second) and throttles (`rowsPerSecond`), so that every series, the per-reason ones
+    /// A run of job `name` over `rows` rows that retries (row 1 held locked past `lock_ms` until
+    /// the run has retried on it) and throttles (`rowsPerSecond`), so that every series, the per-reason ones
     /// included, is exported; `flags` are added to `run`.
     private func retryingThrottledRun(_ name: String, rows: Int, rowsPerSecond: Int, flags: [String]) throws -> (runner: CLIProcess, db: Connection) {
         let (url, db) = try itemsDatabase(name, rows: rows)
@@ -55,9 +55,10 @@ struct DashboardTests {
             retry: {max_attempts: 30, backoff_ms: 20, max_backoff_ms: 200}
             throttle: {max_rows_per_second: \(rowsPerSecond)}
             """))
-        let runner = try CLIProcess(["run", job, "--database", url] + flags)
-        usleep(1_000_000)
+        let runner = try CLIProcess(["run", job, "--database", url, "--log-format", "json"] + flags)
+        let retried = waitFor(30) { runner.events.contains { $0["event"] as? String == "retry" } }
         try holder.execute("COMMIT")
+        try #require(retried, "the run never retried on the held row: \(runner.stderr.suffix(2000))")
         return (runner, db)
     }
 
