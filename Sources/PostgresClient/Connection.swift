@@ -67,15 +67,25 @@ public final class Connection {
             if let conn { PQfinish(conn) }
             let message = ConnectionInfo.redact(raw.trimmingCharacters(in: .whitespacesAndNewlines), secrets: info.secrets)
             let code: PostgresError.Code = raw.contains("password authentication failed") || raw.contains("no password supplied")
-                ? .invalidPassword : .sqlclientUnableToEstablishSqlconnection
+                ? .invalidPassword
+                : Self.slotsTaken(raw) ? .tooManyConnections : .sqlclientUnableToEstablishSqlconnection
             throw PostgresError(
                 code: code, severity: "FATAL", message: "could not connect to \(info.target): \(message)",
                 hint: code == .invalidPassword
                     ? "check the user and password in the database URL, PGPASSWORD or ~/.pgpass"
+                    : code == .tooManyConnections
+                    ? "the role's, the database's or the server's connection limit is reached (CONNECTION LIMIT, max_connections)"
                     : "check that the server is running and the host, port and database name are right")
         }
         self.handle = conn
         PQsetNoticeReceiver(conn, noticeReceiver, Unmanaged.passUnretained(noticeBox).toOpaque())
+    }
+
+    /// Whether a refused connection was refused for want of a slot: the role's or the database's
+    /// `CONNECTION LIMIT`, or the server's `max_connections` (SQLSTATE 53300, which libpq reports
+    /// only in the message of a failed connection).
+    static func slotsTaken(_ message: String) -> Bool {
+        ["too many connections", "remaining connection slots are reserved", "sorry, too many clients"].contains { message.contains($0) }
     }
 
     /// Client-side TCP keepalives and `tcp_user_timeout` on every connection: a probe after 10 s
@@ -177,6 +187,16 @@ public final class Connection {
     @discardableResult
     public func query(_ sql: String, _ parameters: [PostgresValue] = [], prepared: Bool = false) throws -> QueryResult {
         let conn = try liveHandle()
+        if localPins != nil, isIdle {
+            // Pins the session does not hold: the statement runs in a transaction that sets them.
+            do {
+                let results = try pipeline(beginStatements() + [Statement(sql, parameters, prepared: prepared), Statement("COMMIT")])
+                return results[results.count - 2]
+            } catch {
+                if isOpen, !isIdle { try? execute("ROLLBACK") }
+                throw error
+            }
+        }
         var name: String?
         if prepared {
             if let known = preparedNames[sql] {
@@ -224,6 +244,60 @@ public final class Connection {
     /// (`pg_backend_pid()` is the pid libpq was told): through a transaction-mode pooler a named
     /// statement would be missing on the next server connection.
     public var preparesStatements = false
+
+    /// Settings pinned by `pin(_:)`: every statement of this session runs under them, whatever the
+    /// role or the database set.
+    public private(set) var pins: [(name: String, value: String)] = []
+    /// Whether `pins` are set for the whole session (a direct connection); otherwise each
+    /// transaction sets them (`begin`, and statements sent outside a transaction).
+    public private(set) var pinnedForSession = false
+    /// Whether this connection reaches its backend directly, as `pin(_:)` found; nil before.
+    public private(set) var direct: Bool?
+
+    /// Pins settings for everything sent on this session, above what `ALTER ROLE … SET` or
+    /// `ALTER DATABASE … SET` made the default. On a connection that reaches its backend directly
+    /// they are set once, for the session (`set_config(…, false)`, in the same statement that
+    /// finds the connection direct). Through a pooler a session setting would stay on a server
+    /// connection that other clients use next, so they are set for each transaction instead:
+    /// `begin(_:)` sets them, and `query` wraps a statement sent outside a transaction in one of
+    /// its own (one round trip). Returns whether the connection is direct.
+    @discardableResult
+    public func pin(_ settings: [(name: String, value: String)]) throws -> Bool {
+        let calls = settings.enumerated().map { i, _ in "set_config($\(2 * i + 2), $\(2 * i + 3), false)" }
+        let pinned = calls.isEmpty ? "NULL" : "CASE WHEN pg_backend_pid() = $1::int THEN concat_ws(',', \(calls.joined(separator: ", "))) END"
+        let values: [PostgresValue] = [.int(Int64(backendPID))] + settings.flatMap { [PostgresValue.text($0.name), .text($0.value)] }
+        let row = try query("SELECT pg_backend_pid() AS pid, \(pinned) AS pinned", values).first
+        let isDirect = isDirect(serverPID: row?["pid"].int64)
+        direct = isDirect
+        pins = settings
+        pinnedForSession = isDirect
+        return isDirect
+    }
+
+    /// `SELECT set_config(…, true), …` for the pins, when this session does not hold them itself.
+    private var localPins: String? {
+        guard !pinnedForSession, !pins.isEmpty else { return nil }
+        return "SELECT " + pins.map { "set_config(\(Self.literal($0.name)), \(Self.literal($0.value)), true)" }.joined(separator: ", ")
+    }
+
+    private static func literal(_ text: String) -> String { "'" + text.replacingOccurrences(of: "'", with: "''") + "'" }
+
+    /// The statements that open a transaction with `characteristics` (`ISOLATION LEVEL READ
+    /// COMMITTED`, `… READ ONLY`): `BEGIN …`, then the pins where the session does not hold them.
+    public func beginStatements(_ characteristics: String = "ISOLATION LEVEL READ COMMITTED") -> [Statement] {
+        [Statement("BEGIN " + characteristics)] + (localPins.map { [Statement($0)] } ?? [])
+    }
+
+    /// Opens a transaction with `characteristics`, under the pins (`beginStatements`).
+    public func begin(_ characteristics: String = "ISOLATION LEVEL READ COMMITTED") throws {
+        try execute(beginStatements(characteristics).map(\.sql).joined(separator: "; "))
+    }
+
+    /// Whether this session is outside any transaction block.
+    public var isIdle: Bool {
+        guard let handle else { return false }
+        return PQtransactionStatus(handle) == PQTRANS_IDLE
+    }
 
     /// Whether this connection reaches its backend directly, not through a pooler: the server's
     /// `pg_backend_pid()` is the pid libpq was told at connection.
@@ -321,10 +395,11 @@ public final class Connection {
         _ = try consume(PQexec(conn, sql), conn: conn)
     }
 
-    /// Runs `body` between `BEGIN` and `COMMIT`; rolls back and rethrows when `body` throws.
+    /// Runs `body` between `BEGIN` (with `characteristics`, under the pins) and `COMMIT`; rolls
+    /// back and rethrows when `body` throws.
     @discardableResult
-    public func transaction<T>(_ body: (Connection) throws -> T) throws -> T {
-        try execute("BEGIN")
+    public func transaction<T>(_ characteristics: String = "ISOLATION LEVEL READ COMMITTED", _ body: (Connection) throws -> T) throws -> T {
+        try begin(characteristics)
         do {
             let value = try body(self)
             try execute("COMMIT")

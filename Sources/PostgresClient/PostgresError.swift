@@ -27,6 +27,7 @@ public struct PostgresError: Error, Sendable, Hashable, CustomStringConvertible 
         public static let connectionFailure: Code = "08006"
         public static let sqlclientUnableToEstablishSqlconnection: Code = "08001"
         public static let invalidPassword: Code = "28P01"
+        public static let tooManyConnections: Code = "53300"
         public static let uniqueViolation: Code = "23505"
         public static let undefinedTable: Code = "42P01"
         public static let undefinedColumn: Code = "42703"

@@ -6,7 +6,7 @@ import PostgresClient
 /// Connects for an admin command; a connection failure is exit 1 with the server's reason.
 func connect(_ db: DatabaseOptions, as name: String) throws -> Connection {
     do {
-        return try Connection(db.conninfo, applicationName: "backfill:\(name)")
+        return try SessionPins.connect(db.conninfo, applicationName: "backfill:\(name)")
     } catch {
         throw CommandFailure(
             message: "\(error)",
@@ -186,6 +186,6 @@ struct Plan: ParsableCommand {
         let plan = try planJob(spec, conn)
         let explain = try Planner.explain(plan, size: spec.batch.size, on: conn)
         let requirement = try spec.requires.map { try Requirements.check($0, timeoutMs: spec.timeouts.statementMs, db: conn) }
-        print(PlanReport.render(plan, explain: explain, requirement: requirement))
+        print(PlanReport.render(plan, explain: explain, requirement: requirement, budget: try ConnectionBudget.read(conn)))
     }
 }

@@ -52,7 +52,7 @@ struct Demo: ParsableCommand, LogFormatted {
             let outcome = Runner(spec: spec, options: RunOptions(database: conninfo), stop: stop, emit: emit).run()
             console.finish(outcome, job: spec.name)
             if case .done = outcome {
-                let left = try Planner.countMatching(spec, on: try Connection(conninfo))
+                let left = try Planner.countMatching(spec, on: try SessionPins.connect(conninfo, applicationName: "backfill:demo"))
                 console.note("demo: verified: \(left) rows still match `\(spec.whereClause ?? "")`; removing the cluster")
             }
             return outcome

@@ -29,6 +29,15 @@ struct EndCheckSQLTests {
         #expect(all.contains(#"FROM "t" WHERE (v IS NULL) AND NOT EXISTS"#))
         #expect(BatchStatements.RemainingScope.all.parameters.isEmpty)
     }
+
+    @Test("a chunk of heap pages: its tid bounds follow the scope's parameters")
+    func pageChunks() throws {
+        let all = try #require(single.remainingCount(spec: Self.singleSpec, excludingBadRowsIn: "bf.bad_rows", pages: true))
+        #expect(all.contains(#"FROM "t" WHERE ctid >= $3::tid AND ctid < $4::tid AND (v IS NULL)"#), "\(all)")
+        let outside = try #require(single.remainingCount(spec: Self.singleSpec, excludingBadRowsIn: "bf.bad_rows",
+                                                         scope: .outside([KeyInterval(lower: ["20"], upper: ["30"])]), pages: true))
+        #expect(outside.contains(#"WHERE ctid >= $5::tid AND ctid < $6::tid AND NOT (("id" > $3::bigint AND "id" <= $4::bigint)) AND (v IS NULL)"#), "\(outside)")
+    }
 }
 
 @Suite("Batch transaction settings")

@@ -140,28 +140,7 @@ struct SQLSafetyTests {
     @Test("a sql action does not overwrite an application's write that lands during the batch")
     func sqlRechecksConcurrentWrites() throws {
         let (url, db) = try itemsDatabase("sqlrace", rows: 2_000)
-        // The application claims row 500 (filled = -1) in a transaction that commits while the
-        // job's batch waits for the row; the batch must then see that row no longer matches.
-        let app = try Connection(url)
-        try app.execute("BEGIN")
-        try app.query("UPDATE items SET filled = -1 WHERE id = 500")
-        let path = try jobFile("""
-            name: s
-            table: items
-            key: [id]
-            where: filled IS NULL
-            sql: UPDATE items SET filled = items.id * 2, writes = writes + 1 FROM batch WHERE items.id = batch.id
-            batch: {size: 5000, max: 5000}
-            timeouts: {lock_ms: 20000, statement_ms: 30000}
-            """)
-        let run = try CLIProcess(["run", path, "--database", url])
-        #expect(try waitFor(20) { (try db.query("SELECT count(*) AS n FROM pg_locks WHERE NOT granted").first?["n"].int64 ?? 0) > 0 }, "the batch never waited on the application's row")
-        try app.execute("COMMIT")
-        #expect(run.wait() == 0, "\(run.stderr)")
-        let row = try #require(try db.query("SELECT filled, writes FROM items WHERE id = 500").first)
-        #expect(row["filled"].int64 == -1, "the application's write was overwritten")
-        #expect(row["writes"].int64 == 0)
-        #expect(try db.query("SELECT count(*) AS n FROM items WHERE filled = id * 2 AND writes = 1").first?["n"].int64 == 1_999)
+        try expectSQLActionKeepsApplicationWrite(url: url, db: db)
     }
 
     @Test("the key's index must serve the walk: DESC, another collation or operator class is refused", arguments: [

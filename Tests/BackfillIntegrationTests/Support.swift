@@ -147,6 +147,33 @@ func expectExactlyOnce(_ db: Connection, rows: Int, table: String = "items", sou
     #expect(row["right"].int64 == Int64(rows), sourceLocation: sourceLocation)
 }
 
+/// A `sql` action over the 2,000 rows of `items` while the application changes row 500
+/// (`filled = -1`) in a transaction (opened with `begin`) that commits while the job's batch waits
+/// for the row: the batch must see that the row no longer matches `where`, and leave it.
+func expectSQLActionKeepsApplicationWrite(url: String, db: Connection, begin: String = "BEGIN", sourceLocation: SourceLocation = #_sourceLocation) throws {
+    let app = try Connection(url)
+    try app.execute(begin)
+    try app.query("UPDATE items SET filled = -1 WHERE id = 500")
+    let path = try jobFile("""
+        name: s
+        table: items
+        key: [id]
+        where: filled IS NULL
+        sql: UPDATE items SET filled = items.id * 2, writes = writes + 1 FROM batch WHERE items.id = batch.id
+        batch: {size: 5000, max: 5000}
+        timeouts: {lock_ms: 20000, statement_ms: 30000}
+        """)
+    let run = try CLIProcess(["run", path, "--database", url])
+    #expect(try waitFor(20) { (try db.query("SELECT count(*) AS n FROM pg_locks WHERE NOT granted").first?["n"].int64 ?? 0) > 0 },
+            "the batch never waited on the application's row", sourceLocation: sourceLocation)
+    try app.execute("COMMIT")
+    #expect(run.wait() == 0, "\(run.stderr)", sourceLocation: sourceLocation)
+    let row = try #require(try db.query("SELECT filled, writes FROM items WHERE id = 500").first, sourceLocation: sourceLocation)
+    #expect(row["filled"].int64 == -1, "the application's write was overwritten", sourceLocation: sourceLocation)
+    #expect(row["writes"].int64 == 0, sourceLocation: sourceLocation)
+    #expect(try db.query("SELECT count(*) AS n FROM items WHERE filled = id * 2 AND writes = 1").first?["n"].int64 == 1_999, sourceLocation: sourceLocation)
+}
+
 /// Polls until `condition` holds or `timeout` passes.
 func waitFor(_ timeout: Double, _ condition: () throws -> Bool) rethrows -> Bool {
     let deadline = Date().addingTimeInterval(timeout)

@@ -120,7 +120,7 @@ public final class RunMetrics {
         case .done: setState("done")
         case .error: setState("failed")
         case .finalize: setState("finalizing")
-        case .requirements, .tune, .wait: break
+        case .requirements, .tune, .wait, .connections: break
         }
         if let f = tracker.fraction { progress.record(f) }
     }

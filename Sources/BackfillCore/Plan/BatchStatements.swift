@@ -170,6 +170,10 @@ public struct BatchStatements: Sendable, Hashable {
         return "SELECT \(value("min")) AS lo, \(value("max")) AS hi FROM \(table)"
     }
 
+    /// A range of heap pages, `ctid >= $first::tid AND ctid < $(first + 1)::tid`: a TID Range Scan
+    /// on PostgreSQL 14 and later.
+    static func pageRange(from first: Int) -> String { "ctid >= $\(first)::tid AND ctid < $\(first + 1)::tid" }
+
     /// The key's columns, quoted: `"id"`, or a row `("tenant_id", "id")` for a composite key.
     static func tuple(_ key: [KeyColumn]) -> String {
         let columns = key.map { Identifier.quote($0.name) }
@@ -218,8 +222,9 @@ public struct BatchStatements: Sendable, Hashable {
 
     /// How many rows still match `where` (at most `$1`), leaving out the keys that the job (`$2`)
     /// quarantined in `badRows` (their text forms read back as the key's types), within `scope`
-    /// (its bounds from `$3`: `RemainingScope.parameters`).
-    public func remainingCount(spec: JobSpec, excludingBadRowsIn badRows: String, scope: RemainingScope = .all) -> String? {
+    /// (its bounds from `$3`: `RemainingScope.parameters`). With `pages`, only the rows of a range
+    /// of heap pages, its `tid` bounds the two parameters after the scope's (`ChunkedCount`).
+    public func remainingCount(spec: JobSpec, excludingBadRowsIn badRows: String, scope: RemainingScope = .all, pages: Bool = false) -> String? {
         guard let whereClause = spec.whereClause else { return nil }
         let columns = key.map { "\(table).\(Identifier.quote($0.name))" }
         let stored = key.enumerated().map { i, column in "(b.key ->> \(i))::\(column.type)" }
@@ -238,6 +243,10 @@ public struct BatchStatements: Sendable, Hashable {
             if !walking.isEmpty { bounds = "NOT (" + walking.joined(separator: " OR ") + ") AND " }
         case .within(let interval):
             bounds = condition(interval, from: 3).sql + " AND "
+        }
+        if pages {
+            let first = 3 + scope.parameters.count
+            bounds = Self.pageRange(from: first) + " AND " + bounds
         }
         return "SELECT count(*) AS n FROM (SELECT 1 FROM \(table) WHERE \(bounds)(\(whereClause)) "
             + "AND NOT EXISTS (SELECT 1 FROM \(badRows) b WHERE b.job = $2 AND \(match)) LIMIT $1) s"

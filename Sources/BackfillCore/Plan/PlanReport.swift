@@ -3,7 +3,9 @@ import Foundation
 /// The text `backfill plan` prints.
 public enum PlanReport {
     /// `requirement`: what `requires` says now (nil when the job has none).
-    public static func render(_ plan: JobPlan, explain: String?, requirement: (met: Bool, detail: String)? = nil) -> String {
+    /// `budget`: the connection slots free now (nil: not read).
+    public static func render(_ plan: JobPlan, explain: String?, requirement: (met: Bool, detail: String)? = nil,
+                              budget: ConnectionBudget? = nil, workers: Int? = nil) -> String {
         let spec = plan.spec
         var lines = [
             "job:        \(spec.name) (\(spec.file))",
@@ -18,6 +20,16 @@ public enum PlanReport {
             lines.append("estimate:   the table has no statistics yet (run ANALYZE for an estimate)")
         }
         lines.append("plan guard: \(plan.guardFinding)")
+        let workers = workers ?? spec.workers
+        let watchdog = spec.throttle.whenBlocking
+        let needed = ConnectionBudget.needed(workers: workers, lease: true, watchdog: watchdog)
+        var connections = "connections: \(needed) = \(workers) worker\(workers == 1 ? "" : "s") + the coordinator + the lease\(watchdog ? " + the watchdog" : "") (the end check borrows the coordinator's)"
+        if let budget, let free = budget.free {
+            // The plan's own connection stands for the run's coordinator: `free` is what is left.
+            let fit = budget.fit(workers: workers, watchdog: watchdog, lease: true)
+            connections += fit == .all ? "; \(free + 1) free now" : "; now \(budget.message(fit, workers: workers, lease: true, watchdog: watchdog))"
+        }
+        lines.append(connections)
         if let requires = spec.requires {
             lines.append("requires:   \(requires)" + (requirement.map { $0.met ? " (holds now)" : " (does not hold now: \($0.detail); `run` exits 2 unless --wait-for-requirements)" } ?? ""))
         }

@@ -243,10 +243,12 @@ public enum Planner {
         }
     }
 
-    /// Runs `body` inside `BEGIN READ ONLY` with the given `SET LOCAL` settings, then rolls back.
+    /// Runs `body` inside a READ COMMITTED, READ ONLY transaction with the given `SET LOCAL`
+    /// settings, then rolls back.
     static func inReadOnlyTransaction<T>(settings: [String] = [], on db: Connection, _ body: () throws -> T) throws -> T {
-        try db.execute((["BEGIN READ ONLY"] + settings.map { "SET LOCAL \($0)" }).joined(separator: "; "))
+        try db.begin(SessionPins.readOnly)
         defer { try? db.execute("ROLLBACK") }
+        if !settings.isEmpty { try db.execute(settings.map { "SET LOCAL \($0)" }.joined(separator: "; ")) }
         return try body()
     }
 

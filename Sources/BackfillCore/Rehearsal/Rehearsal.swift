@@ -38,7 +38,7 @@ public enum Rehearsal {
     public static func run(
         spec: JobSpec, options: RehearsalOptions, stop: StopSignal = StopSignal(), emit: @escaping @Sendable (RunEvent) -> Void = { _ in }
     ) throws -> (RehearsalReport, RunOutcome) {
-        let db = try Connection(options.database, applicationName: "backfill:\(spec.name):rehearse")
+        let db = try SessionPins.connect(options.database, applicationName: "backfill:\(spec.name):rehearse")
         let plan = try Planner.plan(spec, on: db)
         let transaction = try makeTraffic(plan: plan, options: options, db: db)
         let measuresLockWaits = options.trafficSQL == nil

@@ -61,6 +61,8 @@ public enum ConsoleFormat {
         case .wait:
             // `gate is not registered yet (…)` names the job itself.
             return event["state"] == .string(JobWait.notRegistered) ? text("line") : "\(event.job): \(text("line"))"
+        case .connections:
+            return "\(event.job): connections: \(text("message"))"
         }
     }
 }

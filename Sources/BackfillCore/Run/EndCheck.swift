@@ -7,7 +7,8 @@ import Synchronization
 /// once at most `startWhenLeft` of the keys are left to walk (extrapolated from the density each
 /// open range walked when the key is a number, since a range is often a quarter off its
 /// estimate; from the ranges' estimates otherwise), a
-/// thread of its own counts, on a connection of its own and in a read-only transaction, the rows
+/// thread of its own counts, on the coordinator's connection (idle while the workers run) and in
+/// read-only chunks (`ChunkedCount`), the rows
 /// matching `where` outside what is still being walked (the open ranges' intervals at that
 /// moment), while the workers finish. After the walk only those intervals are checked, through
 /// the key's index. A row that changes behind the walk after the early count is found by no
@@ -32,20 +33,25 @@ final class EndCheck: Sendable {
     private let spec: JobSpec
     private let plan: JobPlan
     private let store: CheckpointStore
-    private let conninfo: String?
-    private let applicationName: String
+    private let borrowed: Borrowed
     private let startWhenLeft: Double
     private let limit: Int64
     private let phase = Mutex<(phase: Phase, stop: Bool)>((.watching, false))
     private let ended = DispatchSemaphore(value: 0)
 
-    init(spec: JobSpec, plan: JobPlan, store: CheckpointStore, conninfo: String?,
-         applicationName: String, startWhenLeft: Double = 0.05, limit: Int64 = 1000) {
+    /// The coordinator's connection, used by the watch's thread alone from `start` until
+    /// `finish` returns: the coordinator waits for the workers meanwhile and does not touch it.
+    final class Borrowed: @unchecked Sendable {
+        let db: Connection
+        init(_ db: Connection) { self.db = db }
+    }
+
+    init(spec: JobSpec, plan: JobPlan, store: CheckpointStore, borrowing borrowed: Borrowed,
+         startWhenLeft: Double = 0.05, limit: Int64 = 1000) {
         self.spec = spec
         self.plan = plan
         self.store = store
-        self.conninfo = conninfo
-        self.applicationName = applicationName
+        self.borrowed = borrowed
         self.startWhenLeft = startWhenLeft
         self.limit = limit
     }
@@ -80,7 +86,10 @@ final class EndCheck: Sendable {
     /// Polls the ranges every 100 ms; once few enough keys are left (`Unwalked.keysLeft`), counts
     /// outside them.
     private func watch() throws -> Early? {
-        let db = try Connection(conninfo, applicationName: applicationName + ":end-check")
+        let db = borrowed.db
+        // Before PostgreSQL 14 a count outside the open ranges is one statement over the table:
+        // the end check then runs after the walk, in key chunks.
+        guard db.serverVersion >= 140_000 else { return nil }
         // The key's two ends (read from its index), for the estimate of what is left.
         let bounds = try plan.keyBounds(on: db)
         while !phase.withLock({ $0.stop }) {
@@ -94,7 +103,8 @@ final class EndCheck: Sendable {
                     return true
                 }
                 guard started else { return nil }
-                let matching = try Self.count(.outside(intervals), spec: spec, statements: plan.statements, store: store, limit: limit, db: db)
+                let matching = try Self.count(.outside(intervals), spec: spec, statements: plan.statements, store: store, limit: limit, db: db,
+                                              cancelled: { self.phase.withLock { $0.stop } })
                 return Early(intervals: intervals, matching: matching)
             }
             Thread.sleep(forTimeInterval: 0.1)
@@ -107,18 +117,36 @@ final class EndCheck: Sendable {
     static func remaining(after early: Early, spec: JobSpec, statements: BatchStatements, store: CheckpointStore, limit: Int64, db: Connection) throws -> Int64 {
         var found = early.matching
         for interval in early.intervals where found < limit {
-            found += try count(.within(interval), spec: spec, statements: statements, store: store, limit: limit - found, db: db, settings: ["enable_seqscan = off"])
+            found += try count(.within(interval), spec: spec, statements: statements, store: store, limit: limit - found, db: db)
         }
         return found
     }
 
-    /// Rows matching `where` in `scope` (at most `limit`), quarantined keys left out, in a
-    /// read-only transaction under the session pins.
+    /// Rows matching `where` in `scope` (at most `limit`), quarantined keys left out, counted in
+    /// chunks (`ChunkedCount`), each a read-only transaction under the session pins and the
+    /// job's `timeouts.statement_ms`: by heap pages on PostgreSQL 14+, by keys within an interval
+    /// (through the key's index) and, before 14, over the whole key space.
     static func count(_ scope: BatchStatements.RemainingScope, spec: JobSpec, statements: BatchStatements, store: CheckpointStore,
-                      limit: Int64, db: Connection, settings: [String] = []) throws -> Int64 {
+                      limit: Int64, db: Connection, settings: [String] = [], cancelled: @escaping () -> Bool = { false }) throws -> Int64 {
         guard let sql = statements.remainingCount(spec: spec, excludingBadRowsIn: store.badRowsTable, scope: scope) else { return 0 }
-        return try Planner.inReadOnlyTransaction(settings: SessionPins.settings + settings, on: db) {
-            try db.query(sql, [.int(limit), .text(spec.name)] + scope.parameters).first?["n"].int64 ?? 0
+        let chunks = ChunkedCount(table: statements.table, statementMs: spec.timeouts.statementMs, db: db, cancelled: cancelled)
+        func byKeys(_ interval: KeyInterval) throws -> Int64 {
+            try chunks.overKeys(interval, statements: statements, limit: limit, settings: ["enable_seqscan = off"] + settings) { part, left in
+                (statements.remainingCount(spec: spec, excludingBadRowsIn: store.badRowsTable, scope: .within(part)) ?? sql,
+                 [.int(left ?? limit), .text(spec.name)] + KeyInterval.parameters([part]))
+            }
+        }
+        switch scope {
+        case .within(let interval): return try byKeys(interval)
+        case .all where !chunks.byPages: return try byKeys(KeyInterval(lower: nil, upper: nil))
+        case .outside where !chunks.byPages:
+            // Before 14 no early count is made (`watch`); this is its one-statement form.
+            return try Planner.inReadOnlyTransaction(settings: SessionPins.settings + settings, on: db) {
+                try db.query(sql, [.int(limit), .text(spec.name)] + scope.parameters).first?["n"].int64 ?? 0
+            }
+        case .all, .outside:
+            let paged = statements.remainingCount(spec: spec, excludingBadRowsIn: store.badRowsTable, scope: scope, pages: true) ?? sql
+            return try chunks.overPages(paged, [.int(limit), .text(spec.name)] + scope.parameters, limit: limit, limitAt: 0, settings: settings)
         }
     }
 }

@@ -2,9 +2,9 @@ import Foundation
 import PostgresClient
 
 /// Runs a done and verified job's `finalize` statements, once each, in order. Each step is one
-/// transaction, sent as one pipeline: `BEGIN`, `SET LOCAL lock_timeout` (the job's
-/// `timeouts.lock_ms`, so that a DDL waiting for its lock never holds live traffic queued
-/// behind it for longer), the statement (exactly one, by protocol), the step's record in
+/// transaction, sent as one pipeline: `BEGIN ISOLATION LEVEL READ COMMITTED`, `lock_timeout` (the
+/// job's `timeouts.lock_ms`, so that a DDL waiting for its lock never holds live traffic queued
+/// behind it for longer) and `statement_timeout = 0` for the transaction, the statement (exactly one, by protocol), the step's record in
 /// `finalize_steps`, and `COMMIT`: the record commits with the DDL or not at all. A lock timeout,
 /// deadlock or lost connection is retried with the job's `RetryPolicy`; any other error, or the
 /// retries used up, fails the job naming the step, and the next run starts from that step.
@@ -35,8 +35,10 @@ struct Finalizer {
                 if context.stop.isRequested { return .stopped(.signal, context.summary(state: .pending)) }
                 let tried = ContinuousClock.now
                 do {
-                    _ = try db.pipeline([
-                        .init("BEGIN"), .init("SET LOCAL lock_timeout = '\(spec.timeouts.lockMs)ms'"), .init(statement),
+                    // The step's own bound is its lock wait: DDL such as VALIDATE CONSTRAINT may read
+                    // the whole table, which no statement_timeout of Backfill's can know.
+                    _ = try db.pipeline(db.beginStatements() + [
+                        .init("SELECT set_config('lock_timeout', '\(spec.timeouts.lockMs)ms', true), set_config('statement_timeout', '0', true)"), .init(statement),
                         store.recordStep(spec.name, step: step, statement: statement, attempts: attempt), .init("COMMIT"),
                     ])
                     break attempts
@@ -58,7 +60,7 @@ struct Finalizer {
                         context.sleep(ms: delayMs)
                         attempt += 1
                         if reconnect || !db.isOpen {
-                            db = try Connection(context.options.database, applicationName: context.applicationName)
+                            db = try SessionPins.connect(context.options.database, applicationName: context.applicationName)
                             // The COMMIT may have gone through before the connection was lost.
                             done = try store.finalizedSteps(spec.name, db: db)
                             if done[step] == JobSpec.hash(statement) { break attempts }

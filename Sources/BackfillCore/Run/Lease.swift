@@ -84,7 +84,7 @@ final class Lease {
     /// Takes the lease, or reports who holds it.
     static func acquire(job: String, runner: String, conninfo: String?, store: CheckpointStore) throws -> Result<Lease, LeaseHolder> {
         let lease = Lease(job: job, runner: runner, conninfo: conninfo, store: store,
-                          connection: try Connection(conninfo, applicationName: applicationName(job)))
+                          connection: try SessionPins.connect(conninfo, applicationName: applicationName(job)))
         if let holder = try lease.take(takeOver: true) { return .failure(holder) }
         return .success(lease)
     }
@@ -175,7 +175,7 @@ final class Lease {
                 [.text(job), .text(token), .int(Int64(Self.ttlSeconds))]).first != nil
             return moved ? .held : .lost("the lease row was taken by another runner or removed by `backfill unlock`")
         } catch let error as PostgresError where error.isConnectionLost || !connection.isOpen {
-            guard let fresh = try? Connection(conninfo, applicationName: Self.applicationName(job)) else { return .unreachable }
+            guard let fresh = try? SessionPins.connect(conninfo, applicationName: Self.applicationName(job)) else { return .unreachable }
             let started = try? fresh.query("SELECT pg_postmaster_start_time()::text AS started").first?["started"].string
             guard let started else { return .unreachable }
             connection = fresh

@@ -40,6 +40,8 @@ final class RunContext: Sendable {
         var finished: [WorkerResult] = []
         var aborted = false
         var restUntil = ContinuousClock.now
+        /// Workers holding a connection now.
+        var connected = 0
     }
     private let state: Mutex<State>
 
@@ -90,6 +92,18 @@ final class RunContext: Sendable {
     }
 
     func record(_ result: WorkerResult) { state.withLock { $0.finished.append(result) } }
+
+    /// A worker got (`true`) or gave up (`false`) its connection.
+    func workerConnection(_ open: Bool) { state.withLock { $0.connected += open ? 1 : -1 } }
+
+    /// Whether another worker holds a connection, or one finished with no range left: a worker
+    /// that finds no free connection slot then waits for one instead of failing the job (or,
+    /// with nothing left, ends).
+    var slotWait: (othersConnected: Bool, walkDone: Bool) {
+        state.withLock { state in
+            (state.connected > 0, state.finished.contains { if case .done = $0 { true } else { false } })
+        }
+    }
 
     /// The workers' results so far, and forgets them (for the next pass).
     func takeResults() -> [WorkerResult] {

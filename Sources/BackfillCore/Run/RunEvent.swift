@@ -3,7 +3,7 @@ import Foundation
 /// Something that happened during a run, for the console, JSON logs and metrics.
 ///
 /// `kind` is one of the contract's event names (`start`, `batch`, `retry`, `throttle`, `pass`,
-/// `bad_row`, `stop`, `done`, `error`, `requirements`, `finalize`, `tune`, `wait`); `fields` are the event's own fields, in a stable order.
+/// `bad_row`, `stop`, `done`, `error`, `requirements`, `finalize`, `tune`, `wait`, `connections`); `fields` are the event's own fields, in a stable order.
 public struct RunEvent: Sendable {
     public enum Kind: String, Sendable, CaseIterable {
         case start, batch, retry, throttle, pass, stop, done, error
@@ -17,6 +17,9 @@ public struct RunEvent: Sendable {
         case tune
         /// `backfill wait` saw the job (progress while it waits, then the outcome).
         case wait
+        /// The connections a run needs against the slots it has: fewer workers started, the
+        /// watchdog off, or a worker waiting for a slot (`state`).
+        case connections
     }
 
     /// A field value, as it appears in JSON.

@@ -86,7 +86,7 @@ public final class Runner {
         var db: Connection?
         let outcome: RunOutcome
         do {
-            db = try Connection(options.database, applicationName: context.applicationName)
+            db = try SessionPins.connect(options.database, applicationName: context.applicationName)
             outcome = try runChecked(&db!)
         } catch let error as JobFileError {
             outcome = .invalid(error)
@@ -117,6 +117,16 @@ public final class Runner {
 
     private func runChecked(_ db: inout Connection) throws -> RunOutcome {
         let store = options.store
+        // What no pin can change is refused before anything is created: a read-only default, a
+        // standby, too few connection slots for even one worker.
+        try SessionPins.checkWritable(spec, db: db)
+        let takesLease = !options.join && !options.dryRun
+        let early = try ConnectionBudget.read(db)
+        if early.fit(workers: 1, watchdog: false, lease: takesLease) == .none {
+            throw JobFileError(
+                file: spec.file, field: nil, problem: early.message(.none, workers: 1, lease: takesLease, watchdog: false),
+                fix: "raise the limit (ALTER ROLE … CONNECTION LIMIT n, ALTER DATABASE … CONNECTION LIMIT n, max_connections), or end other sessions of the role; `backfill plan` shows what a run needs")
+        }
         // Before anything else, the store included: the requirement may wait for the migration
         // that creates the job's own column.
         if let stopped = try Requirements.await(context, db: db) { return stopped }
@@ -130,7 +140,8 @@ public final class Runner {
             if let holder = try context.acquireLease() { return .held(holder) }
         }
         // Live tuning's workers beat the flag and the file: it is the operator's latest word.
-        let workers = (options.restart ? nil : try store.tuning(spec.name, db: db)?.workers) ?? options.workers ?? spec.workers
+        let wanted = (options.restart ? nil : try store.tuning(spec.name, db: db)?.workers) ?? options.workers ?? spec.workers
+        let workers = try fitWorkers(wanted, db: db)
         let prepared = try store.prepare(spec, plan: plan, workers: workers, restart: options.restart, db: db)
         context.setRowsBefore(try store.status(job: spec.name, db: db).first?.rowsDone ?? 0)
         switch prepared {
@@ -153,13 +164,32 @@ public final class Runner {
         return try runPasses(workers: workers, plan: plan, db: &db)
     }
 
+    /// The workers that fit the connection slots left (`ConnectionBudget`), the watchdog turned off
+    /// when even one worker would not fit beside it; a `connections` event says so.
+    private func fitWorkers(_ wanted: Int, db: Connection) throws -> Int {
+        let budget = try ConnectionBudget.read(db)
+        let watchdog = context.watchdog != nil
+        let fit = budget.fit(workers: wanted, watchdog: watchdog)
+        switch fit {
+        case .all: return wanted
+        case .reduced(let workers, let keepsWatchdog):
+            if !keepsWatchdog { context.watchdog?.stop() }
+            context.event(.connections, budget.fields(fit, workers: wanted, lease: context.holdsLease, watchdog: watchdog))
+            return workers
+        case .none:
+            throw JobFileError(
+                file: spec.file, field: nil, problem: budget.message(fit, workers: wanted, lease: false, watchdog: false),
+                fix: "raise the limit (ALTER ROLE … CONNECTION LIMIT n, max_connections), or end other sessions of the role")
+        }
+    }
+
     /// Runs the workers until every range is walked; then, when rows still match `where` behind
     /// the walk (changed during the run), walks again, at most `catch_up_passes` times. A
     /// `repeat` job leaves them to its next pass and is done.
     private func runPasses(workers: Int, plan: JobPlan, db: inout Connection) throws -> RunOutcome {
         var catchUps = 0
         while true {
-            let endCheck = overlappedEndCheck(plan)
+            let endCheck = overlappedEndCheck(plan, db: db)
             endCheck?.start()
             if let interrupted = interrupted(runWorkers(count: workers, plan: plan)) {
                 _ = endCheck?.finish(cancel: true)
@@ -230,7 +260,7 @@ public final class Runner {
     /// ended it. Returns it, or a new one.
     private func reconnectIfLost(_ db: Connection) throws -> Connection {
         if (try? db.query("SELECT 1")) != nil { return db }
-        return try Connection(options.database, applicationName: context.applicationName)
+        return try SessionPins.connect(options.database, applicationName: context.applicationName)
     }
 
     /// Every key is walked and the end check passed: the job's `finalize` steps, then done. The
@@ -268,10 +298,11 @@ public final class Runner {
 
     /// The end check overlapped with the end of the walk, for the lease holder of a job that has
     /// one (a `where`, not a `sql` action, not a dry run).
-    private func overlappedEndCheck(_ plan: JobPlan) -> EndCheck? {
+    /// It borrows the coordinator's connection, idle while the workers run (`finish` hands it
+    /// back), so that it needs no connection slot of its own.
+    private func overlappedEndCheck(_ plan: JobPlan, db: Connection) -> EndCheck? {
         guard context.holdsLease, !options.dryRun, !isSQLAction, spec.whereClause != nil else { return nil }
-        return EndCheck(spec: spec, plan: plan, store: options.store,
-                        conninfo: options.database, applicationName: context.applicationName)
+        return EndCheck(spec: spec, plan: plan, store: options.store, borrowing: EndCheck.Borrowed(db))
     }
 
     private var isSQLAction: Bool {

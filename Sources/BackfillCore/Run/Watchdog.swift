@@ -52,9 +52,9 @@ final class Watchdog: Sendable {
         watched.withLock { $0.removeValue(forKey: worker)?.firedAfterMs }
     }
 
-    /// Stops the thread and closes its connection.
+    /// Stops the thread and closes its connection; later calls return at once.
     func stop() {
-        stopped.store(true, ordering: .releasing)
+        guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
         finished.wait()
     }
 
@@ -87,7 +87,7 @@ final class Watchdog: Sendable {
             }
             do {
                 if db == nil || db?.isOpen == false {
-                    db = try Connection(conninfo, applicationName: applicationName)
+                    db = try SessionPins.connect(conninfo, applicationName: applicationName)
                 }
                 let array = "{" + pids.map(String.init).joined(separator: ",") + "}"
                 for row in try db!.query(Self.query, [.text(array)]).rows {

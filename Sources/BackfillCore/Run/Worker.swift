@@ -46,8 +46,8 @@ final class Worker {
     /// A worker's connection; directly to the server (no pooler in between), the statements of
     /// every batch are prepared once and then only executed.
     private static func connect(_ context: RunContext) throws -> Connection {
-        let db = try Connection(context.options.database, applicationName: context.applicationName)
-        db.preparesStatements = try db.isDirect()
+        let db = try SessionPins.connect(context.options.database, applicationName: context.applicationName)
+        db.preparesStatements = db.direct == true
         return db
     }
 
@@ -57,8 +57,10 @@ final class Worker {
     }
 
     func run() -> WorkerResult {
+        defer { if connection != nil { context.workerConnection(false) } }
         do {
-            connection = try Self.connect(context)
+            guard let fresh = try connectForSlot() else { return context.slotWait.walkDone ? .done : .stopped(.signal) }
+            connection = fresh
         } catch let error as PostgresError {
             return .failed(RunFailure(sqlstate: error.code.raw, message: "worker \(index) could not connect: \(error.message)", hint: error.hint))
         } catch {
@@ -338,7 +340,7 @@ final class Worker {
     /// checkpoint is part of the batch statement; a `sql` action's checkpoint needs its row count,
     /// so it follows in a fourth round trip, with `idle_in_transaction_session_timeout` as the
     /// bound on a frozen runner. A dry run ends with `ROLLBACK` instead.
-    private lazy var opening: [Connection.Statement] = [Connection.Statement("BEGIN"), Connection.Statement(SessionPins.setLocal(batchSettings), prepared: true)]
+    private lazy var opening: [Connection.Statement] = [Connection.Statement("BEGIN ISOLATION LEVEL READ COMMITTED"), Connection.Statement(SessionPins.setLocal(batchSettings), prepared: true)]
 
     private func batch(_ kind: BatchKind, db: Connection) throws -> BatchResult {
         batchStart = (preferred, nil)
@@ -578,11 +580,44 @@ final class Worker {
         }
     }
 
+    /// Connects; when the role's, the database's or the server's connection limit leaves no slot,
+    /// waits for one (polling every second, said once in a `connections` event) as long as
+    /// another worker goes on, the run is not stopping and no worker found the walk done, and for
+    /// `retry.reconnect_timeout_ms` when this worker is the only one. Nil when the wait ended
+    /// because the run stops or the walk is done.
+    private func connectForSlot() throws -> Connection? {
+        var since: ContinuousClock.Instant?
+        while true {
+            do {
+                let db = try Self.connect(context)
+                context.workerConnection(true)
+                if since != nil { event(.connections, [("state", .string("connected")), ("message", .string("worker \(index) got a connection slot"))]) }
+                return db
+            } catch let error as PostgresError where error.code == .tooManyConnections {
+                let wait = context.slotWait
+                if context.shouldStop || wait.walkDone { return nil }
+                let began = since ?? .now
+                if !wait.othersConnected, (ContinuousClock.now - began).milliseconds >= Double(spec.retry.reconnectTimeoutMs) { throw error }
+                if since == nil {
+                    event(.connections, [("state", .string("waiting")),
+                                         ("message", .string("worker \(index) waits for a connection slot: \(error.message)"))])
+                }
+                since = began
+                sleep(ms: 1000)
+            }
+        }
+    }
+
     /// Opens a new connection after a lost one.
     private func reconnect() -> WorkerMachine.Event {
+        if connection != nil { context.workerConnection(false) }
         connection?.close()
+        connection = nil
         do {
-            connection = try Self.connect(context)
+            guard let fresh = try connectForSlot() else {
+                return .reconnectFailed(PostgresError(code: .tooManyConnections, severity: "CLIENT", message: "no connection slot: the run is stopping"))
+            }
+            connection = fresh
             return .reconnected
         } catch let error as PostgresError {
             lastFailure = (error, 0)  // the machine's retry note reports it, once

@@ -1,0 +1,147 @@
+import Foundation
+import PostgresClient
+
+/// How many heap pages (or keys) the next chunk of a chunked count reads: aimed at `targetMs`,
+/// growing at most fourfold and shrinking at most by half a step, halved after a statement
+/// timeout. Pure.
+struct ChunkSizer: Sendable, Hashable {
+    private(set) var size: Int
+    let targetMs: Double
+    let maxSize: Int
+    /// Statement timeouts in a row; a chunk that times out this often at size 1 gives up.
+    private(set) var timeouts = 0
+    static let maxTimeouts = 8
+
+    init(start: Int, targetMs: Double, maxSize: Int = 1 << 30) {
+        size = max(1, min(start, maxSize))
+        self.targetMs = targetMs
+        self.maxSize = maxSize
+    }
+
+    /// A chunk of `size` read in `ms`.
+    mutating func done(ms: Double) {
+        timeouts = 0
+        let aimed = ms > 0 ? Double(size) * targetMs / ms : Double(size) * 4
+        size = min(maxSize, max(1, Int(min(max(aimed, Double(size) / 2), Double(size) * 4))))
+    }
+
+    /// A chunk hit the statement timeout; false when it has done so too often to go on.
+    mutating func timedOut() -> Bool {
+        timeouts += 1
+        size = max(1, size / 2)
+        return timeouts <= Self.maxTimeouts
+    }
+}
+
+/// Counts that read a whole table (the end check, `verify`) in chunks, each a short read-only
+/// transaction whose statement runs under the job's `timeouts.statement_ms`, whatever the role's
+/// or the database's `statement_timeout`: a table of any size is counted without one long
+/// statement, and a chunk that times out is halved and read again. On PostgreSQL 14 and later a
+/// chunk is a range of heap pages (`ctid >= '(p,0)' AND ctid < '(p+k,0)'`, a TID Range Scan: the
+/// chunks together read the table as one sequential scan would); earlier, and within a key
+/// interval, it is a range of keys read through the key's index. Each chunk sees the rows
+/// committed when it starts (READ COMMITTED), so no snapshot is held for the whole count.
+struct ChunkedCount {
+    let table: String
+    let statementMs: Int
+    let db: Connection
+    /// Whether the count was called off (`EndCheck.finish(cancel:)`): it then throws, before the
+    /// next chunk or when a chunk was cancelled, rather than retry or return a partial sum.
+    var cancelled: () -> Bool = { false }
+
+    /// What a chunk aims at: a fifth of the statement timeout.
+    var targetMs: Double { Double(statementMs) / 5 }
+
+    /// Whether chunks can be page ranges (TID Range Scan, PostgreSQL 14+).
+    var byPages: Bool { db.serverVersion >= 140_000 }
+
+    /// The table's size in pages (the largest partition's, for a partitioned table).
+    func pages() throws -> Int64 {
+        try db.query(
+            // pg_partition_tree lists nothing for a table that is not partitioned.
+            """
+            SELECT (coalesce((SELECT max(pg_relation_size(relid)) FROM pg_partition_tree($1::regclass)), pg_relation_size($1::regclass))
+                    / current_setting('block_size')::int)::bigint AS pages
+            """,
+            [.text(table)]).first?["pages"].int64 ?? 0
+    }
+
+    /// Sums `sql` (a count `n`; its last two parameters are a page range's `tid` bounds, after
+    /// `parameters`) over every page of the table, stopping once `limit` is reached. `limitAt`
+    /// is the parameter index of the per-chunk limit in `parameters`, lowered as rows are found.
+    func overPages(_ sql: String, _ parameters: [PostgresValue], limit: Int64?, limitAt: Int? = nil, settings: [String] = []) throws -> Int64 {
+        var sizer = ChunkSizer(start: 1024, targetMs: targetMs)
+        var found: Int64 = 0
+        var start: Int64 = 0
+        var end = try pages()
+        while limit.map({ found < $0 }) ?? true {
+            // At the end, the size again: pages added during the count are read too.
+            if start >= end {
+                end = try pages()
+                if start >= end { break }
+            }
+            var values = parameters
+            if let limit, let limitAt { values[limitAt] = .int(limit - found) }
+            let stop = start + Int64(sizer.size)
+            values += [.text("(\(start),0)"), .text("(\(stop),0)")]
+            let began = ContinuousClock.now
+            do {
+                try checkCancelled()
+                found += try chunk(sql, values, settings: settings)
+            } catch let error as PostgresError where error.code == .queryCanceled && !cancelled() {
+                guard sizer.timedOut() else { throw error }
+                continue
+            }
+            sizer.done(ms: (ContinuousClock.now - began).milliseconds)
+            start = stop
+        }
+        return found
+    }
+
+    /// Sums `count` over `interval` in key ranges read through the key's index: each chunk's
+    /// upper key is read first (`statements.upperBound`), then `count` runs on the chunk's
+    /// interval. Stops once `limit` is reached.
+    func overKeys(_ interval: KeyInterval, statements: BatchStatements, limit: Int64?, settings: [String] = [],
+                  count: (KeyInterval, Int64?) throws -> (sql: String, parameters: [PostgresValue])) throws -> Int64 {
+        var sizer = ChunkSizer(start: 10_000, targetMs: targetMs)
+        var found: Int64 = 0
+        var cursor = interval.lower
+        while limit.map({ found < $0 }) ?? true {
+            let began = ContinuousClock.now
+            do {
+                try checkCancelled()
+                let upperSQL = statements.upperBound(afterKey: cursor != nil, belowCeiling: interval.upper != nil)
+                let upperParameters = (cursor ?? []).map(PostgresValue.text) + (interval.upper ?? []).map(PostgresValue.text) + [.int(Int64(sizer.size - 1))]
+                let step: (n: Int64, upper: [String]?, last: Bool) = try Planner.inReadOnlyTransaction(settings: chunkSettings(settings), on: db) {
+                    guard let row = try db.query(upperSQL, upperParameters).first else { return (0, nil, true) }
+                    let upper = statements.upperKey(row)
+                    let query = try count(KeyInterval(lower: cursor, upper: upper.key), limit.map { $0 - found })
+                    let n = try db.query(query.sql, query.parameters).first?["n"].int64 ?? 0
+                    return (n, upper.key, upper.walked < sizer.size)
+                }
+                found += step.n
+                guard let upper = step.upper, !step.last else { break }
+                cursor = upper
+            } catch let error as PostgresError where error.code == .queryCanceled && !cancelled() {
+                guard sizer.timedOut() else { throw error }
+                continue
+            }
+            sizer.done(ms: (ContinuousClock.now - began).milliseconds)
+        }
+        return found
+    }
+
+    private func checkCancelled() throws {
+        if cancelled() { throw PostgresError(code: .queryCanceled, severity: "CLIENT", message: "the count was called off") }
+    }
+
+    private func chunkSettings(_ settings: [String]) -> [String] {
+        ["statement_timeout = '\(statementMs)ms'"] + SessionPins.settings + settings
+    }
+
+    private func chunk(_ sql: String, _ values: [PostgresValue], settings: [String]) throws -> Int64 {
+        try Planner.inReadOnlyTransaction(settings: chunkSettings(settings), on: db) {
+            try db.query(sql, values).first?["n"].int64 ?? 0
+        }
+    }
+}
