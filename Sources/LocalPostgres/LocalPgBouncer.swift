@@ -1,11 +1,16 @@
 import Foundation
 import PostgresClient
+import Synchronization
 
 /// A throwaway PgBouncer (the `pgbouncer` program, Debian's package) in front of a `LocalPostgres`,
 /// for the tests of Backfill through a pooler. Its ini and user list live in a temporary directory
 /// removed by `stop()`; it reaches the server over its Unix socket and listens on 127.0.0.1. It
 /// refuses to run as root, so as root it runs as the `postgres` user.
-public final class LocalPgBouncer: Sendable {
+///
+/// `pgbouncer -d` daemonizes, so nothing ends it but a signal: `stop()` runs when its owner stops
+/// it, when it is released (`deinit`), and at the process's normal exit; a PgBouncer whose owning
+/// process died without any of these is killed by the next `LocalPgBouncer` started.
+public final class LocalPgBouncer: LocalServer {
     /// How PgBouncer hands out server connections.
     public enum PoolMode: String, Sendable { case session, transaction }
 
@@ -13,17 +18,22 @@ public final class LocalPgBouncer: Sendable {
     public let poolMode: PoolMode
     public let directory: String
     private let server: LocalPostgres
+    private let stopped = Atomic<Bool>(false)
+    private static let directoryPrefix = "backfill-pgbouncer-"
 
     /// Starts PgBouncer in `mode` in front of `server` and waits until it accepts connections.
     public init(in front: LocalPostgres, mode: PoolMode) throws {
         guard let program = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
             throw LocalPostgres.Failure(description: "pgbouncer is not installed: `apt-get install pgbouncer` (.ci/run installs it)")
         }
+        DaemonFiles.reapOrphans(prefix: Self.directoryPrefix, pidFile: "pgbouncer.pid")
         server = front
         poolMode = mode
         port = try LocalPostgres.freePort()
-        directory = "/tmp/backfill-pgbouncer-\(UUID().uuidString.prefix(8).lowercased())"
+        directory = "/tmp/\(Self.directoryPrefix)\(UUID().uuidString.prefix(8).lowercased())"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false)
+        try DaemonFiles.recordOwner(in: directory)
+        ExitRegistry.register(self)
         let ini = """
             [databases]
             * = host=\(front.socketDirectory) port=\(front.port) user=\(LocalPostgres.superuser)
@@ -63,13 +73,14 @@ public final class LocalPgBouncer: Sendable {
         "host=127.0.0.1 port=\(port) user=\(LocalPostgres.superuser) dbname='\(database)'"
     }
 
-    /// Stops PgBouncer (SIGINT: at once) and removes its directory. Safe to call more than once.
+    deinit { stop() }
+
+    /// Stops PgBouncer and removes its directory. Safe to call more than once. SIGTERM is
+    /// PgBouncer's immediate shutdown (SIGINT waits for its clients to leave, which a test's own
+    /// open connections never do); SIGKILL after 5 s.
     public func stop() {
-        if let text = try? String(contentsOfFile: directory + "/pgbouncer.pid", encoding: .utf8),
-           let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
-            kill(pid, SIGINT)
-            for _ in 0..<50 where kill(pid, 0) == 0 { Thread.sleep(forTimeInterval: 0.1) }
-        }
+        guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        DaemonFiles.kill(pidFile: directory + "/pgbouncer.pid")
         try? FileManager.default.removeItem(atPath: directory)
     }
 }

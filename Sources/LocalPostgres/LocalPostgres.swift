@@ -13,7 +13,7 @@ import Synchronization
 /// and deletes the directory; clusters whose owning process died without stopping them are
 /// removed by the next `start()`. Running as root, `initdb` and `pg_ctl` run as the `postgres`
 /// user, since PostgreSQL refuses to run as root.
-public final class LocalPostgres: Sendable {
+public final class LocalPostgres: LocalServer {
     /// Errors starting or driving the cluster, with what to do about them.
     public struct Failure: Error, CustomStringConvertible, Sendable {
         public let description: String
@@ -199,6 +199,21 @@ public final class LocalPostgres: Sendable {
         let argv = asPostgres ? ["/usr/sbin/runuser", "-u", "postgres", "--", executable] + arguments : [executable] + arguments
         let output = "/tmp/backfill-cmd-\(UUID().uuidString).log"
         defer { unlink(output) }
+        let pid = try spawn(argv, output: output)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let exited = status & 0x7f == 0
+        let code = (status >> 8) & 0xff
+        guard exited && code == 0 else {
+            let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+            throw Failure(
+                description: "\((executable as NSString).lastPathComponent) \(arguments.joined(separator: " ")) failed (\(exited ? "exit \(code)" : "signal \(status & 0x7f)")): \(text.suffix(2000))")
+        }
+    }
+
+    /// Starts `argv` with `posix_spawn`, stdin from /dev/null, stdout and stderr to `output`, and
+    /// returns its pid without waiting for it.
+    static func spawn(_ argv: [String], output: String) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -212,15 +227,7 @@ public final class LocalPostgres: Sendable {
         guard spawned == 0 else {
             throw Failure(description: "could not start \(argv[0]): \(String(cString: strerror(spawned)))")
         }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        let exited = status & 0x7f == 0
-        let code = (status >> 8) & 0xff
-        guard exited && code == 0 else {
-            let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
-            throw Failure(
-                description: "\((executable as NSString).lastPathComponent) \(arguments.joined(separator: " ")) failed (\(exited ? "exit \(code)" : "signal \(status & 0x7f)")): \(text.suffix(2000))")
-        }
+        return pid
     }
 
     static func findBinDirectory() throws -> String {
@@ -305,25 +312,6 @@ public final class LocalPostgres: Sendable {
                 try? run(bin + "/pg_ctl", ["-D", root + "/data", "-w", "-t", "30", "-m", "immediate", "stop"], asPostgres: geteuid() == 0)
             }
             try? FileManager.default.removeItem(atPath: root)
-        }
-    }
-}
-
-/// Clusters to stop when the process exits normally.
-private enum ExitRegistry {
-    static let clusters = Mutex<[LocalPostgres]>([])
-    static let installed = Atomic<Bool>(false)
-
-    static func register(_ cluster: LocalPostgres) {
-        clusters.withLock { $0.append(cluster) }
-        if !installed.exchange(true, ordering: .acquiringAndReleasing) {
-            atexit {
-                let all = ExitRegistry.clusters.withLock { list in
-                    defer { list.removeAll() }
-                    return list
-                }
-                all.forEach { $0.stop() }
-            }
         }
     }
 }

@@ -9,7 +9,9 @@ struct Wait: ParsableCommand, LogFormatted {
             Reads the checkpoint store read-only once a second and never takes the lease; a progress line \
             (state, rows done, %, ETA) every 5 s on stderr, or `wait` events with --log-format json. \
             A paused job, or one whose runner is gone, is waited for: another run may still finish it. \
-            An unknown job exits 2.
+            So is a job not registered yet (its run has not started, or waits for its `requires`), even \
+            before the store's schema exists: start the gate with the Job. Exit 2 only for an invalid \
+            job name or connection string.
             """)
 
     @Argument(help: "The job's name.") var job: String
@@ -23,6 +25,9 @@ struct Wait: ParsableCommand, LogFormatted {
 
     mutating func validate() throws {
         try Setting.logFormat.fill(&givenLogFormat)
+        guard JobSpec.isValidName(job) else {
+            throw ValidationError("`\(job)` is not a valid job name: \(JobSpec.nameRule)")
+        }
     }
 
     func run() throws {
@@ -32,10 +37,7 @@ struct Wait: ParsableCommand, LogFormatted {
         let signals = SignalHandling.install(stop: stop, console: console)
         defer { withExtendedLifetime(signals) {} }
         let outcome = try JobWait.run(job: job, store: db.store, timeout: timeout?.seconds, db: conn, stop: stop, emit: console.handle)
-        switch outcome.exitCode {
-        case 0: print(outcome.message)
-        case 2: throw noSuchJob(job, db)
-        default: throw CommandFailure(message: outcome.message, next: outcome.next, exitCode: outcome.exitCode)
-        }
+        guard outcome.exitCode == 0 else { throw CommandFailure(message: outcome.message, next: outcome.next, exitCode: outcome.exitCode) }
+        print(outcome.message)
     }
 }

@@ -98,4 +98,11 @@ struct FinalizeAndTuningTests {
         }
         #expect(JobWait.verdict(state) == expected)
     }
+
+    @Test("wait: a job the store does not hold yet keeps waiting, and the line says which of the two it is")
+    func waitNotRegistered() {
+        #expect(JobWait.verdict(nil) == .keepWaiting)
+        #expect(JobWait.notRegisteredLine(job: "gate", schema: "ops", storeExists: false) == "gate is not registered yet (no checkpoint store in schema `ops` yet)")
+        #expect(JobWait.notRegisteredLine(job: "gate", schema: "ops", storeExists: true) == "gate is not registered yet (no job of that name in schema `ops`)")
+    }
 }

@@ -6,11 +6,12 @@ import Testing
 
 @Suite("Deploy gate (`wait`) and live tuning (`tune`)")
 struct DeployGateTests {
-    @Test("wait: 0 when a concurrent run finishes, 3 on timeout, 1 for a cancelled job, 2 for an unknown one")
+    @Test("wait: 0 when a concurrent run finishes, 3 on timeout, 1 for a cancelled job; a job not registered yet is waited for")
     func waitOutcomes() throws {
         let (url, db) = try itemsDatabase("wait", rows: 24_000)
-        let unknown = try backfill(["wait", "nosuch", "--database", url])
-        #expect(unknown.code == 2 && unknown.err.contains("no job named `nosuch`"), "\(unknown.err)")
+        // No store in the database yet: waited for until the timeout, like a pending job.
+        let noStore = try backfill(["wait", "gate", "--database", url, "--timeout", "2s"])
+        #expect(noStore.code == 3 && noStore.err.contains("gate is not registered yet (no checkpoint store in schema `backfill` yet)"), "\(noStore.err)")
 
         let job = try jobFile(itemsJob(name: "gate", extra: "throttle: {max_rows_per_second: 6000}\nbatch: {size: 500, max: 1000}"))
         let run = try CLIProcess(["run", job, "--database", url])
@@ -26,6 +27,14 @@ struct DeployGateTests {
         #expect(gateEnded.timeIntervalSince(finished) < 3, "wait returned \(gateEnded.timeIntervalSince(finished)) s after the job finished")
         try expectExactlyOnce(db, rows: 24_000)
 
+        // A store that does not hold the job (yet): waited for, then exit 3 naming what to check.
+        let began0 = Date()
+        let unknown = try backfill(["wait", "nosuch", "--database", url, "--timeout", "2s", "--log-format", "json"])
+        #expect(unknown.code == 3 && Date().timeIntervalSince(began0) >= 2, "\(unknown.err)")
+        let unknownLast = try #require(unknown.events.last { $0["event"] as? String == "wait" }, "\(unknown.err)")
+        #expect(unknownLast["state"] as? String == "not_registered" && unknownLast["store_exists"] as? Bool == true && unknownLast["exit_code"] as? Int == 3, "\(unknown.err)")
+        #expect((unknownLast["next"] as? String)?.contains("--schema") == true, "\(unknown.err)")
+
         // A stopped job is waited for until the timeout; cancelled, it ends the wait with 1.
         try db.execute("UPDATE items SET filled = NULL, writes = 0")
         #expect(try backfill(["run", job, "--database", url, "--restart", "--max-runtime", "1s"]).code == 3)
@@ -39,6 +48,36 @@ struct DeployGateTests {
         let cancelled = try backfill(["wait", "gate", "--database", url])
         #expect(cancelled.code == 1 && cancelled.err.contains("gate is cancelled"), "\(cancelled.err)")
         #expect(try db.query("SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'backfill:wait' AND state <> 'idle'").first?["n"].int64 == 0)
+    }
+
+    @Test("wait started before the run, which waits for its requirement: it waits for the job to register, then for it to finish (exit 0)")
+    func waitBeforeRegistration() throws {
+        let (url, db) = try itemsDatabase("wait_early", rows: 6_000)
+        let gate = try CLIProcess(["wait", "early", "--database", url, "--timeout", "90s"])
+        let job = try jobFile(itemsJob(name: "early", extra: "requires: SELECT coalesce(max(version), 0) >= 7 FROM schema_migrations\nthrottle: {max_rows_per_second: 3000}"))
+        let run = try CLIProcess(["run", job, "--database", url, "--wait-for-requirements", "60s"])
+        usleep(2_500_000)
+        #expect(gate.process.isRunning, "the gate is still waiting: \(gate.stderr)")
+        try db.execute("CREATE TABLE schema_migrations (version bigint PRIMARY KEY); INSERT INTO schema_migrations VALUES (7)")
+        #expect(run.wait(timeout: 60) == 0, "\(run.stderr)")
+        let finished = Date()
+        #expect(gate.wait(timeout: 30) == 0, "\(gate.stderr)")
+        #expect(Date().timeIntervalSince(finished) < 3, "the gate ended within 3 s of the run")
+        #expect(gate.stdout.contains("early is done"), "\(gate.stdout)")
+        let lines = gate.stderr.split(separator: "\n")
+        let registered = try #require(lines.firstIndex { $0.hasPrefix("early: ") }, "\(gate.stderr)")
+        #expect(lines[..<registered].contains { $0 == "early is not registered yet (no checkpoint store in schema `backfill` yet)" }, "\(gate.stderr)")
+        #expect(lines[registered...].allSatisfy { !$0.contains("not registered") }, "\(gate.stderr)")
+        try expectExactlyOnce(db, rows: 6_000)
+    }
+
+    @Test("wait refuses what waiting cannot fix (exit 2): an invalid job name, a connection string libpq cannot read", arguments: [
+        (["wait", "no such job", "--database", "postgresql://nobody@127.0.0.1:9/none"], "`no such job` is not a valid job name"),
+        (["wait", "gate", "--database", "postgresql+psycopg2://nobody:hunter2@127.0.0.1:9/none"], "SQLAlchemy-style URL"),
+    ])
+    func waitRefused(arguments: [String], expected: String) throws {
+        let run = try backfill(arguments)
+        #expect(run.code == 2 && run.err.contains(expected) && !run.err.contains("hunter2"), "\(run.err)")
     }
 
     @Test("tune --max-rows-per-second halves a running job's rate within 2 s; status shows who set it; --reset clears it")

@@ -129,7 +129,7 @@ struct EnvironmentTests {
         let fromFlag = NSTemporaryDirectory() + "backfill-flag-\(UUID().uuidString).prom"
         defer { unlink(fromEnv); unlink(fromFlag) }
         #expect(try backfill(["run", job, "--database", url], environment: ["BACKFILL_METRICS_FILE": fromEnv]).code == 0)
-        #expect(try String(contentsOfFile: fromEnv, encoding: .utf8).contains(#"backfill_rows_total{job="envmetrics"} 5000"#))
+        #expect(try String(contentsOfFile: fromEnv, encoding: .utf8).contains(#"backfill_rows_total{backfill_job="envmetrics"} 5000"#))
         unlink(fromEnv)
         #expect(try backfill(["run", job, "--database", url, "--restart", "--metrics-file", fromFlag], environment: ["BACKFILL_METRICS_FILE": fromEnv]).code == 0)
         #expect(FileManager.default.fileExists(atPath: fromFlag))

@@ -125,7 +125,7 @@ struct MessagesTests {
         let status = try backfill(["status", "rowsdone", "--database", url, "--format", "json"])
         #expect(status.out.contains("\"rows_done\":40000"), "\(status.out)")
         let text = try String(contentsOfFile: metrics, encoding: .utf8)
-        #expect(text.contains(#"backfill_rows_done{job="rowsdone"} 40000"#), "\(text)")
-        #expect(text.contains(#"backfill_rows_total{job="rowsdone"} \#(40_000 - Int(before))"#), "\(text)")
+        #expect(text.contains(#"backfill_rows_done{backfill_job="rowsdone"} 40000"#), "\(text)")
+        #expect(text.contains(#"backfill_rows_total{backfill_job="rowsdone"} \#(40_000 - Int(before))"#), "\(text)")
     }
 }

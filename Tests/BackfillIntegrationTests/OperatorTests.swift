@@ -6,22 +6,6 @@ import PostgresClient
 import Testing
 import Yams
 
-/// `GET path` over plain HTTP from 127.0.0.1:port; nil when nothing answers.
-func httpGet(port: Int, path: String) -> String? {
-    guard let fd = tcpConnect(port: port) else { return nil }
-    defer { close(fd) }
-    let request = "GET \(path) HTTP/1.0\r\nHost: localhost\r\n\r\n"
-    _ = request.withCString { write(fd, $0, strlen($0)) }
-    var data = [UInt8]()
-    var buffer = [UInt8](repeating: 0, count: 4096)
-    while true {
-        let n = read(fd, &buffer, buffer.count)
-        if n <= 0 { break }
-        data += buffer[0..<n]
-    }
-    return String(decoding: data, as: UTF8.self)
-}
-
 @Suite("Operator experience: logs, progress, metrics, rehearsal, recipes")
 struct OperatorTests {
     @Test("JSON logs: one object per line for every event, numbers as numbers, no password")
@@ -120,13 +104,13 @@ struct OperatorTests {
             #expect(parts.count == 2, "bad sample line: \(line)")
             if parts.count == 2 { samples[String(parts[0])] = Double(parts[1]) }
         }
-        #expect(samples[#"backfill_rows_total{job="metered"}"#] == 60_000)
-        #expect((samples[#"backfill_batches_total{job="metered"}"#] ?? 0) > 1)
-        #expect(samples[#"backfill_progress_ratio{job="metered"}"#] == 1)
-        #expect(samples[#"backfill_state{job="metered",state="done"}"#] == 1)
-        #expect(samples[#"backfill_state{job="metered",state="running"}"#] == 0)
-        #expect((samples[#"backfill_throttled_seconds_total{job="metered",reason="max_rows_per_second"}"#] ?? 0) > 0)
-        #expect((samples[#"backfill_last_success_timestamp_seconds{job="metered"}"#] ?? 0) > 1_700_000_000)
+        #expect(samples[#"backfill_rows_total{backfill_job="metered"}"#] == 60_000)
+        #expect((samples[#"backfill_batches_total{backfill_job="metered"}"#] ?? 0) > 1)
+        #expect(samples[#"backfill_progress_ratio{backfill_job="metered"}"#] == 1)
+        #expect(samples[#"backfill_state{backfill_job="metered",state="done"}"#] == 1)
+        #expect(samples[#"backfill_state{backfill_job="metered",state="running"}"#] == 0)
+        #expect((samples[#"backfill_throttled_seconds_total{backfill_job="metered",reason="max_rows_per_second"}"#] ?? 0) > 0)
+        #expect((samples[#"backfill_last_success_timestamp_seconds{backfill_job="metered"}"#] ?? 0) > 1_700_000_000)
         #expect(samples.keys.contains { $0.hasPrefix("backfill_batch_duration_seconds_bucket") })
         #expect(!FileManager.default.fileExists(atPath: file + ".tmp.\(runner.pid)"))
     }

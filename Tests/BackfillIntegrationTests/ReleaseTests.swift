@@ -2,6 +2,7 @@ import BackfillCore
 import Foundation
 import PostgresClient
 import Testing
+import Yams
 
 /// What ships: the version the binary reports, and the image the recipes run.
 @Suite("Release: version, image and recipes")
@@ -38,5 +39,48 @@ struct ReleaseTests {
             running += images.isEmpty ? 0 : 1
         }
         #expect(running >= 5, "recipes that run the image: \(running)")
+    }
+}
+
+@Suite("Kubernetes recipes: what each exit code does")
+struct KubernetesRecipeTests {
+    /// The Job spec of every Job and CronJob in deploy/kubernetes, by file.
+    private func jobSpecs() throws -> [(file: String, spec: [String: Any])] {
+        let folder = packageRoot + "/deploy/kubernetes"
+        return try FileManager.default.contentsOfDirectory(atPath: folder).filter { $0.hasSuffix(".yaml") }.sorted().compactMap { file in
+            let manifest = try #require(try Yams.load(yaml: String(contentsOfFile: folder + "/" + file, encoding: .utf8)) as? [String: Any], "\(file)")
+            let spec = manifest["spec"] as? [String: Any]
+            switch manifest["kind"] as? String {
+            case "Job": return (file, try #require(spec, "\(file)"))
+            case "CronJob": return (file, try #require((spec?["jobTemplate"] as? [String: Any])?["spec"] as? [String: Any], "\(file)"))
+            default: return nil
+            }
+        }
+    }
+
+    /// The action of the first rule that matches the container's exit `code` (rules are evaluated
+    /// in order), or `Count` when none does: Kubernetes' default.
+    private func action(_ rules: [[String: Any]], exitCode code: Int) -> String {
+        for rule in rules {
+            guard let match = rule["onExitCodes"] as? [String: Any], let values = match["values"] as? [Int] else { continue }
+            if (match["operator"] as? String == "In") == values.contains(code) { return rule["action"] as? String ?? "?" }
+        }
+        return "Count"
+    }
+
+    @Test("every Job and CronJob: 2 fails the Job at once, 3 and 4 never spend the backoff limit, 1 does, a disruption is ignored")
+    func podFailurePolicies() throws {
+        let specs = try jobSpecs()
+        #expect(specs.map(\.file) == ["cronjob.yaml", "indexed-job.yaml", "job.yaml"])
+        for (file, spec) in specs {
+            let rules = try #require((spec["podFailurePolicy"] as? [String: Any])?["rules"] as? [[String: Any]], "\(file): no podFailurePolicy")
+            #expect(((spec["template"] as? [String: Any])?["spec"] as? [String: Any])?["restartPolicy"] as? String == "Never", "\(file): podFailurePolicy needs restartPolicy Never")
+            #expect(action(rules, exitCode: 2) == "FailJob", "\(file)")
+            for code in [3, 4] { #expect(["FailJob", "FailIndex"].contains(action(rules, exitCode: code)), "\(file): exit \(code)") }
+            #expect(action(rules, exitCode: 1) == "Count", "\(file)")
+            let first = try #require(rules.first)
+            let condition = (first["onPodConditions"] as? [[String: Any]])?.first
+            #expect(first["action"] as? String == "Ignore" && condition?["type"] as? String == "DisruptionTarget" && condition?["status"] as? String == "True", "\(file): \(first)")
+        }
     }
 }

@@ -2,8 +2,9 @@ import Foundation
 import PostgresClient
 
 /// `backfill wait`: a deploy gate that follows a job in the store, read-only, until it is done
-/// (exit 0), failed or cancelled (exit 1), or the time is up (exit 3); an unknown job is exit 2.
-/// It never takes the lease and writes nothing.
+/// (exit 0), failed or cancelled (exit 1), or the time is up (exit 3). A job not registered yet
+/// (its run has not started, or waits for its `requires`), even in a store whose schema does not
+/// exist yet, is waited for like a pending one. It never takes the lease and writes nothing.
 public enum JobWait {
     /// What a reading of the job means for the wait.
     public enum Verdict: Sendable, Hashable {
@@ -12,13 +13,22 @@ public enum JobWait {
     }
 
     /// Done ends the wait with 0; failed or cancelled with 1; any other state (pending, running,
-    /// finalizing, paused, a runner gone) keeps waiting: another run may still finish it.
-    public static func verdict(_ state: JobState) -> Verdict {
+    /// finalizing, paused, a runner gone) keeps waiting: another run may still finish it. No state
+    /// (`nil`: the job is not registered yet) keeps waiting too: its run is about to register it.
+    public static func verdict(_ state: JobState?) -> Verdict {
         switch state {
         case .done: .finished(exitCode: 0)
         case .failed, .cancelled: .finished(exitCode: 1)
-        case .pending, .running, .paused, .finalizing: .keepWaiting
+        case .pending, .running, .paused, .finalizing, nil: .keepWaiting
         }
+    }
+
+    /// The `state` of `wait` events and the line for a job the store does not hold yet.
+    static let notRegistered = "not_registered"
+
+    /// `gate is not registered yet (no checkpoint store in schema `backfill` yet)`.
+    public static func notRegisteredLine(job: String, schema: String, storeExists: Bool) -> String {
+        "\(job) is not registered yet (" + (storeExists ? "no job of that name in schema `\(schema)`" : "no checkpoint store in schema `\(schema)` yet") + ")"
     }
 
     /// The state as people read it: `running`, `stopped (no runner since …)`.
@@ -53,7 +63,8 @@ public enum JobWait {
 
     /// Follows the job: reads it every `poll` seconds on a read-only session, emits a `wait`
     /// event every `every` seconds (and when its state changes), and ends as `verdict` says, or
-    /// with exit 3 after `timeout` seconds. Unknown job: exit 2.
+    /// with exit 3 after `timeout` seconds (or at a signal). A job the store does not hold yet is
+    /// waited for, with `not_registered` events.
     public static func run(job: String, store: CheckpointStore, timeout: Double?, db: Connection, poll: Double = 1, every: Double = 5,
                            stop: StopSignal = StopSignal(), emit: (RunEvent) -> Void) throws -> Outcome {
         try db.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
@@ -61,32 +72,41 @@ public enum JobWait {
         var lastShown: (state: String, at: Double)?
         while true {
             let elapsed = (ContinuousClock.now - began).seconds
-            guard let status = try store.status(job: job, db: db).first else {
-                return Outcome(exitCode: 2, message: "no job named `\(job)` in schema `\(store.schema)`",
-                               next: "`backfill status` lists the jobs; start `wait` once the run has registered the job")
+            let status = try store.status(job: job, db: db).first
+            let state: String, line: String, fields: [(String, RunEvent.Value)]
+            if let status {
+                (state, line, fields) = (stateText(status), Self.line(status), Self.fields(status))
+            } else {
+                let storeExists = try store.storeExists(db: db)
+                line = notRegisteredLine(job: job, schema: store.schema, storeExists: storeExists)
+                state = notRegistered
+                fields = [("state", .string(state)), ("store_exists", .bool(storeExists)), ("line", .string(line))]
             }
-            let state = stateText(status)
             var outcome: Outcome?
-            switch verdict(status.state) {
+            switch verdict(status?.state) {
             case .finished(0):
                 outcome = Outcome(exitCode: 0, message: "\(job) is done", next: "nothing: release what relies on it")
             case .finished(let code):
-                outcome = Outcome(exitCode: code, message: "\(job) is \(status.state.rawValue)" + (status.lastError.map { ": \($0)" } ?? ""),
-                                  next: status.state == .failed ? "fix the cause, then run the job again: it resumes from its checkpoint" : "the job was cancelled: `run --restart` starts it over")
+                let failed = status?.state == .failed
+                outcome = Outcome(exitCode: code, message: "\(job) is \(status?.state.rawValue ?? state)" + (status?.lastError.map { ": \($0)" } ?? ""),
+                                  next: failed ? "fix the cause, then run the job again: it resumes from its checkpoint" : "the job was cancelled: `run --restart` starts it over")
             case .keepWaiting:
                 if let timeout, elapsed >= timeout {
-                    outcome = Outcome(exitCode: 3, message: "\(job) is still \(state) after \(Int(timeout.rounded())) s (\(line(status)))",
-                                      next: "wait again, or check the runner with `backfill status \(job)`")
+                    outcome = status == nil
+                        ? Outcome(exitCode: 3, message: "\(line) after \(Int(timeout.rounded())) s",
+                                  next: "check that the run started (its pod, its `requires` with --wait-for-requirements) and that --schema names its store; `backfill status` lists the jobs registered")
+                        : Outcome(exitCode: 3, message: "\(job) is still \(state) after \(Int(timeout.rounded())) s (\(line))",
+                                  next: "wait again, or check the runner with `backfill status \(job)`")
                 } else if stop.isRequested {
-                    outcome = Outcome(exitCode: 3, message: "stopped waiting for \(job) (\(line(status)))", next: "wait again: the job itself was not touched")
+                    outcome = Outcome(exitCode: 3, message: "stopped waiting for \(job) (\(line))", next: "wait again: the job itself was not touched")
                 }
             }
             if let outcome {
-                emit(RunEvent(.wait, job: job, fields(status) + [("waited_seconds", .double(elapsed)), ("exit_code", .int(Int64(outcome.exitCode))), ("next", .string(outcome.next))]))
+                emit(RunEvent(.wait, job: job, fields + [("waited_seconds", .double(elapsed)), ("exit_code", .int(Int64(outcome.exitCode))), ("next", .string(outcome.next))]))
                 return outcome
             }
             if lastShown?.state != state || elapsed - (lastShown?.at ?? -every) >= every {
-                emit(RunEvent(.wait, job: job, fields(status) + [("waited_seconds", .double(elapsed))]))
+                emit(RunEvent(.wait, job: job, fields + [("waited_seconds", .double(elapsed))]))
                 lastShown = (state, elapsed)
             }
             let nap = min(poll, timeout.map { max($0 - elapsed, 0.05) } ?? poll)

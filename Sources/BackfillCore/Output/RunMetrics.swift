@@ -1,7 +1,9 @@
 import CoreMetrics
 import Foundation
 
-/// Turns run events into swift-metrics: rows (`backfill_rows_total` counts this process's,
+/// Turns run events into swift-metrics, each series labelled `backfill_job` with the job's name
+/// (not `job`: Prometheus owns that label, the scrape job's, and renames a scraped one to
+/// `exported_job`): rows (`backfill_rows_total` counts this process's,
 /// `backfill_rows_done` is the job's total, as `rows_done` in events and `status`) and batches,
 /// batch duration, size and target, retries and
 /// throttled seconds by reason, progress, state and the time of the last committed batch, and what
@@ -25,26 +27,50 @@ public final class RunMetrics {
     private var throttled: [String: FloatingPointCounter] = [:]
     private var states: [String: Gauge] = [:]
     private var tracker = ProgressTracker()
+    private let factory: any MetricsFactory
 
     /// The states the `backfill_state` gauge reports, one series each (1 for the current one).
     public static let stateNames = ["running", "throttled", "retrying", "stopped", "done", "failed", "finalizing"]
 
-    public init(job: String) {
+    /// The label carrying the job's name on every series.
+    public static let jobLabel = "backfill_job"
+
+    /// Each series' `# HELP` text, by name: the exporter writes it above the series.
+    public static let help: [String: String] = [
+        "backfill_rows_total": "Rows this process wrote.",
+        "backfill_rows_done": "Rows the job has written in all, over every run and process (rows_done of status).",
+        "backfill_batches_total": "Batches this process committed.",
+        "backfill_batch_duration_seconds": "Wall time of each committed batch transaction.",
+        "backfill_batch_size": "Keys in the next batch, as the sizer chose it.",
+        "backfill_batch_target_seconds": "The job's batch.target_ms, the duration the sizer aims each batch at.",
+        "backfill_progress_ratio": "Share of the job done, 0 to 1.",
+        "backfill_last_success_timestamp_seconds": "Unix time of the last committed batch.",
+        "backfill_wal_bytes_total": "WAL bytes written while this process's batches ran.",
+        "backfill_hot_update_ratio": "Share of the table's updates during the run that were HOT, 0 to 1.",
+        "backfill_bad_rows_total": "Rows this process quarantined as bad (on_error: skip).",
+        "backfill_retries_total": "Batches retried, by reason.",
+        "backfill_throttled_seconds_total": "Seconds spent throttled, by reason.",
+        "backfill_state": "1 for the job's current state in this process, 0 for the others.",
+    ]
+
+    /// - Parameter factory: the backend; the one `MetricsSystem` bootstrapped unless a test gives one.
+    public init(job: String, factory: any MetricsFactory = MetricsSystem.factory) {
         self.job = job
-        let dims = [("job", job)]
-        rows = Counter(label: "backfill_rows_total", dimensions: dims)
-        rowsDone = Gauge(label: "backfill_rows_done", dimensions: dims)
-        batches = Counter(label: "backfill_batches_total", dimensions: dims)
-        batchDuration = CoreMetrics.Timer(label: "backfill_batch_duration_seconds", dimensions: dims)
-        batchSize = Gauge(label: "backfill_batch_size", dimensions: dims)
-        batchTarget = Gauge(label: "backfill_batch_target_seconds", dimensions: dims)
-        progress = Gauge(label: "backfill_progress_ratio", dimensions: dims)
-        lastSuccess = Gauge(label: "backfill_last_success_timestamp_seconds", dimensions: dims)
-        walBytes = Counter(label: "backfill_wal_bytes_total", dimensions: dims)
-        hotRatio = Gauge(label: "backfill_hot_update_ratio", dimensions: dims)
-        badRows = Counter(label: "backfill_bad_rows_total", dimensions: dims)
+        self.factory = factory
+        let dims = [(Self.jobLabel, job)]
+        rows = Counter(label: "backfill_rows_total", dimensions: dims, factory: factory)
+        rowsDone = Gauge(label: "backfill_rows_done", dimensions: dims, factory: factory)
+        batches = Counter(label: "backfill_batches_total", dimensions: dims, factory: factory)
+        batchDuration = CoreMetrics.Timer(label: "backfill_batch_duration_seconds", dimensions: dims, factory: factory)
+        batchSize = Gauge(label: "backfill_batch_size", dimensions: dims, factory: factory)
+        batchTarget = Gauge(label: "backfill_batch_target_seconds", dimensions: dims, factory: factory)
+        progress = Gauge(label: "backfill_progress_ratio", dimensions: dims, factory: factory)
+        lastSuccess = Gauge(label: "backfill_last_success_timestamp_seconds", dimensions: dims, factory: factory)
+        walBytes = Counter(label: "backfill_wal_bytes_total", dimensions: dims, factory: factory)
+        hotRatio = Gauge(label: "backfill_hot_update_ratio", dimensions: dims, factory: factory)
+        badRows = Counter(label: "backfill_bad_rows_total", dimensions: dims, factory: factory)
         for state in Self.stateNames {
-            states[state] = Gauge(label: "backfill_state", dimensions: dims + [("state", state)])
+            states[state] = Gauge(label: "backfill_state", dimensions: dims + [("state", state)], factory: factory)
         }
         setState("running")
     }
@@ -72,7 +98,7 @@ public final class RunMetrics {
             setState("running")
         case .retry:
             if case .string(let reason) = event["reason"] {
-                let counter = retries[reason] ?? Counter(label: "backfill_retries_total", dimensions: [("job", job), ("reason", reason)])
+                let counter = retries[reason] ?? Counter(label: "backfill_retries_total", dimensions: [(Self.jobLabel, job), ("reason", reason)], factory: factory)
                 retries[reason] = counter
                 counter.increment()
             }
@@ -82,7 +108,7 @@ public final class RunMetrics {
                 var seconds = 0.0
                 if case .double(let ms) = event["wait_ms"] { seconds = ms / 1000 }
                 if seconds > 0 {
-                    let counter = throttled[reason] ?? FloatingPointCounter(label: "backfill_throttled_seconds_total", dimensions: [("job", job), ("reason", reason)])
+                    let counter = throttled[reason] ?? FloatingPointCounter(label: "backfill_throttled_seconds_total", dimensions: [(Self.jobLabel, job), ("reason", reason)], factory: factory)
                     throttled[reason] = counter
                     counter.increment(by: seconds)
                 }

@@ -59,7 +59,8 @@ public enum ConsoleFormat {
             return "\(event.job): worker \(text("worker")): tuned by \(text("by")): max_rows_per_second=\(text("max_rows_per_second")) target_ms=\(text("target_ms")) pause_ms=\(text("pause_ms"))"
                 + (event["stopping"] == .bool(true) ? "; it stops (workers=\(text("workers")))" : "")
         case .wait:
-            return "\(event.job): \(text("line"))"
+            // `gate is not registered yet (…)` names the job itself.
+            return event["state"] == .string(JobWait.notRegistered) ? text("line") : "\(event.job): \(text("line"))"
         case .connections:
             return "\(event.job): connections: \(text("message"))"
         }

@@ -35,10 +35,8 @@ extension JobSpec {
         // Every field is read even after a problem, so that one pass reports them all.
         let name = reader.attempt { () throws(JobFileError) -> String in
             let name = try reader.requiredString(fields, "name", fix: "add a unique name such as `name: accounts-fill-balance-cents`")
-            guard name.count <= 63, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }),
-                  name.first?.isLetter == true || name.first?.isNumber == true
-            else {
-                throw reader.error("name", fields["name"], "`\(name)` is not a valid job name", fix: "use 1 to 63 letters, digits, `-`, `_` or `.`, starting with a letter or digit")
+            guard JobSpec.isValidName(name) else {
+                throw reader.error("name", fields["name"], "`\(name)` is not a valid job name", fix: JobSpec.nameRule)
             }
             return name
         }

@@ -165,6 +165,16 @@ public struct JobSpec: Sendable, Hashable {
         return Self.hash(parts.joined(separator: "\u{1F}"))
     }
 
+    /// A job's name: 1 to 63 ASCII letters, digits, `-`, `_` or `.`, starting with a letter or
+    /// digit (the job file's `name`, and what `wait` accepts).
+    public static func isValidName(_ name: String) -> Bool {
+        name.count <= 63 && name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) })
+            && (name.first?.isLetter == true || name.first?.isNumber == true)
+    }
+
+    /// How to write a valid name, for the messages that refuse one.
+    public static let nameRule = "use 1 to 63 letters, digits, `-`, `_` or `.`, starting with a letter or digit"
+
     /// 64 bits of FNV-1a over the text's UTF-8, as 16 hex digits: the spec's fingerprint and a
     /// finalize step's statement hash.
     public static func hash(_ text: String) -> String {

@@ -3,10 +3,14 @@ import PostgresClient
 
 /// What `status` reads: jobs with their progress summed over their ranges, ranges and workers.
 extension CheckpointStore {
+    /// Whether the schema holds a store yet (its `jobs` table): not before the first `run` in it.
+    public func storeExists(db: Connection) throws -> Bool {
+        try db.query("SELECT to_regclass($1) IS NOT NULL AS present", [.text(jobs)]).first?["present"].bool ?? false
+    }
+
     /// The jobs in the store (or one of them), with progress summed over their ranges.
     public func status(job: String? = nil, db: Connection) throws -> [JobStatus] {
-        let exists = try db.query("SELECT to_regclass($1) IS NOT NULL AS present", [.text("\(Identifier.quote(schema)).jobs")]).first?["present"].bool ?? false
-        guard exists else { return [] }
+        guard try storeExists(db: db) else { return [] }
         // A lease is alive while its row has not expired and, when its holder was direct, its
         // session still holds the advisory lock (a killed runner's lock goes with its session).
         // An older store has no lease rows until the next `run` upgrades it.
