@@ -103,7 +103,7 @@ struct ChunkedCount {
     /// interval. Stops once `limit` is reached.
     func overKeys(_ interval: KeyInterval, statements: BatchStatements, limit: Int64?, settings: [String] = [],
                   count: (KeyInterval, Int64?) throws -> (sql: String, parameters: [PostgresValue])) throws -> Int64 {
-        var sizer = ChunkSizer(start: 10_000, targetMs: targetMs)
+        var sizer = ChunkSizer(start: 100_000, targetMs: targetMs)
         var found: Int64 = 0
         var cursor = interval.lower
         while limit.map({ found < $0 }) ?? true {

@@ -85,7 +85,8 @@ struct BackfillBench: ParsableCommand {
         let report = Report(
             date: RunEvent.timestamp(Date()), command: (["swift run -c release backfill-bench"] + CommandLine.arguments.dropFirst()).joined(separator: " "),
             machine: try bench.machine(), main: main, quiet: quiet, contention: contention, contentionClients: contentionClients,
-            uuid: uuid, rehearsal: rehearsal, series: seriesRuns, offsetLimit: offsetLimit, liveClients: liveClients, rounds: rounds, memory: memory)
+            uuid: uuid, rehearsal: rehearsal, series: seriesRuns, offsetLimit: offsetLimit, liveClients: liveClients, rounds: rounds, memory: memory,
+            costBreakdown: ((try? String(contentsOfFile: results + "/cost-breakdown.md", encoding: .utf8)) ?? "").split(separator: "\n").filter { $0.hasPrefix("|") }.map(String.init))
         print(report.markdown)
         try FileManager.default.createDirectory(atPath: results, withIntermediateDirectories: true)
         let encoder = JSONEncoder()

@@ -19,8 +19,12 @@ struct Report: Encodable, Sendable {
     var rounds: Int
     /// The peaks of results/memory.md, a separate run of `benchmarks/memory-rss.sh`.
     var memory: [MemoryPeak]
+    /// The table of results/cost-breakdown.md, a separate run of `benchmarks/cost-breakdown.sh`:
+    /// instructions a changed row by statement shape.
+    var costBreakdown: [String] = []
 
     enum CodingKeys: String, CodingKey { case date, command, machine, main, quiet, contention, uuid, rehearsal, series, rounds, memory
+        case costBreakdown = "cost_breakdown"
         case offsetLimit = "offset_limit", liveClients = "live_clients", contentionClients = "contention_clients"
     }
 
@@ -38,6 +42,11 @@ struct Report: Encodable, Sendable {
             "",
         ]
         lines += targets + [""]
+        if !costBreakdown.isEmpty {
+            lines += ["## Where a batch's time goes", "",
+                      "CPU instructions a changed row by statement shape, counted by callgrind in a single-user backend (they repeat whatever the machine's noise), from a separate run of `benchmarks/cost-breakdown.sh` ([results/cost-breakdown.md](results/cost-breakdown.md)):", ""]
+                + costBreakdown + [""]
+        }
         lines += ["## Charts", "", "Drawn from this run's figures (`results/*.svg`, written with this file)."]
         for chart in charts { lines += ["", "![\(chart.title)](results/\(chart.file))"] }
         lines.append("")
