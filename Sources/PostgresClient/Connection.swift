@@ -277,10 +277,16 @@ public final class Connection {
     /// `SELECT set_config(…, true), …` for the pins, when this session does not hold them itself.
     private var localPins: String? {
         guard !pinnedForSession, !pins.isEmpty else { return nil }
-        return "SELECT " + pins.map { "set_config(\(Self.literal($0.name)), \(Self.literal($0.value)), true)" }.joined(separator: ", ")
+        return Self.setLocal(pins)
     }
 
-    private static func literal(_ text: String) -> String { "'" + text.replacingOccurrences(of: "'", with: "''") + "'" }
+    /// One statement that sets every setting for the current transaction, as `SET LOCAL` would:
+    /// `SELECT set_config('name', 'value', true), …`. For names and values of the caller's own
+    /// (quotes are doubled; no backslashes expected).
+    public static func setLocal(_ settings: [(name: String, value: String)]) -> String {
+        func literal(_ text: String) -> String { "'" + text.replacingOccurrences(of: "'", with: "''") + "'" }
+        return "SELECT " + settings.map { "set_config(\(literal($0.name)), \(literal($0.value)), true)" }.joined(separator: ", ")
+    }
 
     /// The statements that open a transaction with `characteristics` (`ISOLATION LEVEL READ
     /// COMMITTED`, `… READ ONLY`): `BEGIN …`, then the pins where the session does not hold them.

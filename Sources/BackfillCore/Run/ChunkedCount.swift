@@ -84,15 +84,8 @@ struct ChunkedCount {
             if let limit, let limitAt { values[limitAt] = .int(limit - found) }
             let stop = start + Int64(sizer.size)
             values += [.text("(\(start),0)"), .text("(\(stop),0)")]
-            let began = ContinuousClock.now
-            do {
-                try checkCancelled()
-                found += try chunk(sql, values, settings: settings)
-            } catch let error as PostgresError where error.code == .queryCanceled && !cancelled() {
-                guard sizer.timedOut() else { throw error }
-                continue
-            }
-            sizer.done(ms: (ContinuousClock.now - began).milliseconds)
+            guard let n = try attempt(&sizer, { try chunk(sql, values, settings: settings) }) else { continue }
+            found += n
             start = stop
         }
         return found
@@ -107,32 +100,40 @@ struct ChunkedCount {
         var found: Int64 = 0
         var cursor = interval.lower
         while limit.map({ found < $0 }) ?? true {
-            let began = ContinuousClock.now
-            do {
-                try checkCancelled()
-                let upperSQL = statements.upperBound(afterKey: cursor != nil, belowCeiling: interval.upper != nil)
-                let upperParameters = (cursor ?? []).map(PostgresValue.text) + (interval.upper ?? []).map(PostgresValue.text) + [.int(Int64(sizer.size - 1))]
-                let step: (n: Int64, upper: [String]?, last: Bool) = try Planner.inReadOnlyTransaction(settings: chunkSettings(settings), on: db) {
+            let upperSQL = statements.upperBound(afterKey: cursor != nil, belowCeiling: interval.upper != nil)
+            let upperParameters = (cursor ?? []).map(PostgresValue.text) + (interval.upper ?? []).map(PostgresValue.text) + [.int(Int64(sizer.size - 1))]
+            let size = sizer.size
+            let read = try attempt(&sizer) { () -> (n: Int64, upper: [String]?, last: Bool) in
+                try Planner.inReadOnlyTransaction(settings: chunkSettings(settings), on: db) {
                     guard let row = try db.query(upperSQL, upperParameters).first else { return (0, nil, true) }
                     let upper = statements.upperKey(row)
                     let query = try count(KeyInterval(lower: cursor, upper: upper.key), limit.map { $0 - found })
                     let n = try db.query(query.sql, query.parameters).first?["n"].int64 ?? 0
-                    return (n, upper.key, upper.walked < sizer.size)
+                    return (n, upper.key, upper.walked < size)
                 }
-                found += step.n
-                guard let upper = step.upper, !step.last else { break }
-                cursor = upper
-            } catch let error as PostgresError where error.code == .queryCanceled && !cancelled() {
-                guard sizer.timedOut() else { throw error }
-                continue
             }
-            sizer.done(ms: (ContinuousClock.now - began).milliseconds)
+            guard let step = read else { continue }
+            found += step.n
+            guard let upper = step.upper, !step.last else { break }
+            cursor = upper
         }
         return found
     }
 
-    private func checkCancelled() throws {
+    /// Reads one chunk of the sizer's size, then tells the sizer how long it took; nil when the
+    /// chunk hit the statement timeout and is to be read again at half the size. Throws when the
+    /// count was called off, and after too many timeouts in a row.
+    private func attempt<T>(_ sizer: inout ChunkSizer, _ read: () throws -> T) throws -> T? {
         if cancelled() { throw PostgresError(code: .queryCanceled, severity: "CLIENT", message: "the count was called off") }
+        let began = ContinuousClock.now
+        do {
+            let value = try read()
+            sizer.done(ms: (ContinuousClock.now - began).milliseconds)
+            return value
+        } catch let error as PostgresError where error.code == .queryCanceled && !cancelled() {
+            guard sizer.timedOut() else { throw error }
+            return nil
+        }
     }
 
     private func chunkSettings(_ settings: [String]) -> [String] {

@@ -122,11 +122,7 @@ public final class Runner {
         try SessionPins.checkWritable(spec, db: db)
         let takesLease = !options.join && !options.dryRun
         let early = try ConnectionBudget.read(db)
-        if early.fit(workers: 1, watchdog: false, lease: takesLease) == .none {
-            throw JobFileError(
-                file: spec.file, field: nil, problem: early.message(.none, workers: 1, lease: takesLease, watchdog: false),
-                fix: "raise the limit (ALTER ROLE … CONNECTION LIMIT n, ALTER DATABASE … CONNECTION LIMIT n, max_connections), or end other sessions of the role; `backfill plan` shows what a run needs")
-        }
+        if early.fit(workers: 1, watchdog: false, lease: takesLease) == .none { throw noSlot(early, lease: takesLease) }
         // Before anything else, the store included: the requirement may wait for the migration
         // that creates the job's own column.
         if let stopped = try Requirements.await(context, db: db) { return stopped }
@@ -176,11 +172,16 @@ public final class Runner {
             if !keepsWatchdog { context.watchdog?.stop() }
             context.event(.connections, budget.fields(fit, workers: wanted, lease: context.holdsLease, watchdog: watchdog))
             return workers
-        case .none:
-            throw JobFileError(
-                file: spec.file, field: nil, problem: budget.message(fit, workers: wanted, lease: false, watchdog: false),
-                fix: "raise the limit (ALTER ROLE … CONNECTION LIMIT n, max_connections), or end other sessions of the role")
+        case .none: throw noSlot(budget, lease: false)
         }
+    }
+
+    /// The refusal when not even one worker fits the connection slots (`lease`: the lease is yet
+    /// to be taken and counts too).
+    private func noSlot(_ budget: ConnectionBudget, lease: Bool) -> JobFileError {
+        JobFileError(
+            file: spec.file, field: nil, problem: budget.message(.none, workers: 1, lease: lease, watchdog: false),
+            fix: "raise the limit (ALTER ROLE … CONNECTION LIMIT n, ALTER DATABASE … CONNECTION LIMIT n, max_connections), or end other sessions of the role; `backfill plan` shows what a run needs")
     }
 
     /// Runs the workers until every range is walked; then, when rows still match `where` behind

@@ -40,8 +40,7 @@ public enum SessionPins {
             ("statement_timeout", "\(ownStatementMs)ms"),
             ("lock_timeout", "\(ownLockMs)ms"),
             ("idle_in_transaction_session_timeout", "\(ownIdleInTransactionMs)ms"),
-            ("DateStyle", "ISO, YMD"), ("IntervalStyle", "postgres"), ("extra_float_digits", "3"),
-        ]
+        ] + settings.map(pair)
         // Backfill's connections idle between polls and while workers run: a role's
         // idle_session_timeout must not end them (14+); batches bound their own transactions (17+).
         if serverVersion >= 140_000 { pins.append(("idle_session_timeout", "0")) }
@@ -84,19 +83,16 @@ public enum SessionPins {
     /// `SET LOCAL …; SET LOCAL …` for the start of a transaction.
     static var statements: String { settings.map { "SET LOCAL \($0)" }.joined(separator: "; ") }
 
-    /// Settings written `name = value` or `name = 'value'` as one statement that sets them all for
-    /// the transaction, as `SET LOCAL` would: `SELECT set_config('name', 'value', true), …`. One
-    /// statement instead of one per setting keeps the batch's first round trip short.
-    static func setLocal(_ settings: [String]) -> String {
-        let calls = settings.map { setting -> String in
-            let parts = setting.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
-            var value = parts.count == 2 ? parts[1] : ""
-            if value.count >= 2, value.hasPrefix("'"), value.hasSuffix("'") { value = String(value.dropFirst().dropLast()) }
-            return "set_config(\(literal(parts[0])), \(literal(value)), true)"
-        }
-        return "SELECT " + calls.joined(separator: ", ")
+    /// A setting written `name = value` or `name = 'value'`, as its name and value.
+    static func pair(_ setting: String) -> (name: String, value: String) {
+        let parts = setting.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+        var value = parts.count == 2 ? parts[1] : ""
+        if value.count >= 2, value.hasPrefix("'"), value.hasSuffix("'") { value = String(value.dropFirst().dropLast()) }
+        return (parts[0], value)
     }
 
-    /// A string literal of Backfill's own setting names and values (no backslashes in them).
-    private static func literal(_ text: String) -> String { "'" + text.replacingOccurrences(of: "'", with: "''") + "'" }
+    /// Settings written `name = value` or `name = 'value'` as one statement that sets them all for
+    /// the transaction, as `SET LOCAL` would (`Connection.setLocal`). One statement instead of one
+    /// per setting keeps the batch's first round trip short.
+    static func setLocal(_ settings: [String]) -> String { Connection.setLocal(settings.map(pair)) }
 }
