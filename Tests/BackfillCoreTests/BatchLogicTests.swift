@@ -61,6 +61,20 @@ struct BatchLogicTests {
         #expect(sizer.size == 100)
     }
 
+    @Test("a run's first small batches do not hold the size below the target: it is reached in a few batches")
+    func sizerRampUp() {
+        var sizer = BatchSizer(initial: 1000, min: 100, max: 50_000, targetMs: 50)
+        // 3 ms a batch of fixed cost (round trips, the commit) and 0.003 ms a key: 15,667 keys fill 50 ms.
+        var sizes: [Int] = []
+        for _ in 0..<10 {
+            sizes.append(sizer.size)
+            sizer.record(keys: sizer.size, durationMs: 3 + Double(sizer.size) * 0.003)
+        }
+        // Before, the 1,000-key batch's cost per key (6 µs) held the size at 8,333 for 20 batches.
+        #expect(sizes.allSatisfy { $0 <= 15_667 + 200 }, "sizes \(sizes)")
+        #expect(sizer.size >= 14_000, "size after 10 batches \(sizer.size), sizes \(sizes)")
+    }
+
     @Test("noisy timings stay near the target")
     func sizerNoisy() {
         var sizer = BatchSizer(initial: 1000, min: 100, max: 50_000, targetMs: 50)
@@ -165,5 +179,41 @@ struct RangeSplitterTests {
         #expect(sql.upperBound(afterKey: false, belowCeiling: false) == sql.upperBoundFromStart)
         #expect(sql.sampleKeys(percent: 2.5).contains(#"TABLESAMPLE SYSTEM (2.500000) ORDER BY "t"."a", "t"."b""#))
         #expect(!sql.sampleKeys(percent: 100).contains("TABLESAMPLE"))
+    }
+
+    @Test("a dense integer key's upper key comes from the span: at most B keys, bigint's end held, other keys counted")
+    func spanSQL() throws {
+        let spec = try JobSpec.parse(yaml: "name: j\ntable: t\nkey: [id]\nset: {c: 1}", file: "j.yaml")
+        let bigint = BatchStatements(spec: spec, key: [KeyColumn(name: "id", type: "bigint")])
+        let open = try #require(bigint.spanBound(belowCeiling: false))
+        #expect(open.contains(#"WHERE "id" > $1::bigint AND "id" <= (CASE WHEN $1::bigint::bigint > 9223372036854775806 - $2::bigint THEN 9223372036854775807 ELSE $1::bigint::bigint + $2::bigint + 1 END) ORDER BY "t"."id" DESC LIMIT 1"#))
+        #expect(open.contains(#"("id"::numeric - $1::bigint::numeric)::bigint AS walked"#))
+        // Parameters in upperBound's order: last key, ceiling, offset.
+        #expect(try #require(bigint.spanBound(belowCeiling: true)).contains(#""id" > $1::bigint AND "id" <= $2::bigint AND "id" <= (CASE WHEN $1::bigint::bigint > 9223372036854775806 - $3::bigint"#))
+        #expect(BatchStatements(spec: spec, key: [KeyColumn(name: "id", type: "integer")]).spanBound(belowCeiling: false)?.contains("$1::integer::bigint") == true)
+        for other in [[KeyColumn(name: "id", type: "uuid")], [KeyColumn(name: "id", type: "numeric")], [KeyColumn(name: "a", type: "bigint"), KeyColumn(name: "b", type: "bigint")]] {
+            #expect(BatchStatements(spec: spec, key: other).spanBound(belowCeiling: false) == nil)
+        }
+    }
+
+    @Test("the span is used while the key, as last counted, is dense; counted again every 16 batches and after an empty span")
+    func keyDensity() {
+        var density = KeyDensity()
+        #expect(!density.bySpan)                                   // nothing counted yet
+        density.counted(keys: 10_000, lower: 0, upper: 10_000)
+        #expect(density.bySpan && density.density == 1)
+        for _ in 0..<KeyDensity.recountEvery - 1 { density.spanned() }
+        #expect(density.bySpan)
+        density.spanned()
+        #expect(!density.bySpan)                                   // time to count again
+        density.counted(keys: 10_000, lower: 10_000, upper: 20_500) // 95 % dense
+        #expect(density.bySpan)
+        density.counted(keys: 10_000, lower: 20_500, upper: 40_500) // half the keys deleted
+        #expect(!density.bySpan && density.density == 0.5)
+        density.counted(keys: 10_000, lower: 40_500, upper: 50_500)
+        density.emptySpan()                                        // a gap wider than B
+        #expect(!density.bySpan && density.density == nil)
+        density.counted(keys: 0, lower: 1, upper: 1)                // nothing to learn from
+        #expect(density.density == nil)
     }
 }

@@ -49,6 +49,41 @@ struct KeyAndActionTests {
         #expect(try db.query("SELECT count(*) AS n FROM t WHERE writes = 1").first?["n"].int64 == 30000)
     }
 
+    @Test("an integer key walked by span: gaps wider than a batch, negative keys, both ends of bigint and of integer; every row once, no batch over B keys")
+    func integerKeySpans() throws {
+        let url = try TestDatabases.create("spans")
+        let db = try Connection(url)
+        for (type, top) in [("bigint", "9223372036854775807"), ("integer", "2147483647")] {
+            try db.execute("""
+                DROP TABLE IF EXISTS t;
+                CREATE TABLE t (id \(type) PRIMARY KEY, v int, tx bigint, writes int NOT NULL DEFAULT 0);
+                INSERT INTO t (id) SELECT g FROM generate_series(-3000, -1) g;                  -- dense, negative
+                INSERT INTO t (id) SELECT g FROM generate_series(1, 6000) g;                    -- dense
+                INSERT INTO t (id) SELECT g FROM generate_series(1000000, 1040000, 7) g;        -- a gap of a million, then sparse
+                INSERT INTO t (id) SELECT g FROM generate_series(1500000, 1504000) g;           -- dense again
+                INSERT INTO t (id) SELECT \(top) - g FROM generate_series(0, 2500) g;            -- the type's last keys
+                ANALYZE t;
+                """)
+            let rows = try db.query("SELECT count(*) AS n FROM t").first?["n"].int64 ?? 0
+            let (outcome, events) = try runJob(
+                "name: spans-\(type)\ntable: t\nkey: [id]\nset: {v: 1, tx: txid_current(), writes: writes + 1}\nbatch: {size: 500, min: 500, max: 500}", url: url, restart: true)
+            #expect(outcome.exitCode == 0, "\(type): \(outcome)")
+            let batches = events.filter { $0.kind == .batch }
+            let bounds = Dictionary(grouping: batches.compactMap { event -> String? in
+                if case .string(let bound) = event["bound"] { return bound }
+                return nil
+            }) { $0 }.mapValues(\.count)
+            // Dense stretches take the span; the first batch, every 16th and those after a gap count.
+            #expect((bounds["span"] ?? 0) > (bounds["counted"] ?? 0), "\(type): \(bounds)")
+            #expect((bounds["counted"] ?? 0) >= 4, "\(type): \(bounds)")
+            let check = try db.query("SELECT count(*) FILTER (WHERE writes = 1 AND v = 1) AS once, count(*) AS n FROM t").first
+            #expect(check?["once"].int64 == rows && check?["n"].int64 == rows, "\(type)")
+            // Each batch is one transaction: none changed more rows than its 500 keys.
+            let most = try db.query("SELECT max(n) AS m FROM (SELECT count(*) AS n FROM t GROUP BY tx) x").first?["m"].int64 ?? 0
+            #expect(most <= 500 && most > 0, "\(type): \(most) rows in one batch")
+        }
+    }
+
     @Test("uuid key")
     func uuidKey() throws {
         let url = try TestDatabases.create("uuid")

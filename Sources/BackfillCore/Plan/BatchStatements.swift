@@ -30,6 +30,15 @@ public struct BatchStatements: Sendable, Hashable {
     public let upperBoundBelowCeiling: String
     /// `upperBoundFromStart` below a ceiling. Parameters: the ceiling's values, the offset.
     public let upperBoundFromStartBelowCeiling: String
+    /// For a key of one integer column (nil otherwise): the upper key found by arithmetic, the
+    /// greatest key at most B past the checkpoint (below the ceiling), read from the key's index
+    /// backwards, one descent instead of B index entries. Unique integers in `(last, last + B]`
+    /// are at most B, so the batch walks at most B keys, and as many as the key is dense; `walked`
+    /// is the span `upper - last`, the keys it walks when the key has no gaps. No row means no key
+    /// in the span (a gap, or the range's end): the batch then reads `upperBound`. Parameters as
+    /// `upperBound`'s and `upperBoundBelowCeiling`'s (the offset is B − 1).
+    public let spanBound: String?
+    public let spanBoundBelowCeiling: String?
     /// Key tuples of a sample of the table's pages, in key order, for splitting it into ranges.
     /// `%PERCENT%` stands for the TABLESAMPLE SYSTEM percentage.
     let sampleTemplate: String
@@ -82,6 +91,16 @@ public struct BatchStatements: Sendable, Hashable {
         upperBoundFromStart = upper(after: nil, ceiling: nil, offsetParameter: 1)
         upperBoundBelowCeiling = upper(after: parameters(from: 1), ceiling: parameters(from: n + 1), offsetParameter: 2 * n + 1)
         upperBoundFromStartBelowCeiling = upper(after: nil, ceiling: parameters(from: 1), offsetParameter: n + 1)
+        func span(ceiling: String?, offsetParameter: Int) -> String {
+            let last = parameters(from: 1), offset = "$\(offsetParameter)::bigint"
+            // last + B in bigint, held at its largest value (no overflow near the end of bigint).
+            let reach = "(CASE WHEN \(last)::bigint > 9223372036854775806 - \(offset) THEN 9223372036854775807 ELSE \(last)::bigint + \(offset) + 1 END)"
+            let filter = (Self.bounds(key, after: last, upTo: ceiling) + ["\(columns[0]) <= \(reach)"]).joined(separator: " AND ")
+            return "SELECT \(selectKeys), (\(columns[0])::numeric - \(last)::numeric)::bigint AS walked FROM \(table) WHERE \(filter) ORDER BY \(descending) LIMIT 1"
+        }
+        let integer = n == 1 && ["smallint", "integer", "bigint"].contains(key[0].type)
+        spanBound = integer ? span(ceiling: nil, offsetParameter: 2) : nil
+        spanBoundBelowCeiling = integer ? span(ceiling: parameters(from: 2), offsetParameter: 3) : nil
         sampleTemplate = "SELECT \(selectKeys) FROM \(table) TABLESAMPLE SYSTEM (%PERCENT%) ORDER BY \(ascending)"
 
         func statement(lower: String?, upper: String) -> (plain: String, change: Change?) {
@@ -157,6 +176,10 @@ public struct BatchStatements: Sendable, Hashable {
         case (false, false): upperBoundFromStart
         }
     }
+
+    /// The span query after a checkpoint (`spanBound`), below a ceiling or open-ended; nil when
+    /// the key is not one integer column.
+    public func spanBound(belowCeiling: Bool) -> String? { belowCeiling ? spanBoundBelowCeiling : spanBound }
 
     /// A sample of key tuples in key order from about `percent` % of the table's pages.
     public func sampleKeys(percent: Double) -> String {

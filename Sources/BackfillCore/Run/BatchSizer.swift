@@ -18,10 +18,17 @@ public struct BatchSizer: Sendable, Hashable {
     public private(set) var size: Int
     /// The smoothed rate in keys per millisecond, nil before the first measurement.
     public private(set) var rate: Double?
-    /// The cost per key (ms) of the last `window` batches, to aim their 90th percentile at the
-    /// target: the size is also held to `target / p90(cost per key)`, so that the tail of batch
-    /// durations (how long row locks are held) meets the target, not just their mean.
-    public private(set) var recentCosts: [Double] = []
+    /// The keys and cost per key (ms) of the last `window` batches, to aim their 90th percentile
+    /// at the target: the size is also held to `target / p90(cost per key)`, so that the tail of
+    /// batch durations (how long row locks are held) meets the target, not just their mean. Only
+    /// batches of at least half the current size count: a batch's fixed cost (its round trips,
+    /// the commit) weighs on each key of a small batch, so the first batches of a run (1,000 keys
+    /// and doubling) would otherwise hold the size below the target for `window` batches.
+    public private(set) var recentCosts: [KeyCost] = []
+    public struct KeyCost: Sendable, Hashable {
+        public var keys: Int
+        public var cost: Double
+    }
     public let window = 20
     /// Batches left during which growth is held to `calmGrowth` after live traffic waited.
     public private(set) var recoveringBatches = 0
@@ -58,10 +65,11 @@ public struct BatchSizer: Sendable, Hashable {
             // Overshoot: never let the next batch be longer than this one's rate says it would.
             next = Swift.min(next, measured * targetMs)
         }
-        recentCosts.append(durationMs / Double(keys))
+        recentCosts.append(KeyCost(keys: keys, cost: durationMs / Double(keys)))
         if recentCosts.count > window { recentCosts.removeFirst(recentCosts.count - window) }
-        if recentCosts.count >= 5 {
-            let sorted = recentCosts.sorted()
+        let comparable = recentCosts.filter { 2 * $0.keys >= size }.map(\.cost)
+        if comparable.count >= 5 {
+            let sorted = comparable.sorted()
             let p90 = sorted[min(sorted.count - 1, Int((0.9 * Double(sorted.count)).rounded(.up)) - 1)]
             next = Swift.min(next, targetMs / p90)
         }

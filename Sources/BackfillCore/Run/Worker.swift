@@ -134,7 +134,7 @@ final class Worker {
                 self.event(.batch, [("rows", .int(committed.rows)), ("batch_size", .int(Int64(committed.size))), ("keys", .int(Int64(committed.walked))),
                                     ("duration_ms", .double(committed.ms)), ("attempt", .int(Int64(attempt))), ("last_key", .strings(committed.lastKey)),
                                     ("range", .int(Int64(committed.range))), ("rows_done", .int(committed.total.job)), ("run_rows", .int(committed.total.run)),
-                                    ("next_batch_size", .int(Int64(machine.sizer.size)))] + cost.fields)
+                                    ("next_batch_size", .int(Int64(machine.sizer.size))), ("bound", .string(bound))] + cost.fields)
             }
             emit(machine.drainNotes())
         }
@@ -310,6 +310,11 @@ final class Worker {
         case retired
     }
 
+    /// How this worker's batches find their upper key (a dense integer key: by arithmetic), and
+    /// how the last batch found it (the batch event's `bound`).
+    private var density = KeyDensity()
+    private var bound = "counted"
+
     /// The batch in flight once its keys are known: a failure of its statement is the batch's.
     private var batchWrite: (range: Int, lower: [String]?, upper: [String], keys: Int)?
 
@@ -345,6 +350,7 @@ final class Worker {
     private func batch(_ kind: BatchKind, db: Connection) throws -> BatchResult {
         batchStart = (preferred, nil)
         batchWrite = nil
+        bound = "counted"
         var wanted: Int?
         if case .part(let range, _, _, _) = kind { wanted = range }
         do {
@@ -369,15 +375,26 @@ final class Worker {
             switch kind {
             case .next(let size):
                 let ceiling = claim.ceiling.map { $0.map(PostgresValue.text) } ?? []
-                guard let upperRow = try db.query(
-                    plan.statements.upperBound(afterKey: afterKey, belowCeiling: claim.ceiling != nil),
-                    lower + ceiling + [.int(Int64(size - 1))], prepared: db.preparesStatements).first
-                else {
+                let values = lower + ceiling + [.int(Int64(size - 1))]
+                // A dense integer key: the upper key by arithmetic (KeyDensity), else counted.
+                let start = claim.lower.flatMap { $0.count == 1 ? Int64($0[0]) : nil }
+                var row: PostgresRow?
+                if start != nil, density.bySpan, let span = plan.statements.spanBound(belowCeiling: claim.ceiling != nil) {
+                    row = try db.query(span, values, prepared: db.preparesStatements).first
+                    if row == nil { density.emptySpan() } else { density.spanned() }
+                }
+                let counted = row == nil
+                if !counted { bound = "span" }
+                if counted {
+                    row = try db.query(plan.statements.upperBound(afterKey: afterKey, belowCeiling: claim.ceiling != nil), values, prepared: db.preparesStatements).first
+                }
+                guard let upperRow = row else {
                     try store.completeRange(spec.name, range: claim.range, db: db)
                     try db.execute(store.closing)
                     return .rangeDone
                 }
                 (upper, walked) = plan.statements.upperKey(upperRow)
+                if counted, let start, let end = upper.first.flatMap({ Int64($0) }) { density.counted(keys: walked, lower: start, upper: end) }
                 if let last = claim.lower, last == upper {
                     throw RangeViolation(range: claim.range, lower: claim.lower, upper: upper, keys: 0, rows: 0, outside: 0, stuck: true)
                 }
