@@ -186,6 +186,6 @@ struct Plan: ParsableCommand {
         let plan = try planJob(spec, conn)
         let explain = try Planner.explain(plan, size: spec.batch.size, on: conn)
         let requirement = try spec.requires.map { try Requirements.check($0, timeoutMs: spec.timeouts.statementMs, db: conn) }
-        print(PlanReport.render(plan, explain: explain, requirement: requirement, budget: try ConnectionBudget.read(conn)))
+        print(PlanReport.render(plan, explain: explain, requirement: requirement, budget: try ConnectionBudget.read(conn), cdc: try ChangeCapture.notes(spec, db: conn)))
     }
 }

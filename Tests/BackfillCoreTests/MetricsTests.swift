@@ -9,7 +9,7 @@ struct MetricsTests {
         let factory = PrometheusFactory()
         for job in jobs {
             let metrics = RunMetrics(job: job, factory: factory)
-            metrics.record(RunEvent(.start, job: job, [("target_ms", .int(50))]))
+            metrics.record(RunEvent(.start, job: job, [("target_ms", .int(50)), ("cdc_origin", .string("backfill")), ("cdc_messages", .bool(true))]))
             metrics.record(RunEvent(.batch, job: job, [("rows", .int(500)), ("duration_ms", .double(12.5)), ("next_batch_size", .int(600)), ("wal_bytes", .int(8192)), ("hot_update_ratio", .double(0.5))]))
             metrics.record(RunEvent(.retry, job: job, [("reason", .string("lock_timeout"))]))
             metrics.record(RunEvent(.throttle, job: job, [("reason", .string("max_rows_per_second")), ("wait_ms", .double(250)), ("state", .string("resumed"))]))

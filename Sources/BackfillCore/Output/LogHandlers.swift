@@ -22,6 +22,7 @@ public struct EventLogger: Sendable {
         let level: Logger.Level = switch event.kind {
         case .error: .error
         case .retry, .throttle: .notice
+        case .cdc where event["state"] == .string("warning"): .warning
         default: .info
         }
         logger.log(level: level, "\(line ?? event.kind.rawValue)", metadata: metadata)

@@ -8,7 +8,7 @@ import Foundation
 /// batch duration, size and target, retries and
 /// throttled seconds by reason, progress, state and the time of the last committed batch, and what
 /// the batches cost: WAL bytes written while they ran and the share of the table's updates that
-/// were HOT; and the rows quarantined as bad (`on_error: skip`).
+/// were HOT; the rows quarantined as bad (`on_error: skip`); and the job's `cdc` marks.
 /// Whatever `MetricsSystem` backend the process bootstrapped receives them (Prometheus in the CLI).
 public final class RunMetrics {
     private let job: String
@@ -51,6 +51,8 @@ public final class RunMetrics {
         "backfill_retries_total": "Batches retried, by reason.",
         "backfill_throttled_seconds_total": "Seconds spent throttled, by reason.",
         "backfill_state": "1 for the job's current state in this process, 0 for the others.",
+        "backfill_cdc_origin": "1 while the job's batches carry this replication origin (cdc.origin).",
+        "backfill_cdc_messages": "1 while each batch emits a logical decoding message (cdc.messages).",
     ]
 
     /// - Parameter factory: the backend; the one `MetricsSystem` bootstrapped unless a test gives one.
@@ -86,6 +88,11 @@ public final class RunMetrics {
             rowsDone.record(Double(tracker.rowsDone))
             if case .int(let ms) = event["target_ms"] { batchTarget.record(Double(ms) / 1000) }
             setState("running")
+            // Created at the start of a job with `cdc`, so that a job without one exports neither.
+            if case .string(let origin) = event["cdc_origin"] {
+                Gauge(label: "backfill_cdc_origin", dimensions: [(Self.jobLabel, job), ("origin", origin)], factory: factory).record(1)
+            }
+            if event["cdc_messages"] == .bool(true) { Gauge(label: "backfill_cdc_messages", dimensions: [(Self.jobLabel, job)], factory: factory).record(1) }
         case .batch:
             if case .int(let n) = event["rows"] { rows.increment(by: Int(n)) }
             rowsDone.record(Double(tracker.rowsDone))
@@ -120,7 +127,7 @@ public final class RunMetrics {
         case .done: setState("done")
         case .error: setState("failed")
         case .finalize: setState("finalizing")
-        case .requirements, .tune, .wait, .connections: break
+        case .requirements, .tune, .wait, .connections, .cdc: break
         }
         if let f = tracker.fraction { progress.record(f) }
     }

@@ -4,8 +4,9 @@ import Foundation
 public enum PlanReport {
     /// `requirement`: what `requires` says now (nil when the job has none).
     /// `budget`: the connection slots free now (nil: not read).
+    /// `cdc`: what the job's `cdc` check says now (`ChangeCapture.notes`; nil: not read).
     public static func render(_ plan: JobPlan, explain: String?, requirement: (met: Bool, detail: String)? = nil,
-                              budget: ConnectionBudget? = nil, workers: Int? = nil) -> String {
+                              budget: ConnectionBudget? = nil, workers: Int? = nil, cdc: [String]? = nil) -> String {
         let spec = plan.spec
         var lines = [
             "job:        \(spec.name) (\(spec.file))",
@@ -33,6 +34,7 @@ public enum PlanReport {
         if let requires = spec.requires {
             lines.append("requires:   \(requires)" + (requirement.map { $0.met ? " (holds now)" : " (does not hold now: \($0.detail); `run` exits 2 unless --wait-for-requirements)" } ?? ""))
         }
+        lines += cdcLines(spec, now: cdc)
         if !spec.finalize.isEmpty {
             lines += ["", "finalize, once the job is done and no row matches `where`; each step its own transaction with lock_timeout \(spec.timeouts.lockMs) ms, retried up to \(spec.retry.maxAttempts) attempts:"]
             lines += spec.finalize.enumerated().map { "  \($0.offset + 1). \($0.element)" }
@@ -42,5 +44,20 @@ public enum PlanReport {
         lines.append("EXPLAIN of the first batch:")
         lines.append(explain.map { $0.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n") } ?? "  (the table is empty: nothing to do)")
         return lines.joined(separator: "\n")
+    }
+
+    /// What the batches emit for change-data-capture consumers (`cdc`), and what the server says
+    /// to it now.
+    static func cdcLines(_ spec: JobSpec, now: [String]?) -> [String] {
+        var lines: [String] = []
+        if let origin = spec.cdc.origin {
+            lines.append("every batch session is set up with replication origin `\(origin)` (pg_replication_origin_session_setup; created if missing; a second session at once takes `\(ChangeCapture.originName(origin, session: 2))`, …): the batches' changes carry it")
+        }
+        if spec.cdc.messages {
+            let example = ChangeCapture.content(job: spec.name, run: "<run id>", worker: "<host:pid:wN>", range: 0, lower: ["<last key>"], upper: ["<upper key>"], keys: spec.batch.size)
+            lines.append("each batch transaction first emits \(ChangeCapture.messageSQL), $1 = \(example)")
+        }
+        lines += (now ?? []).map { "now: \($0)" }
+        return lines.enumerated().map { ($0.offset == 0 ? "cdc:        " : "            ") + $0.element }
     }
 }

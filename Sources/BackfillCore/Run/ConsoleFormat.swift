@@ -63,6 +63,8 @@ public enum ConsoleFormat {
             return event["state"] == .string(JobWait.notRegistered) ? text("line") : "\(event.job): \(text("line"))"
         case .connections:
             return "\(event.job): connections: \(text("message"))"
+        case .cdc:
+            return event["state"] == .string("warning") ? "\(event.job): warning: cdc: \(text("message"))" : nil
         }
     }
 }

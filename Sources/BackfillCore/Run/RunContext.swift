@@ -26,6 +26,8 @@ final class RunContext: Sendable {
     /// (with `throttle.when_blocking`).
     let watchdog: Watchdog?
     let runnerName = "\(ProcessInfo.processInfo.hostName):\(getpid())"
+    /// This run's identity, in the `start` event and in every `cdc.messages` message.
+    let runID = UUID().uuidString.lowercased()
     let started = ContinuousClock.now
     /// The caller's event callback, called from the worker threads as events happen, under no
     /// lock of the run's: it must be safe to call from several threads (the CLI's console

@@ -3,7 +3,7 @@ import Foundation
 /// Something that happened during a run, for the console, JSON logs and metrics.
 ///
 /// `kind` is one of the contract's event names (`start`, `batch`, `retry`, `throttle`, `pass`,
-/// `bad_row`, `stop`, `done`, `error`, `requirements`, `finalize`, `tune`, `wait`, `connections`); `fields` are the event's own fields, in a stable order.
+/// `bad_row`, `stop`, `done`, `error`, `requirements`, `finalize`, `tune`, `wait`, `connections`, `cdc`); `fields` are the event's own fields, in a stable order.
 public struct RunEvent: Sendable {
     public enum Kind: String, Sendable, CaseIterable {
         case start, batch, retry, throttle, pass, stop, done, error
@@ -20,6 +20,9 @@ public struct RunEvent: Sendable {
         /// The connections a run needs against the slots it has: fewer workers started, the
         /// watchdog off, or a worker waiting for a slot (`state`).
         case connections
+        /// The job's `cdc`: marks nothing will read (`state` `warning`), or a worker session set
+        /// up with the job's replication origin (`state` `origin`).
+        case cdc
     }
 
     /// A field value, as it appears in JSON.

@@ -120,6 +120,9 @@ public final class Runner {
         // What no pin can change is refused before anything is created: a read-only default, a
         // standby, too few connection slots for even one worker.
         try SessionPins.checkWritable(spec, db: db)
+        for warning in try ChangeCapture.check(spec, workers: options.workers ?? spec.workers, db: db) {
+            context.event(.cdc, [("state", .string("warning")), ("message", .string(warning))])
+        }
         let takesLease = !options.join && !options.dryRun
         let early = try ConnectionBudget.read(db)
         if early.fit(workers: 1, watchdog: false, lease: takesLease) == .none { throw noSlot(early, lease: takesLease) }
@@ -318,8 +321,10 @@ public final class Runner {
             ("table", .string(spec.table)), ("action", .string(spec.action.name)),
             ("rows_estimate", plan.estimatedRows.map { .int($0) } ?? .null), ("rows_done_before", .int(rowsBefore)),
             ("batch_size", .int(Int64(spec.batch.size))), ("target_ms", .int(Int64(spec.batch.targetMs))), ("key_index", .string(plan.keyIndex)),
-            ("runner", .string(context.runnerName)),
+            ("runner", .string(context.runnerName)), ("run_id", .string(context.runID)),
         ]
+        if let origin = spec.cdc.origin { fields.append(("cdc_origin", .string(origin))) }
+        if spec.cdc.messages { fields.append(("cdc_messages", .bool(true))) }
         if let bounds = try plan.keyBounds(on: db) {
             fields += [("key_min", .double(bounds.min)), ("key_max", .double(bounds.max))]
         }

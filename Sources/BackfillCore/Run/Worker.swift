@@ -421,6 +421,8 @@ final class Worker {
             let bounds = lower + upper.map(PostgresValue.text)
             let waiters = spec.throttle.whenBlocking ? [Connection.Statement(CheckpointStore.waitersQuery, prepared: true)] : []
             let closing = Connection.Statement(store.closing)
+            // cdc.messages: the batch's message, first in its last round trip (before its changes).
+            let message = ChangeCapture.message(spec, run: context.runID, worker: name, range: claim.range, lower: claim.lower, upper: upper, keys: walked)
             func checkpoint(rows: String, outside: String, first: Int) -> Connection.Statement? {
                 store.checkpoint(spec.name, range: claim.range, lastKey: upper, keys: walked, worker: name, rows: rows, outside: outside, first: first)
             }
@@ -435,19 +437,19 @@ final class Worker {
                    let moved = checkpoint(rows: counts.rows, outside: counts.outside, first: bounds.count + 1) {
                     // update/delete: data and checkpoint in one statement, then COMMIT, in one round trip.
                     results = try db.pipeline(
-                        [Connection.Statement(plan.statements.batch(afterKey: afterKey, checkpoint: moved.sql), bounds + moved.parameters, prepared: true)] + end)
-                    changed = plan.statements.changed(by: results[0])
+                        message + [Connection.Statement(plan.statements.batch(afterKey: afterKey, checkpoint: moved.sql), bounds + moved.parameters, prepared: true)] + end)
+                    changed = plan.statements.changed(by: results[message.count])
                 } else {
                     let statement = Connection.Statement(afterKey ? plan.statements.batch : plan.statements.batchFromStart, bounds, prepared: true)
                     if let moved = checkpoint(rows: "0", outside: "0", first: 1) {
                         // A sql action: its own statement, then the checkpoint with its row count.
-                        changed = plan.statements.changed(by: try db.query(statement.sql, statement.parameters, prepared: db.preparesStatements))
+                        changed = plan.statements.changed(by: try db.pipeline(message + [statement])[message.count])
                         let counted = checkpoint(rows: String(changed.rows), outside: "0", first: 1) ?? moved
                         results = try db.pipeline([counted] + end)
                     } else {
                         // A dry run: the batch, who waits on it, and ROLLBACK, in one round trip.
-                        results = try db.pipeline([statement] + end)
-                        changed = plan.statements.changed(by: results[0])
+                        results = try db.pipeline(message + [statement] + end)
+                        changed = plan.statements.changed(by: results[message.count])
                     }
                 }
             } catch let error as PostgresError where single && Bisection.isolates(error) && !Self.isRangeCheck(error) {
@@ -607,6 +609,7 @@ final class Worker {
         while true {
             do {
                 let db = try Self.connect(context)
+                try setUpOrigin(db)
                 context.workerConnection(true)
                 if since != nil { event(.connections, [("state", .string("connected")), ("message", .string("worker \(index) got a connection slot"))]) }
                 return db
@@ -622,6 +625,19 @@ final class Worker {
                 since = began
                 sleep(ms: 1000)
             }
+        }
+    }
+
+    /// With `cdc.origin` (not in a dry run, which commits nothing): marks everything the new
+    /// session commits with the job's replication origin (`ChangeCapture`), or closes it.
+    private func setUpOrigin(_ db: Connection) throws {
+        guard let origin = spec.cdc.origin, !context.options.dryRun else { return }
+        do {
+            let name = try ChangeCapture.setUpOrigin(origin, db: db)
+            event(.cdc, [("state", .string("origin")), ("origin", .string(name))])
+        } catch {
+            db.close()
+            throw error
         }
     }
 

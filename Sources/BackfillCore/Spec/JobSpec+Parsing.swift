@@ -3,13 +3,14 @@ import Yams
 
 extension JobSpec {
     /// The fields a job file may contain, by section.
-    static let topLevelFields = ["name", "table", "key", "where", "set", "action", "sql", "batch", "timeouts", "retry", "throttle", "on_error", "workers", "repeat", "catch_up_passes", "requires", "finalize"]
+    static let topLevelFields = ["name", "table", "key", "where", "set", "action", "sql", "batch", "timeouts", "retry", "throttle", "on_error", "workers", "repeat", "catch_up_passes", "requires", "finalize", "cdc"]
     static let batchFields = ["size", "min", "max", "target_ms", "max_ms", "pause_ms"]
     static let timeoutFields = ["lock_ms", "statement_ms"]
     static let retryFields = ["max_attempts", "backoff_ms", "max_backoff_ms", "reconnect_timeout_ms"]
     static let throttleFields = ["max_rows_per_second", "max_replication_lag_ms", "when_blocking", "blocking_wait_ms", "check_sql", "pause_during_autovacuum",
                                  "max_slot_lag_mb", "slots", "max_wal_mb_per_second", "max_archive_backlog", "fail_open"]
     static let onErrorFields = ["action", "max_rows", "exit_zero"]
+    static let cdcFields = ["origin", "messages"]
 
     /// Parses and validates a job file's text. Everything that can be checked without a database is
     /// checked here, every field even after a problem: all the problems are thrown at once, as
@@ -116,6 +117,10 @@ extension JobSpec {
             if spec.onError.action == .stop, let extra = ["max_rows", "exit_zero"].first(where: { e[$0] != nil }) {
                 reader.report(reader.error("on_error.\(extra)", e[extra], "`on_error.\(extra)` applies only to `action: skip`", fix: "add `action: skip` to `on_error`, or remove `\(extra)`"))
             }
+        }
+        if let node = fields["cdc"], let c = reader.attempt({ () throws(JobFileError) in try reader.mapping(node, path: "cdc", allowed: cdcFields) }) {
+            spec.cdc.origin = reader.attempt { () throws(JobFileError) in try reader.origin(c) } ?? nil
+            spec.cdc.messages = reader.bool(c, "cdc.messages", spec.cdc.messages)
         }
         spec.workers = reader.int(fields, "workers", 1, 1...1024)
         spec.repeats = reader.bool(fields, "repeat", false)
@@ -271,6 +276,21 @@ final class FieldReader {
             throw error(dottedName, node, "must be a list of names", fix: "write e.g. `\(example)`, or remove the field")
         }
         return names
+    }
+
+    /// `cdc.origin`: a replication origin's name (`JobSpec.CDC.isValidOrigin`); nil when absent.
+    func origin(_ fields: [String: Node]) throws(JobFileError) -> String? {
+        guard let node = fields["origin"] else { return nil }
+        let rule = "write a name of 1 to 50 letters, digits, `-`, `_` or `.`, starting with a letter or digit, not `pg_…`, `none` or `any`, e.g. `origin: backfill`; or remove the field"
+        // YAML's booleans and null are not names: `origin: true` means a name was forgotten.
+        guard case .scalar(let scalar) = node, !["true", "false", "yes", "no", "on", "off", "null", "~", ""].contains(scalar.string.lowercased()) else {
+            throw error("cdc.origin", node, "must be the name of a replication origin, got `\(node.scalar?.string ?? "a list or mapping")`", fix: rule)
+        }
+        let name = scalar.string.trimmingCharacters(in: .whitespaces)
+        guard JobSpec.CDC.isValidOrigin(name) else {
+            throw error("cdc.origin", node, "`\(name)` is not a usable replication origin name", fix: rule)
+        }
+        return name
     }
 
     func key(_ fields: [String: Node]) throws(JobFileError) -> [String] {

@@ -107,6 +107,29 @@ public struct JobSpec: Sendable, Hashable {
         public init() {}
     }
 
+    /// `cdc:`: how change-data-capture consumers tell the job's changes from the application's
+    /// (`docs/cdc.md`). Both off by default.
+    public struct CDC: Sendable, Hashable {
+        /// `cdc.origin`: every batch session is set up with this replication origin
+        /// (`pg_replication_origin_session_setup`), so that every change it commits carries it;
+        /// nil = off.
+        public var origin: String?
+        /// `cdc.messages`: one transactional logical decoding message (prefix `backfill`) in each
+        /// batch's transaction, before its changes.
+        public var messages = false
+        public init() {}
+
+        /// An origin name: 1 to 50 ASCII letters, digits, `-`, `_` or `.`, starting with a letter
+        /// or digit; not `pg_…`, `none` or `any` (PostgreSQL reserves them for its subscriptions).
+        /// 50, not 63: a session beyond the first uses the name with `-2`, `-3`… after it.
+        public static func isValidOrigin(_ name: String) -> Bool {
+            let lower = name.lowercased()
+            return name.count <= 50 && name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) })
+                && (name.first?.isLetter == true || name.first?.isNumber == true)
+                && !lower.hasPrefix("pg_") && lower != "none" && lower != "any"
+        }
+    }
+
     /// Unique job name; names the checkpoint and the lease.
     public var name: String
     /// The table as written in the file (`public.accounts`).
@@ -123,6 +146,8 @@ public struct JobSpec: Sendable, Hashable {
     public var retry = Retry()
     public var throttle = Throttle()
     public var onError = OnError()
+    /// `cdc`: not part of the fingerprint (it changes how the changes are labelled, not what rows get).
+    public var cdc = CDC()
     public var workers = 1
     /// `repeat`: each run after a finished pass starts a new pass (a nightly purge); rows that
     /// match `where` behind the walk are the next pass's work, not a failure.
