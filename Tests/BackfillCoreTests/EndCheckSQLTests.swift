@@ -79,3 +79,76 @@ struct KeysLeftTests {
         #expect(Unwalked(open: [over], keys: 2_000).keysLeft(bounds: (1, 100)) == 2_000)
     }
 }
+
+@Suite("When the end check's early count starts")
+struct EndCheckStartTests {
+    /// Feeds a walk of `keys` keys at `pace` keys a ms, polled every 100 ms; returns the keys left
+    /// when the early count starts.
+    func leftAtStart(keys: Int64, pace: Double, countMs: Double?) -> Int64? {
+        var start = EndCheckStart()
+        var ms = 0.0
+        while true {
+            let left = max(0, keys - Int64(pace * ms))
+            if start.shouldStart(atMs: ms, keysLeft: left, keys: keys, countMs: countMs) { return left }
+            if left == 0 { return nil }
+            ms += 100
+        }
+    }
+
+    @Test("the count starts when the walk's time left is about its own: it ends about when the walk does")
+    func timed() throws {
+        // 2M keys at 300 keys a ms (6.7 s); the count takes 500 ms: start with 1.25 × 500 ms of walk left.
+        let left = try #require(leftAtStart(keys: 2_000_000, pace: 300, countMs: 500))
+        #expect(Double(left) / 300 <= 625 && Double(left) / 300 > 625 - 100, "started with \(left) keys left (one poll is 100 ms)")
+    }
+
+    @Test("never earlier than a quarter of the keys left, at the latest at 5 %, and at 5 % when the count's time is unknown")
+    func bounds() throws {
+        #expect(try #require(leftAtStart(keys: 2_000_000, pace: 300, countMs: 60_000)) <= 500_000)
+        #expect(try #require(leftAtStart(keys: 2_000_000, pace: 300, countMs: 1)) >= 100_000 - 300 * 100)
+        #expect(try #require(leftAtStart(keys: 2_000_000, pace: 300, countMs: nil)) <= 100_000)
+        #expect(try #require(leftAtStart(keys: 2_000_000, pace: 300, countMs: nil)) >= 100_000 - 300 * 100)
+    }
+
+    @Test("a walk that stalls (throttled, paused) has no pace: the count waits for the latest point")
+    func stalled() {
+        var start = EndCheckStart()
+        for step in 0..<50 {
+            let started = start.shouldStart(atMs: Double(step) * 100, keysLeft: 200_000, keys: 1_000_000, countMs: 10_000)
+            #expect(!started)
+        }
+        let latest = start.shouldStart(atMs: 5000, keysLeft: 50_000, keys: 1_000_000, countMs: 10_000)
+        #expect(latest)
+    }
+}
+
+@Suite("What the walk walked between two looks at the store")
+struct WalkedSinceTests {
+    typealias P = Unwalked.Position
+    @Test("a range's checkpoint moved, a range done, a range split off and walked, one untouched: every walked key once, none left out")
+    func walkedSince() {
+        let then = Unwalked(open: [], keys: 0, positions: [
+            0: P(start: nil, last: ["100"], ceiling: ["500"], done: false),
+            1: P(start: ["500"], last: ["700"], ceiling: ["900"], done: false),
+            2: P(start: ["900"], last: ["950"], ceiling: nil, done: false),
+            3: P(start: ["2000"], last: nil, ceiling: ["3000"], done: false),
+            4: P(start: ["3000"], last: ["3500"], ceiling: ["4000"], done: true),
+        ])
+        let now = Unwalked(open: [], keys: 0, positions: [
+            0: P(start: nil, last: ["200"], ceiling: ["300"], done: false),     // walked to 200, split at 300
+            5: P(start: ["300"], last: ["350"], ceiling: ["500"], done: false), // the split-off half, walked to 350
+            1: P(start: ["500"], last: ["880"], ceiling: ["900"], done: true),  // done: up to its ceiling
+            2: P(start: ["900"], last: ["950"], ceiling: nil, done: false),     // not moved
+            3: P(start: ["2000"], last: nil, ceiling: ["3000"], done: false),   // not started
+            4: P(start: ["3000"], last: ["3500"], ceiling: ["4000"], done: true),
+        ])
+        #expect(now.walked(since: then) == [
+            KeyInterval(lower: ["100"], upper: ["200"]),
+            KeyInterval(lower: ["700"], upper: ["900"]),
+            KeyInterval(lower: ["300"], upper: ["350"]),
+        ])
+        // The last range done: its interval reaches the end of the key space.
+        let end = Unwalked(open: [], keys: 0, positions: [2: P(start: ["900"], last: ["990"], ceiling: nil, done: true)])
+        #expect(end.walked(since: then) == [KeyInterval(lower: ["950"], upper: nil)])
+    }
+}

@@ -140,7 +140,8 @@ struct ChunkedCount {
         ["statement_timeout = '\(statementMs)ms'"] + SessionPins.settings + settings
     }
 
-    private func chunk(_ sql: String, _ values: [PostgresValue], settings: [String]) throws -> Int64 {
+    /// One chunk's count, in a read-only transaction of its own under the chunk settings.
+    func chunk(_ sql: String, _ values: [PostgresValue], settings: [String] = []) throws -> Int64 {
         try Planner.inReadOnlyTransaction(settings: chunkSettings(settings), on: db) {
             try db.query(sql, values).first?["n"].int64 ?? 0
         }

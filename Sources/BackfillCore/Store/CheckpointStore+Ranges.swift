@@ -70,7 +70,7 @@ extension CheckpointStore {
     public func unwalked(_ job: String, db: Connection) throws -> Unwalked {
         let rows = try db.query(
             """
-            SELECT lower_key::text AS start, last_key::text AS last, upper_key::text AS upper, done, keys_walked,
+            SELECT range_id, lower_key::text AS start, last_key::text AS last, upper_key::text AS upper, done, keys_walked,
                    coalesce(estimated_rows, 0) AS estimated
             FROM \(ranges) WHERE job = $1 ORDER BY range_id
             """, [.text(job)]).rows
@@ -78,11 +78,13 @@ extension CheckpointStore {
         for row in rows {
             let walked = row["keys_walked"].int64 ?? 0, estimated = row["estimated"].int64 ?? 0
             result.keys += max(walked, estimated)
-            guard row["done"].bool == false else { continue }
             let start = try row["start"].string.map(Self.decodeKey)
-            result.open.append(Unwalked.Range(
-                interval: KeyInterval(lower: try row["last"].string.map(Self.decodeKey) ?? start, upper: try row["upper"].string.map(Self.decodeKey)),
-                start: start, walked: walked, estimated: estimated))
+            let position = Unwalked.Position(start: start, last: try row["last"].string.map(Self.decodeKey),
+                                             ceiling: try row["upper"].string.map(Self.decodeKey), done: row["done"].bool ?? false)
+            if let id = row["range_id"].int { result.positions[id] = position }
+            guard !position.done else { continue }
+            result.open.append(Unwalked.Range(interval: KeyInterval(lower: position.last ?? start, upper: position.ceiling),
+                                              start: start, walked: walked, estimated: estimated))
         }
         return result
     }
@@ -191,6 +193,46 @@ public struct Unwalked: Sendable, Hashable {
 
     public var open: [Range]
     public var keys: Int64
+    /// Where each range stands, done ones too, by range id.
+    public var positions: [Int: Position] = [:]
+
+    /// A range of the store as it stands: where it starts, its checkpoint, its ceiling.
+    public struct Position: Sendable, Hashable {
+        public var start: [String]?
+        public var last: [String]?
+        public var ceiling: [String]?
+        public var done: Bool
+
+        public init(start: [String]?, last: [String]?, ceiling: [String]?, done: Bool) {
+            self.start = start
+            self.last = last
+            self.ceiling = ceiling
+            self.done = done
+        }
+    }
+
+    public init(open: [Range], keys: Int64, positions: [Int: Position] = [:]) {
+        self.open = open
+        self.keys = keys
+        self.positions = positions
+    }
+
+    /// The key intervals walked since `earlier`: in each range, from where it stood then (its
+    /// checkpoint; its start when the range was split off since) to where it stands now (its
+    /// checkpoint, or its ceiling once done). Together with the open intervals now, they make up
+    /// the open intervals of `earlier` (a split moves a range's ceiling down to where the new
+    /// range starts), so a count of these and, later, of those misses no key.
+    public func walked(since earlier: Unwalked) -> [KeyInterval] {
+        positions.sorted { $0.key < $1.key }.compactMap { id, now in
+            let then = earlier.positions[id]
+            if then?.done == true { return nil }
+            let from = then.map { $0.last ?? $0.start } ?? now.start
+            let to = now.done ? now.ceiling : now.last
+            if !now.done && now.last == nil { return nil }       // not started
+            if !now.done && from == to { return nil }            // not moved
+            return KeyInterval(lower: from, upper: to)
+        }
+    }
 
     /// Keys left to walk in the open ranges. A range split at a sample's quantiles is often a
     /// quarter larger or smaller than its estimate, so when the first key column is a number and
