@@ -121,8 +121,19 @@ public struct TargetsFile: Sendable {
                     entries.append(Entry(node: item))
                     continue
                 }
+                // A target's own field, named with its place: `targets[2].database`.
+                func required(_ field: String, fix: String) throws(JobFileError) -> String {
+                    do {
+                        return try reader.requiredString(target, field, fix: fix)
+                    } catch {
+                        var error = error
+                        error.field = "\(path).\(field)"
+                        error.line = error.line ?? item.mark?.line
+                        throw error
+                    }
+                }
                 let name = reader.attempt { () throws(JobFileError) -> String in
-                    let name = try reader.requiredString(target, "name", fix: "give the target a name such as `name: shard-a`")
+                    let name = try required("name", fix: "give the target a name such as `name: shard-a`")
                     guard JobSpec.isValidName(name) else {
                         throw reader.error("\(path).name", target["name"], "`\(name)` is not a valid target name", fix: JobSpec.nameRule)
                     }
@@ -132,7 +143,7 @@ public struct TargetsFile: Sendable {
                     return name
                 }
                 let database = reader.attempt { () throws(JobFileError) in
-                    try reader.requiredString(target, "database", fix: "give the target's connection string, e.g. `database: postgresql://app@db1/shard_a` or `database: ${SHARD_A_URL}`")
+                    try required("database", fix: "give the target's connection string, e.g. `database: postgresql://app@db1/shard_a` or `database: ${SHARD_A_URL}`")
                 }
                 entries.append(Entry(name: name, database: database, databaseNode: target["database"] ?? item, node: item))
             }
@@ -156,9 +167,9 @@ public struct TargetsFile: Sendable {
         } ?? nil
 
         // The selection, then the selected targets' connection strings.
-        let selected = reader.attempt { () throws(JobFileError) in try select(selection, from: result.names, reader: reader) } ?? []
+        let selected = reader.attempt { () throws(JobFileError) in try select(selection, from: entries.map(\.name), reader: reader) } ?? []
         for (index, entry) in entries.enumerated() {
-            guard let name = entry.name, selected.contains(name), let written = entry.database else { continue }
+            guard let name = entry.name, selected.contains(index), let written = entry.database else { continue }
             let field = "targets[\(index)].database"
             guard let database = reader.attempt({ () throws(JobFileError) in
                 try fill(written, target: name, field: field, node: entry.databaseNode, environment: environment, reader: reader)
@@ -170,14 +181,14 @@ public struct TargetsFile: Sendable {
             }
             result.targets.append(FleetTarget(name: name, index: index, database: database, server: FleetTarget.server(of: database, environment: environment)))
         }
-        result.canary = canary.flatMap { selected.contains($0) ? $0 : nil }
+        result.canary = canary.flatMap { name in result.targets.contains { $0.name == name } ? name : nil }
         if let problems = reader.combined { throw problems }
         return result
     }
 
-    /// The names a selection takes, in file order; an unknown name or an index past the end is
-    /// a problem.
-    static func select(_ selection: TargetSelection, from names: [String], reader: FieldReader) throws(JobFileError) -> [String] {
+    /// The places (from 0) of the targets a selection takes; an unknown name or an index past
+    /// the end is a problem. `names` has nil for a target whose name is missing or invalid.
+    static func select(_ selection: TargetSelection, from names: [String?], reader: FieldReader) throws(JobFileError) -> Set<Int> {
         if let index = selection.index {
             guard selection.names.isEmpty else {
                 throw reader.error(nil, nil, "--target and --target-index were both given", fix: "use one of them")
@@ -186,16 +197,17 @@ public struct TargetsFile: Sendable {
                 throw reader.error("targets", nil, "--target-index \(index) is past the end: the file has \(names.count) targets (indexes 0 to \(names.count - 1))",
                                    fix: "give an index from 0 to \(names.count - 1); for a Kubernetes Indexed Job, set `completions: \(names.count)`")
             }
-            return [names[index]]
+            return [index]
         }
-        guard !selection.names.isEmpty else { return names }
-        var unknown: [String] = []
-        for name in selection.names where !names.contains(name) { unknown.append(name) }
+        guard !selection.names.isEmpty else { return Set(names.indices) }
+        let known = names.compactMap { $0 }
+        let unknown = selection.names.filter { !known.contains($0) }
         if let first = unknown.first {
-            throw reader.error("targets", nil, "--target \(unknown.map { "`\($0)`" }.joined(separator: ", ")) names no target in this file" + near(first, names),
-                               fix: "use the names of the file's targets: \(names.joined(separator: ", "))")
+            // Reported, and the names that are right still checked (their variables, their URLs).
+            reader.report(reader.error("targets", nil, "--target \(unknown.map { "`\($0)`" }.joined(separator: ", ")) names no target in this file" + near(first, known),
+                               fix: "use the names of the file's targets: \(known.joined(separator: ", "))"))
         }
-        return names.filter(selection.names.contains)
+        return Set(names.indices.filter { names[$0].map(selection.names.contains) ?? false })
     }
 
     /// A connection string with its `${VAR}`s filled in; every unset (or empty) variable is a
