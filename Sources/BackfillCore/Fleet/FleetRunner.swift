@@ -187,7 +187,7 @@ public final class FleetRunner: Sendable {
     private func withTarget(_ event: RunEvent, _ target: FleetTarget) -> RunEvent { Self.withTarget(event, target) }
 
     /// The event with its target, and with the target's connection string kept out of its text.
-    static func withTarget(_ event: RunEvent, _ target: FleetTarget) -> RunEvent {
+    public static func withTarget(_ event: RunEvent, _ target: FleetTarget) -> RunEvent {
         var event = event
         event.target = target.name
         let secrets = [target.database] + [ConnectionInfo.parse(target.database)["password"]].compactMap { $0 }
