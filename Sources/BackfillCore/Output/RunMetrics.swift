@@ -3,7 +3,7 @@ import Foundation
 
 /// Turns run events into swift-metrics, each series labelled `backfill_job` with the job's name
 /// (not `job`: Prometheus owns that label, the scrape job's, and renames a scraped one to
-/// `exported_job`): rows (`backfill_rows_total` counts this process's,
+/// `exported_job`), and in a fleet run also `backfill_target` with the target's name: rows (`backfill_rows_total` counts this process's,
 /// `backfill_rows_done` is the job's total, as `rows_done` in events and `status`) and batches,
 /// batch duration, size and target, retries and
 /// throttled seconds by reason, progress, state and the time of the last committed batch, and what
