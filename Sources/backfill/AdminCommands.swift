@@ -45,9 +45,11 @@ struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show jobs in the checkpoint store: state, rows done, batches, last key.")
     @Argument(help: "One job's name (default: all jobs).") var job: String?
     @OptionGroup var db: DatabaseOptions
+    @OptionGroup var fleet: TargetOptions
     @Option(name: .long, help: "table or json") var format: OutputFormat = .table
 
     func run() throws {
+        if let file = try fleet.load() { return try fleetStatus(job: job, file: file, store: db.store, format: format) }
         let conn = try connect(db, as: "status")
         var jobs = try db.store.status(job: job, db: conn)
         if let job, jobs.isEmpty { throw noSuchJob(job, db) }
@@ -69,21 +71,24 @@ struct Pause: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Pause a pending or running job: its runner stops after the batch in flight (exit 3) and `run` refuses until `resume`.")
     @Argument var job: String
     @OptionGroup var db: DatabaseOptions
-    func run() throws { try apply(.pause, job, db) }
+    @OptionGroup var fleet: TargetOptions
+    func run() throws { try apply(.pause, job, db, fleet) }
 }
 
 struct Resume: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Allow a paused job to run again; then `backfill run` continues from its checkpoint.")
     @Argument var job: String
     @OptionGroup var db: DatabaseOptions
-    func run() throws { try apply(.resume, job, db) }
+    @OptionGroup var fleet: TargetOptions
+    func run() throws { try apply(.resume, job, db, fleet) }
 }
 
 struct Cancel: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Cancel a job that is not done: its runner stops after the batch in flight; it runs again only with --restart.")
     @Argument var job: String
     @OptionGroup var db: DatabaseOptions
-    func run() throws { try apply(.cancel, job, db) }
+    @OptionGroup var fleet: TargetOptions
+    func run() throws { try apply(.cancel, job, db, fleet) }
 }
 
 struct Forget: ParsableCommand {
@@ -135,7 +140,8 @@ var operatorName: String { "\(NSUserName())@\(ProcessInfo.processInfo.hostName)"
 
 /// Carries out an operator command; a job that does not exist, or a command its state does not
 /// allow (`JobLifecycle`), is exit 2 with the reason.
-private func apply(_ command: JobCommand, _ job: String, _ db: DatabaseOptions) throws {
+private func apply(_ command: JobCommand, _ job: String, _ db: DatabaseOptions, _ fleet: TargetOptions? = nil) throws {
+    if let file = try fleet?.load() { return try applyToTargets(command, job, file, db) }
     let conn = try connect(db, as: "admin")
     let actor = operatorName
     switch try db.store.apply(command, job: job, by: actor, db: conn) {

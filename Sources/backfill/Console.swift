@@ -67,13 +67,7 @@ final class Console: Sendable {
     func finish(_ outcome: RunOutcome, job: String) {
         screen.clearLine()
         if json {
-            switch outcome {
-            case .held(let holder):
-                logger.log(RunEvent(.error, job: job, [("message", .string("another runner holds this job: \(holder)")), ("exit_code", .int(4)), ("next", .string(outcome.nextStep))]))
-            case .invalid(let error):
-                logger.log(RunEvent(.error, job: job, [("message", .string("\(error)")), ("exit_code", .int(2)), ("next", .string(outcome.nextStep))]))
-            default: break
-            }
+            refusal(outcome, job: job, target: nil).map(logger.log)
             return
         }
         switch outcome {
@@ -86,14 +80,65 @@ final class Console: Sendable {
         }
         printError("next: " + outcome.nextStep)
     }
+
+    /// The `error` event of a run that never started its workers (held, invalid); nil otherwise.
+    private func refusal(_ outcome: RunOutcome, job: String, target: String?) -> RunEvent? {
+        let message: String
+        switch outcome {
+        case .held(let holder): message = "another runner holds this job: \(holder)"
+        case .invalid(let error): message = "\(error)"
+        default: return nil
+        }
+        var event = RunEvent(.error, job: job, [("message", .string(message)), ("exit_code", .int(Int64(outcome.exitCode))), ("next", .string(outcome.nextStep))])
+        event.target = target
+        return event
+    }
+
+    /// One target of a fleet run ended. A target refused (held, invalid) says why now: its run
+    /// has no `done`/`stop`/`error` event of its own.
+    func finishTarget(_ result: TargetResult, job: String) {
+        guard let outcome = result.outcome, let event = refusal(outcome, job: job, target: result.target.name) else { return }
+        if json {
+            logger.log(event)
+        } else {
+            screen.clearLine()
+            if case .invalid(let error) = outcome {
+                printError("backfill: \(job) [\(result.target.name)]: invalid: \(error)")
+            } else {
+                printError("backfill: \(job) [\(result.target.name)]: skipped: " + (event["message"].flatMap { if case .string(let m) = $0 { m } else { nil } } ?? ""))
+            }
+        }
+    }
+
+    /// The fleet's summary: a line per target and the total, and what to do next; with JSON
+    /// logs, the `fleet` event.
+    func finishFleet(_ outcome: FleetOutcome) {
+        screen.clearLine()
+        if json {
+            logger.log(outcome.event)
+            return
+        }
+        for result in outcome.results { printError("summary: \(outcome.job) [\(result.target.name)] " + result.line.dropFirst(result.target.name.count + 2)) }
+        printError("summary: \(outcome.job) " + outcome.totalLine)
+        printError("next: " + outcome.nextStep)
+    }
 }
 
 /// What is on the terminal: the progress line and when it was drawn.
 private final class Screen: Sendable {
     private struct State {
-        var tracker = ProgressTracker()
+        /// One tracker per target of a fleet run (`""` for a run of one database).
+        var trackers: [String: ProgressTracker] = [:]
+        /// The target whose line is on the screen.
+        var current = ""
         var lastDraw = Date.distantPast
+        var lastPlain: [String: Date] = [:]
         var lineShown = false
+
+        var tracker: ProgressTracker { trackers[current] ?? ProgressTracker() }
+
+        /// The progress line, with the target in front during a fleet run.
+        func line(at now: Date) -> String { (current.isEmpty ? "" : "[\(current)] ") + tracker.line(at: now) }
     }
     private let state = Mutex(State())
     private let redraw: Bool
@@ -109,15 +154,16 @@ private final class Screen: Sendable {
     /// Feeds the progress line; redraws it, or prints it every `plainInterval` seconds.
     func progress(_ event: RunEvent) {
         state.withLock { state in
-            state.tracker.consume(event)
+            state.current = event.target ?? ""
+            state.trackers[state.current, default: ProgressTracker()].consume(event)
             let now = Date()
             if redraw, now.timeIntervalSince(state.lastDraw) >= 0.1 || event.kind != .batch {
-                Self.write("\r\u{1B}[2K" + state.tracker.line(at: now))
+                Self.write("\r\u{1B}[2K" + state.line(at: now))
                 state.lineShown = true
                 state.lastDraw = now
-            } else if let interval = plainInterval, now.timeIntervalSince(state.lastDraw) >= interval, event.kind == .batch {
-                Self.write(state.tracker.line(at: now) + "\n")
-                state.lastDraw = now
+            } else if let interval = plainInterval, now.timeIntervalSince(state.lastPlain[state.current] ?? .distantPast) >= interval, event.kind == .batch {
+                Self.write(state.line(at: now) + "\n")
+                state.lastPlain[state.current] = now
             }
         }
     }
@@ -127,7 +173,7 @@ private final class Screen: Sendable {
         state.withLock { state in
             if state.lineShown { Self.write("\r\u{1B}[2K") }
             Self.write(ConnectionInfo.scrub(line) + "\n")
-            if state.lineShown { Self.write(state.tracker.line(at: Date())) }
+            if state.lineShown { Self.write(state.line(at: Date())) }
         }
     }
 

@@ -48,6 +48,8 @@ enum Setting: String, CustomStringConvertible {
     case restart = "BACKFILL_RESTART"
     case join = "BACKFILL_JOIN"
     case waitForRequirements = "BACKFILL_WAIT_FOR_REQUIREMENTS"
+    case targets = "BACKFILL_TARGETS"
+    case targetIndex = "BACKFILL_TARGET_INDEX"
 
     var description: String { rawValue }
 

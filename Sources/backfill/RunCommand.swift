@@ -60,14 +60,15 @@ struct OutputOptions: ParsableArguments {
     }
 }
 
-/// Each job's metrics recorder, fed from every worker thread.
+/// Each job's (each job and target's, in a fleet run) metrics recorder, fed from every worker thread.
 final class MetricsRecorders: Sendable {
     private let recorders = Mutex<[String: RunMetrics]>([:])
 
     func record(_ event: RunEvent) {
         recorders.withLock { recorders in
-            let recorder = recorders[event.job] ?? RunMetrics(job: event.job)
-            recorders[event.job] = recorder
+            let key = event.job + "\u{1F}" + (event.target ?? "")
+            let recorder = recorders[key] ?? RunMetrics(job: event.job, target: event.target)
+            recorders[key] = recorder
             recorder.record(event)
         }
     }
@@ -83,12 +84,18 @@ struct Run: ParsableCommand, LogFormatted {
 
             Exit codes: 0 done, 1 failed, 2 invalid job file/flag/database object, 3 stopped before done, \
             4 another runner holds the job.
+
+            With --targets, the job runs against every database of a targets file (docs/fleet.md), each \
+            exactly as with --database, `concurrency` at a time, the canary first; --max-runtime and \
+            signals stop every target. Exit 0 when every target is done, else the code of the first \
+            target in file order that did not finish (3 when the ones that ran are done but some never started).
             """)
 
     @Argument(help: "Job files (YAML).")
     var files: [String]
 
     @OptionGroup var db: DatabaseOptions
+    @OptionGroup var fleet: TargetOptions
     @OptionGroup var output: OutputOptions
     var logFormat: LogFormat { output.logFormat }
 
@@ -121,6 +128,7 @@ struct Run: ParsableCommand, LogFormatted {
 
     func run() throws {
         let specs = try files.map(loadSpec)
+        let targets = try fleet.load()
         let stop = StopSignal()
         let started = Date()
         try output.withConsole(stop: stop) { console, emit in
@@ -132,6 +140,12 @@ struct Run: ParsableCommand, LogFormatted {
                 options.join = join ?? false
                 options.workers = workers
                 options.waitForRequirements = waitForRequirements?.seconds
+                if let targets {
+                    let fleet = FleetRunner(spec: spec, targets: targets, options: options, stop: stop, emit: emit) { console.finishTarget($0, job: spec.name) }.run()
+                    console.finishFleet(fleet)
+                    if fleet.exitCode != 0 { throw ExitCode(fleet.exitCode) }
+                    continue
+                }
                 let outcome = Runner(spec: spec, options: options, stop: stop, emit: emit).run()
                 console.finish(outcome, job: spec.name)
                 if outcome.exitCode != 0 { throw ExitCode(outcome.exitCode) }

@@ -68,14 +68,15 @@ struct KubernetesRecipeTests {
         return "Count"
     }
 
-    @Test("every Job and CronJob: 2 fails the Job at once, 3 and 4 never spend the backoff limit, 1 does, a disruption is ignored")
+    @Test("every Job and CronJob: 2 fails the Job at once (the fleet's index: one target's), 3 and 4 never spend the backoff limit, 1 does, a disruption is ignored")
     func podFailurePolicies() throws {
         let specs = try jobSpecs()
-        #expect(specs.map(\.file) == ["cronjob.yaml", "indexed-job.yaml", "job.yaml"])
+        #expect(specs.map(\.file) == ["cronjob.yaml", "fleet-indexed-job.yaml", "indexed-job.yaml", "job.yaml"])
         for (file, spec) in specs {
             let rules = try #require((spec["podFailurePolicy"] as? [String: Any])?["rules"] as? [[String: Any]], "\(file): no podFailurePolicy")
             #expect(((spec["template"] as? [String: Any])?["spec"] as? [String: Any])?["restartPolicy"] as? String == "Never", "\(file): podFailurePolicy needs restartPolicy Never")
-            #expect(action(rules, exitCode: 2) == "FailJob", "\(file)")
+            // A fleet's pod runs one target: its exit 2 is that target's, and the others go on.
+            #expect(action(rules, exitCode: 2) == (file == "fleet-indexed-job.yaml" ? "FailIndex" : "FailJob"), "\(file)")
             for code in [3, 4] { #expect(["FailJob", "FailIndex"].contains(action(rules, exitCode: code)), "\(file): exit \(code)") }
             #expect(action(rules, exitCode: 1) == "Count", "\(file)")
             let first = try #require(rules.first)

@@ -109,12 +109,18 @@ public enum JobWait {
                 emit(RunEvent(.wait, job: job, fields + [("waited_seconds", .double(elapsed))]))
                 lastShown = (state, elapsed)
             }
-            let nap = min(poll, timeout.map { max($0 - elapsed, 0.05) } ?? poll)
-            var left = Int(nap * 1000)
-            while left > 0 && !stop.isRequested {
-                usleep(useconds_t(min(left, 50) * 1000))
-                left -= 50
-            }
+            nap(poll: poll, timeout: timeout, elapsed: elapsed, stop: stop)
+        }
+    }
+
+    /// Sleeps until the next reading (`poll` seconds, less when the timeout comes first), in
+    /// short slices so that a signal ends the wait at once.
+    static func nap(poll: Double, timeout: Double?, elapsed: Double, stop: StopSignal) {
+        let nap = min(poll, timeout.map { max($0 - elapsed, 0.05) } ?? poll)
+        var left = Int(nap * 1000)
+        while left > 0 && !stop.isRequested {
+            usleep(useconds_t(min(left, 50) * 1000))
+            left -= 50
         }
     }
 }

@@ -18,6 +18,7 @@ public struct EventLogger: Sendable {
         let line = ConsoleFormat.line(event)
         if peopleOnly && line == nil { return }
         var metadata: Logger.Metadata = ["event": .string(event.kind.rawValue), "job": .string(event.job)]
+        if let target = event.target { metadata["target"] = .string(target) }
         for (name, value) in event.fields { metadata[name] = Self.metadata(value) }
         let level: Logger.Level = switch event.kind {
         case .error: .error
@@ -42,7 +43,7 @@ public struct EventLogger: Sendable {
 
 /// A swift-log handler that writes one JSON object per record on stderr:
 /// `{"ts":…,"level":"info","event":"batch","job":…,…fields}`. Numbers and booleans stay JSON
-/// numbers and booleans; metadata order is `event`, `job`, then the rest by name.
+/// numbers and booleans; metadata order is `event`, `job`, `target` (a fleet run's), then the rest by name.
 public struct JSONLogHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
     public var logLevel: Logger.Level = .info
@@ -62,7 +63,8 @@ public struct JSONLogHandler: LogHandler {
         for (k, v) in event.metadata ?? [:] { all[k] = v }
         var parts = ["\"ts\":\(RunEvent.json(.string(RunEvent.timestamp(Date()))))", "\"level\":\"\(event.level.rawValue)\""]
         if all["event"] == nil { parts.append("\"message\":\(RunEvent.json(.string(event.message.description)))") }
-        let ordered = ["event", "job"].filter { all[$0] != nil } + all.keys.filter { $0 != "event" && $0 != "job" }.sorted()
+        let first = ["event", "job", "target"]
+        let ordered = first.filter { all[$0] != nil } + all.keys.filter { !first.contains($0) }.sorted()
         for key in ordered { parts.append("\(RunEvent.json(.string(key))):\(Self.json(all[key]!))") }
         write("{" + parts.joined(separator: ",") + "}")
     }

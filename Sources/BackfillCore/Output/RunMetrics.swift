@@ -3,7 +3,7 @@ import Foundation
 
 /// Turns run events into swift-metrics, each series labelled `backfill_job` with the job's name
 /// (not `job`: Prometheus owns that label, the scrape job's, and renames a scraped one to
-/// `exported_job`): rows (`backfill_rows_total` counts this process's,
+/// `exported_job`), and in a fleet run also `backfill_target` with the target's name: rows (`backfill_rows_total` counts this process's,
 /// `backfill_rows_done` is the job's total, as `rows_done` in events and `status`) and batches,
 /// batch duration, size and target, retries and
 /// throttled seconds by reason, progress, state and the time of the last committed batch, and what
@@ -12,6 +12,8 @@ import Foundation
 /// Whatever `MetricsSystem` backend the process bootstrapped receives them (Prometheus in the CLI).
 public final class RunMetrics {
     private let job: String
+    /// `backfill_job`, and `backfill_target` for a target of a fleet run.
+    private let dims: [(String, String)]
     private let rows: Counter
     private let rowsDone: Gauge
     private let batches: Counter
@@ -34,6 +36,8 @@ public final class RunMetrics {
 
     /// The label carrying the job's name on every series.
     public static let jobLabel = "backfill_job"
+    /// The label carrying a fleet run's target (`run --targets`) on every series of that target.
+    public static let targetLabel = "backfill_target"
 
     /// Each series' `# HELP` text, by name: the exporter writes it above the series.
     public static let help: [String: String] = [
@@ -56,10 +60,11 @@ public final class RunMetrics {
     ]
 
     /// - Parameter factory: the backend; the one `MetricsSystem` bootstrapped unless a test gives one.
-    public init(job: String, factory: any MetricsFactory = MetricsSystem.factory) {
+    public init(job: String, target: String? = nil, factory: any MetricsFactory = MetricsSystem.factory) {
         self.job = job
         self.factory = factory
-        let dims = [(Self.jobLabel, job)]
+        let dims = [(Self.jobLabel, job)] + (target.map { [(Self.targetLabel, $0)] } ?? [])
+        self.dims = dims
         rows = Counter(label: "backfill_rows_total", dimensions: dims, factory: factory)
         rowsDone = Gauge(label: "backfill_rows_done", dimensions: dims, factory: factory)
         batches = Counter(label: "backfill_batches_total", dimensions: dims, factory: factory)
@@ -90,9 +95,9 @@ public final class RunMetrics {
             setState("running")
             // Created at the start of a job with `cdc`, so that a job without one exports neither.
             if case .string(let origin) = event["cdc_origin"] {
-                Gauge(label: "backfill_cdc_origin", dimensions: [(Self.jobLabel, job), ("origin", origin)], factory: factory).record(1)
+                Gauge(label: "backfill_cdc_origin", dimensions: dims + [("origin", origin)], factory: factory).record(1)
             }
-            if event["cdc_messages"] == .bool(true) { Gauge(label: "backfill_cdc_messages", dimensions: [(Self.jobLabel, job)], factory: factory).record(1) }
+            if event["cdc_messages"] == .bool(true) { Gauge(label: "backfill_cdc_messages", dimensions: dims, factory: factory).record(1) }
         case .batch:
             if case .int(let n) = event["rows"] { rows.increment(by: Int(n)) }
             rowsDone.record(Double(tracker.rowsDone))
@@ -105,7 +110,7 @@ public final class RunMetrics {
             setState("running")
         case .retry:
             if case .string(let reason) = event["reason"] {
-                let counter = retries[reason] ?? Counter(label: "backfill_retries_total", dimensions: [(Self.jobLabel, job), ("reason", reason)], factory: factory)
+                let counter = retries[reason] ?? Counter(label: "backfill_retries_total", dimensions: dims + [("reason", reason)], factory: factory)
                 retries[reason] = counter
                 counter.increment()
             }
@@ -115,7 +120,7 @@ public final class RunMetrics {
                 var seconds = 0.0
                 if case .double(let ms) = event["wait_ms"] { seconds = ms / 1000 }
                 if seconds > 0 {
-                    let counter = throttled[reason] ?? FloatingPointCounter(label: "backfill_throttled_seconds_total", dimensions: [(Self.jobLabel, job), ("reason", reason)], factory: factory)
+                    let counter = throttled[reason] ?? FloatingPointCounter(label: "backfill_throttled_seconds_total", dimensions: dims + [("reason", reason)], factory: factory)
                     throttled[reason] = counter
                     counter.increment(by: seconds)
                 }
@@ -127,7 +132,7 @@ public final class RunMetrics {
         case .done: setState("done")
         case .error: setState("failed")
         case .finalize: setState("finalizing")
-        case .requirements, .tune, .wait, .connections, .cdc: break
+        case .requirements, .tune, .wait, .connections, .cdc, .fleet: break
         }
         if let f = tracker.fraction { progress.record(f) }
     }

@@ -3,7 +3,7 @@ import Foundation
 /// Something that happened during a run, for the console, JSON logs and metrics.
 ///
 /// `kind` is one of the contract's event names (`start`, `batch`, `retry`, `throttle`, `pass`,
-/// `bad_row`, `stop`, `done`, `error`, `requirements`, `finalize`, `tune`, `wait`, `connections`, `cdc`); `fields` are the event's own fields, in a stable order.
+/// `bad_row`, `stop`, `done`, `error`, `requirements`, `finalize`, `tune`, `wait`, `connections`, `cdc`, `fleet`); `fields` are the event's own fields, in a stable order.
 public struct RunEvent: Sendable {
     public enum Kind: String, Sendable, CaseIterable {
         case start, batch, retry, throttle, pass, stop, done, error
@@ -23,6 +23,9 @@ public struct RunEvent: Sendable {
         /// The job's `cdc`: marks nothing will read (`state` `warning`), or a worker session set
         /// up with the job's replication origin (`state` `origin`).
         case cdc
+        /// A fleet run (`run --targets`): a target not started (`state` `skipped`), and the end
+        /// (`state` `done`) with every target's exit code and the fleet's.
+        case fleet
     }
 
     /// A field value, as it appears in JSON.
@@ -37,6 +40,8 @@ public struct RunEvent: Sendable {
 
     public var kind: Kind
     public var job: String
+    /// The fleet target the event is about (`run --targets`), nil for a run of one database.
+    public var target: String?
     public var time: Date
     public var fields: [(String, Value)]
 
@@ -53,6 +58,7 @@ public struct RunEvent: Sendable {
     /// One JSON object on one line: `{"ts":…,"event":"batch","job":…,…}`.
     public var jsonLine: String {
         var parts = ["\"ts\":\(Self.json(.string(Self.timestamp(time))))", "\"event\":\"\(kind.rawValue)\"", "\"job\":\(Self.json(.string(job)))"]
+        if let target { parts.append("\"target\":\(Self.json(.string(target)))") }
         parts += fields.map { "\(Self.json(.string($0.0))):\(Self.json($0.1))" }
         return "{" + parts.joined(separator: ",") + "}"
     }

@@ -14,11 +14,25 @@ public enum StopReason: String, Sendable, Hashable {
 public final class StopSignal: Sendable {
     private let requested = Atomic<Bool>(false)
     private let inFlight = Mutex<[Int: CancelToken]>([:])
+    /// Signals that follow this one (each target of a fleet run has its own, since its workers'
+    /// statements are its own).
+    private let children = Mutex<[StopSignal]>([])
 
     public init() {}
 
+    /// A signal of its own that a request or cancel of this one reaches too.
+    public func child() -> StopSignal {
+        let child = StopSignal()
+        children.withLock { $0.append(child) }
+        if isRequested { child.request() }
+        return child
+    }
+
     /// Asks the run to stop after the batch in flight.
-    public func request() { requested.store(true, ordering: .releasing) }
+    public func request() {
+        requested.store(true, ordering: .releasing)
+        children.withLock { $0 }.forEach { $0.request() }
+    }
 
     public var isRequested: Bool { requested.load(ordering: .acquiring) }
 
@@ -26,6 +40,7 @@ public final class StopSignal: Sendable {
     /// run stops.
     public func cancelInFlight() {
         inFlight.withLock { tokens in tokens.values.forEach { _ = $0.cancel() } }
+        children.withLock { $0 }.forEach { $0.cancelInFlight() }
     }
 
     func setInFlight(_ token: CancelToken?, worker: Int) { inFlight.withLock { $0[worker] = token } }

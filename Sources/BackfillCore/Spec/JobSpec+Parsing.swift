@@ -17,20 +17,7 @@ extension JobSpec {
     /// the first `JobFileError` with the rest in its `others`, each with its line, field and fix.
     public static func parse(yaml: String, file: String) throws(JobFileError) -> JobSpec {
         let reader = FieldReader(file: file)
-        let root: Node
-        do {
-            guard let node = try Yams.compose(yaml: yaml) else {
-                throw reader.error(nil, nil, "the file is empty", fix: "write at least `name`, `table`, `key` and one of `set`, `action: delete` or `sql` (see jobs/ for examples)")
-            }
-            root = node
-        } catch let error as JobFileError {
-            throw error
-        } catch let error as YamlError {
-            throw reader.yamlError(error)
-        } catch {
-            throw reader.error(nil, nil, "could not be read as YAML: \(error)", fix: "check the YAML syntax")
-        }
-        reader.refuseHiddenCharacters(root, path: nil)
+        let root = try reader.compose(yaml, emptyFix: "write at least `name`, `table`, `key` and one of `set`, `action: delete` or `sql` (see jobs/ for examples)")
         let fields = try reader.mapping(root, path: nil, allowed: topLevelFields)
 
         // Every field is read even after a problem, so that one pass reports them all.
@@ -131,10 +118,7 @@ extension JobSpec {
             }
         } ?? nil
         spec.finalize = reader.finalizeSteps(fields, repeats: spec.repeats)
-        if var first = reader.problems.first {
-            first.others = Array(reader.problems.dropFirst())
-            throw first
-        }
+        if let problems = reader.combined { throw problems }
         return spec
     }
 }
@@ -166,6 +150,33 @@ final class FieldReader {
 
     func error(_ field: String?, _ node: Node?, _ problem: String, fix: String) -> JobFileError {
         JobFileError(file: file, field: field, line: node?.mark?.line, problem: problem, fix: fix)
+    }
+
+    /// The file's YAML as a node tree, its hidden characters reported; an empty file or one that
+    /// is not YAML is thrown at once.
+    func compose(_ yaml: String, emptyFix: String) throws(JobFileError) -> Node {
+        let root: Node
+        do {
+            guard let node = try Yams.compose(yaml: yaml) else {
+                throw error(nil, nil, "the file is empty", fix: emptyFix)
+            }
+            root = node
+        } catch let error as JobFileError {
+            throw error
+        } catch let error as YamlError {
+            throw yamlError(error)
+        } catch {
+            throw self.error(nil, nil, "could not be read as YAML: \(error)", fix: "check the YAML syntax")
+        }
+        refuseHiddenCharacters(root, path: nil)
+        return root
+    }
+
+    /// The problems found so far as one error (the first, with the rest in `others`); nil when none.
+    var combined: JobFileError? {
+        guard var first = problems.first else { return nil }
+        first.others = Array(problems.dropFirst())
+        return first
     }
 
     func yamlError(_ error: YamlError) -> JobFileError {
@@ -397,7 +408,7 @@ final class FieldReader {
 }
 
 extension Node {
-    fileprivate var scalar: Node.Scalar? {
+    var scalar: Node.Scalar? {
         if case .scalar(let s) = self { return s }
         return nil
     }
