@@ -246,6 +246,11 @@ struct KeyAndActionTests {
         #expect(printed.code == 0, "\(printed.err)")
         #expect(printed.out.contains("Index Scan using accounts_pkey"))
         #expect(printed.out.contains(#"UPDATE "public"."accounts" SET "balance_cents""#))
+        // The demo's bigint key: the span query too, and a backward index-only scan for it.
+        #expect(printed.out.contains("by span:") && printed.out.contains(#"ORDER BY "public"."accounts"."id" DESC LIMIT 1"#), "\(printed.out)")
+        let span = try #require(plan.statements.spanBound)
+        let spanPlan = try db.query("EXPLAIN " + span, [.text("500000"), .int(9_999)]).rows.compactMap { $0[0].string }.joined(separator: "\n")
+        #expect(spanPlan.contains("Index Only Scan Backward using accounts_pkey") && !spanPlan.contains("Sort"), "\(spanPlan)")
         #expect(try db.query("SELECT count(*) AS n FROM accounts WHERE balance_cents IS NOT NULL").first?["n"].int64 == 0)
     }
 }
