@@ -6,6 +6,10 @@ public enum JobState: String, Sendable, Codable, CaseIterable {
     case pending, running, paused, done, failed, cancelled
     /// Every key is walked and verified; the job's `finalize` statements are running.
     case finalizing
+    /// `backfill revert` is putting back what the journal recorded (or was stopped doing so).
+    case reverting
+    /// `backfill revert` walked the whole journal.
+    case reverted
 }
 
 /// One range of a job, for `status`.
