@@ -58,7 +58,7 @@ struct JournalTests {
         #expect(listed.code == 0, "\(listed.err)")
         #expect(listed.out.components(separatedBy: "\"pass\"").count - 1 == 100, "\(listed.out)")
         let status = try backfill(["status", "journal", "--database", url])
-        #expect(status.out.contains("reverted"), "\(status.out)")
+        #expect(status.out.contains("reverted") && status.out.contains("revert: 99900 rows restored, 100 left"), "\(status.out)")
         let again = try backfill(["revert", job, "--database", url])
         #expect(again.code == 1 && again.out.contains("already reverted"), "\(again.out)\(again.err)")
         let rerun = try backfill(["run", job, "--database", url])
@@ -66,6 +66,20 @@ struct JournalTests {
         let forget = try backfill(["forget", "journal", "--database", url])
         #expect(forget.code == 0, "\(forget.err)")
         #expect(try Self.count(db, "SELECT count(*) AS n FROM backfill.journal WHERE job = 'journal'") == 0)
+    }
+
+    @Test("a job with `repeat` journals each pass; revert undoes the newest pass first, then the older ones")
+    func repeatPasses() throws {
+        let (url, db) = try itemsDatabase("journal-repeat", rows: 5_000)
+        let before = try Self.checksum(db)
+        let job = try jobFile(itemsJob(name: "nightly", extra: "journal: true\nrepeat: true"))
+        #expect(try backfill(["run", job, "--database", url]).code == 0)
+        #expect(try backfill(["run", job, "--database", url]).code == 0)
+        #expect(try Self.count(db, "SELECT count(*) AS n FROM items WHERE writes = 2") == 5_000)
+        #expect(try Self.count(db, "SELECT count(DISTINCT pass) AS n FROM backfill.journal WHERE job = 'nightly'") == 2)
+        let revert = try backfill(["revert", job, "--database", url])
+        #expect(revert.code == 0 && revert.out.contains("restored 10000 rows"), "\(revert.out)\(revert.err)")
+        #expect(try Self.checksum(db) == before)
     }
 
     @Test("a batched delete with a journal, reverted: the rows are back byte for byte; varied types, an identity column")
