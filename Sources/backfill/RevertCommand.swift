@@ -59,8 +59,9 @@ struct Revert: ParsableCommand, LogFormatted {
             }
         }
         let next = "`backfill status \(spec.name)` shows the job"
+        let finished = outcome.exitCode == 0 || (outcome.exitCode == 1 && (outcome.message == nil || outcome.conflicts > 0))
         switch outcome.exitCode {
-        case 0, 1 where outcome.message == nil || outcome.conflicts > 0:
+        case _ where finished:
             let verb = dryRun ? "would restore" : "restored"
             let left = outcome.conflicts == 0 ? "" : "; \(outcome.conflicts) rows \(dryRun ? "would be" : "were") left because the application changed them since the job wrote them"
                 + (dryRun ? "" : " (`backfill revert \(file) --conflicts` lists them)")

@@ -167,6 +167,8 @@ public struct Reverter {
                         db.close()
                         if let fresh = try? SessionPins.connect(database, applicationName: "backfill:\(spec.name):revert") { db = fresh }
                     }
+                    // A lost COMMIT may have committed: go on from the checkpoint the store holds.
+                    if !dryRun, db.isOpen, let stored = try? store.revertPosition(spec.name, db: db) { (position.pass, position.lastKey) = (stored.pass, stored.lastKey) }
                     continue
                 }
             }
