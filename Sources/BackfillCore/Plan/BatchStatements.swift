@@ -188,16 +188,16 @@ public struct BatchStatements: Sendable, Hashable {
             + "SELECT rows, outside FROM tally"
     }
 
-    /// One revert batch (`backfill revert`), one statement: the next journal rows of a pass
-    /// after a journal key (`$3`, NULL for the first), at most `$4`; each row gets its old values
+    /// One revert batch (`backfill revert`), one statement: the next journal rows below a journal
+    /// `seq` (`$2`, NULL for the newest), newest first, at most `$3`; each row gets its old values
     /// back only when its current values are still the ones the job wrote (`IS NOT DISTINCT
     /// FROM`, per column, checked again on a row's newest version by the UPDATE itself), a deleted
     /// row is inserted again unless its key (or another unique value) is taken; the journal rows
     /// left are recorded as conflicts, and the revert's checkpoint moves in the same statement,
-    /// only while the revert's lease row carries its token (`$5`). Parameters: job, pass, last
-    /// journal key (jsonb text), limit, lease token. Columns `rows`, `restored`, `conflicts`,
-    /// `last` (the batch's last journal key, NULL when the pass is walked), `leased`.
-    /// `columns` are the table's columns a deleted row is inserted with (not generated ones).
+    /// only while the revert's lease row carries its token (`$4`). Parameters: job, last seq,
+    /// limit, lease token. Columns `rows`, `restored`, `conflicts`, `last` (the batch's lowest
+    /// seq, NULL when the journal is walked), `leased`. `columns` are the table's columns a
+    /// deleted row is inserted with (not generated ones).
     public func revert(action: JobSpec.Action, tables: RevertTables, columns: [String]) -> String {
         let record = { (field: String) in "jsonb_populate_record(NULL::\(table), \(field))" }
         let restore: String
@@ -214,16 +214,16 @@ public struct BatchStatements: Sendable, Hashable {
                 + "ON CONFLICT DO NOTHING RETURNING \(restoredKey) AS key"
         }
         return """
-            WITH batch AS MATERIALIZED (SELECT j.key, j.old, j.new FROM \(tables.journal) j WHERE j.job = $1 AND j.pass = $2 AND ($3::jsonb IS NULL OR j.key > $3::jsonb) ORDER BY j.key LIMIT $4), \
-            r AS MATERIALIZED (SELECT key, \(record("old")) AS o, \(record("new")) AS n FROM batch), \
+            WITH batch AS MATERIALIZED (SELECT j.seq, j.pass, j.key, j.old, j.new FROM \(tables.journal) j WHERE j.job = $1 AND ($2::bigint IS NULL OR j.seq < $2::bigint) ORDER BY j.seq DESC LIMIT $3), \
+            r AS MATERIALIZED (SELECT seq, key, \(record("old")) AS o, \(record("new")) AS n FROM batch), \
             restored AS (\(restore)), \
-            conflicts AS (INSERT INTO \(tables.conflicts) (job, pass, key) SELECT $1, $2, b.key FROM batch b WHERE NOT EXISTS (SELECT 1 FROM restored x WHERE x.key = b.key) \
+            conflicts AS (INSERT INTO \(tables.conflicts) (job, pass, key) SELECT $1, b.pass, b.key FROM batch b WHERE NOT EXISTS (SELECT 1 FROM restored x WHERE x.key = b.key) \
             ON CONFLICT (job, pass, key) DO UPDATE SET detected_at = now() RETURNING 1), \
-            checkpoint AS (UPDATE \(tables.jobs) SET revert_pass = $2, revert_last = coalesce((SELECT key FROM batch ORDER BY key DESC LIMIT 1), revert_last), \
+            checkpoint AS (UPDATE \(tables.jobs) SET revert_last = coalesce((SELECT min(seq) FROM batch), revert_last), \
             revert_restored = revert_restored + (SELECT count(*) FROM restored), revert_conflicts = revert_conflicts + (SELECT count(*) FROM conflicts), updated_at = now() \
-            WHERE name = $1 AND EXISTS (SELECT 1 FROM \(tables.leases) l WHERE l.job = $1 AND l.token = $5) RETURNING 1) \
+            WHERE name = $1 AND EXISTS (SELECT 1 FROM \(tables.leases) l WHERE l.job = $1 AND l.token = $4) RETURNING 1) \
             SELECT (SELECT count(*) FROM batch) AS rows, (SELECT count(*) FROM restored) AS restored, (SELECT count(*) FROM conflicts) AS conflicts, \
-            (SELECT key::text FROM batch ORDER BY key DESC LIMIT 1) AS last, EXISTS (SELECT 1 FROM checkpoint) AS leased
+            (SELECT min(seq) FROM batch) AS last, EXISTS (SELECT 1 FROM checkpoint) AS leased
             """
     }
 

@@ -19,8 +19,8 @@ public struct RevertOutcome: Sendable {
     public var message: String?
 }
 
-/// `backfill revert`: walks a job's journal back, newest pass first and in journal key order
-/// within a pass, in short batches, each one transaction with the revert's checkpoint, under the
+/// `backfill revert`: walks a job's journal back, newest journal row first (the reverse of the
+/// order the batches wrote them, so a `repeat` job's newest pass is undone first), in short batches, each one transaction with the revert's checkpoint, under the
 /// job's lease, with the job's `lock_timeout`, retries, adaptive batch size, health throttles,
 /// `max_rows_per_second`, `pause_ms`, pause and cancel, and the time box (docs/journal.md).
 public struct Reverter {
@@ -66,7 +66,6 @@ public struct Reverter {
         if dryRun {
             if state == .reverted { return refused("cannot revert `\(spec.name)`: it is already reverted (state: reverted)") }
             position = try store.revertPosition(spec.name, db: db)
-            if position.pass == nil && position.lastKey == nil { position.pass = try store.newestPass(spec.name, below: nil, db: db) }
             position.restored = 0
             position.conflicts = 0
         } else {
@@ -103,7 +102,7 @@ public struct Reverter {
         let started = ContinuousClock.now
         var elapsed: Double { (ContinuousClock.now - started).milliseconds / 1000 }
         var lastRenew = 0.0, attempt = 0
-        emit(RunEvent(.revert, job: spec.name, [("state", .string("started")), ("dry_run", .bool(dryRun)), ("pass", position.pass.map { .int(Int64($0)) } ?? .null)]))
+        emit(RunEvent(.revert, job: spec.name, [("state", .string("started")), ("dry_run", .bool(dryRun)), ("after_seq", position.lastSeq.map { .int($0) } ?? .null)]))
 
         func stopped(_ why: String) throws -> RevertOutcome {
             outcome.exitCode = 3
@@ -111,7 +110,7 @@ public struct Reverter {
             if !dryRun { try? store.stopRevert(spec.name, error: nil, db: db) }
             return outcome
         }
-        while let pass = position.pass {
+        while true {
             if stop.isRequested { return try stopped("stopped by a signal; run `backfill revert` again to go on from its checkpoint") }
             if let maxRuntime, elapsed >= maxRuntime { return try stopped("stopped at --max-runtime; run `backfill revert` again to go on from its checkpoint") }
             if let held = lease, elapsed - lastRenew >= 5 {
@@ -132,8 +131,8 @@ public struct Reverter {
             let row: PostgresRow?
             do {
                 let results = try db.pipeline([Connection.Statement("BEGIN ISOLATION LEVEL READ COMMITTED"), Connection.Statement(settings),
-                                               Connection.Statement(statement, [.text(spec.name), .int(Int64(pass)), position.lastKey.map { .text($0) } ?? .null,
-                                                                                .int(Int64(size)), .text(lease?.token ?? "")]),
+                                               Connection.Statement(statement, [.text(spec.name), position.lastSeq.map { .int($0) } ?? .null, .int(Int64(size)),
+                                                                                .text(lease?.token ?? "")]),
                                                Connection.Statement("SELECT state FROM \(store.jobs) WHERE name = $1", [.text(spec.name)])])
                 row = results[2].first
                 let state = results[3].first?["state"].string
@@ -168,27 +167,23 @@ public struct Reverter {
                         if let fresh = try? SessionPins.connect(database, applicationName: "backfill:\(spec.name):revert") { db = fresh }
                     }
                     // A lost COMMIT may have committed: go on from the checkpoint the store holds.
-                    if !dryRun, db.isOpen, let stored = try? store.revertPosition(spec.name, db: db) { (position.pass, position.lastKey) = (stored.pass, stored.lastKey) }
+                    if !dryRun, db.isOpen, let stored = try? store.revertPosition(spec.name, db: db) { position.lastSeq = stored.lastSeq }
                     continue
                 }
             }
             let ms = (ContinuousClock.now - began).milliseconds
             let rows = row?["rows"].int64 ?? 0, restored = row?["restored"].int64 ?? 0, conflicts = row?["conflicts"].int64 ?? 0
-            guard rows > 0, let last = row?["last"].string else {
-                // The pass is walked: on to the next older one, or the end.
-                position.pass = dryRun ? try store.newestPass(spec.name, below: pass, db: db) : try store.nextRevertPass(spec.name, after: pass, db: db)
-                position.lastKey = nil
-                continue
-            }
-            position.lastKey = last
+            // No journal row left below the checkpoint: the journal is walked.
+            guard rows > 0, let last = row?["last"].int64 else { break }
+            position.lastSeq = last
             outcome.walked += rows
             outcome.restored += restored
             outcome.conflicts += conflicts
             outcome.batches += 1
             sizer.record(keys: Int(rows), durationMs: ms)
-            emit(RunEvent(.batch, job: spec.name, [("revert", .bool(true)), ("dry_run", .bool(dryRun)), ("pass", .int(Int64(pass))), ("rows", .int(rows)),
+            emit(RunEvent(.batch, job: spec.name, [("revert", .bool(true)), ("dry_run", .bool(dryRun)), ("rows", .int(rows)),
                                                    ("restored", .int(restored)), ("conflicts", .int(conflicts)), ("batch_size", .int(Int64(size))),
-                                                   ("duration_ms", .double(ms)), ("last_key", .string(last)), ("next_batch_size", .int(Int64(sizer.size)))]))
+                                                   ("duration_ms", .double(ms)), ("last_seq", .int(last)), ("next_batch_size", .int(Int64(sizer.size)))]))
             if spec.throttle.maxRowsPerSecond > 0 {
                 let wait = try store.consumeRate(spec.name, rows: rows, rowsPerSecond: spec.throttle.maxRowsPerSecond, db: db)
                 if wait > 0 { Thread.sleep(forTimeInterval: wait) }
@@ -196,7 +191,7 @@ public struct Reverter {
             if spec.batch.pauseMs > 0 { Thread.sleep(forTimeInterval: Double(spec.batch.pauseMs) / 1000) }
         }
         if !dryRun {
-            if try store.state(spec.name, db: db) != .reverted { _ = try store.nextRevertPass(spec.name, after: Int(Int32.max), db: db) }
+            try store.finishRevert(spec.name, db: db)
             let total = try store.revertPosition(spec.name, db: db)
             outcome.restored = total.restored
             outcome.conflicts = total.conflicts

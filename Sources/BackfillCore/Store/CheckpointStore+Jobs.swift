@@ -22,7 +22,7 @@ extension CheckpointStore {
         try db.transaction { db in
             try db.execute(SessionPins.statements)
             let existing = try db.query(
-                "SELECT spec_hash, state, paused_by, revert_pass IS NOT NULL OR revert_last IS NOT NULL AS reverting FROM \(jobs) WHERE name = $1 FOR UPDATE", [.text(spec.name)]
+                "SELECT spec_hash, state, paused_by, revert_last IS NOT NULL AS reverting FROM \(jobs) WHERE name = $1 FOR UPDATE", [.text(spec.name)]
             ).first
             if let existing, !restart, existing["reverting"].bool == true || ["reverting", "reverted"].contains(existing["state"].string ?? "") {
                 throw JobFileError(

@@ -6,11 +6,12 @@ import PostgresClient
 extension CheckpointStore {
     /// The journal INSERT of a batch: a CTE of the batch statement that reads the changed rows'
     /// `backfill_key`, `backfill_old` and `backfill_new` from `changed`, tagged with the job's
-    /// pass. Parameter `$first`: the job.
+    /// pass; `seq` (an identity, in the order rows were journaled) is what a revert walks back.
+    /// Parameter `$first`: the job.
     public func journal(_ job: String, first: Int) -> Connection.Statement? {
         Connection.Statement(
             "INSERT INTO \(journalTable) (job, pass, key, old, new) SELECT $\(first), (SELECT pass FROM \(jobs) WHERE name = $\(first)), "
-                + "backfill_key, backfill_old, backfill_new FROM changed ON CONFLICT (job, pass, key) DO NOTHING",
+                + "backfill_key, backfill_old, backfill_new FROM changed",
             [.text(job)])
     }
 
@@ -31,11 +32,10 @@ extension CheckpointStore {
         try db.query("SELECT to_regclass($1) IS NOT NULL AS present", [.text(table)]).first?["present"].bool == true
     }
 
-    /// Where a revert stands: the journal pass it walks (newest first), the last journal key it
-    /// put back in that pass, and its counts so far.
+    /// Where a revert stands: the journal `seq` it put back last (nil: none yet; the revert walks
+    /// from the newest row down), and its counts so far.
     public struct RevertPosition: Sendable, Hashable {
-        public var pass: Int?
-        public var lastKey: String?
+        public var lastSeq: Int64?
         public var restored: Int64
         public var conflicts: Int64
     }
@@ -49,9 +49,8 @@ extension CheckpointStore {
         case specChanged
     }
 
-    /// Moves the job to `reverting` as `JobLifecycle` allows, under its row's lock; a revert
-    /// that starts fresh begins with the journal's newest pass. A stopped revert goes on from its
-    /// checkpoint.
+    /// Moves the job to `reverting` as `JobLifecycle` allows, under its row's lock; a stopped
+    /// revert goes on from its checkpoint.
     public func startRevert(_ job: String, fingerprint: String, runner: String, db: Connection) throws -> RevertStart {
         try db.transaction { db in
             guard let row = try db.query("SELECT state, spec_hash FROM \(jobs) WHERE name = $1 FOR UPDATE", [.text(job)]).first,
@@ -66,39 +65,22 @@ extension CheckpointStore {
                 return .refused(state, "cannot be reverted")
             case .to(let next):
                 try db.query(
-                    """
-                    UPDATE \(jobs) SET state = $2, runner = $3, updated_at = now(), paused_by = NULL, paused_at = NULL, last_error = NULL,
-                        revert_pass = CASE WHEN revert_pass IS NULL AND revert_last IS NULL THEN (SELECT max(pass) FROM \(journalTable) WHERE job = $1) ELSE revert_pass END
-                    WHERE name = $1
-                    """, [.text(job), .text(next.rawValue), .text(runner)])
+                    "UPDATE \(jobs) SET state = $2, runner = $3, updated_at = now(), paused_by = NULL, paused_at = NULL, last_error = NULL WHERE name = $1",
+                    [.text(job), .text(next.rawValue), .text(runner)])
                 return .started(try revertPosition(job, db: db))
             }
         }
     }
 
     public func revertPosition(_ job: String, db: Connection) throws -> RevertPosition {
-        let row = try db.query("SELECT revert_pass, revert_last::text AS last, revert_restored, revert_conflicts FROM \(jobs) WHERE name = $1", [.text(job)]).first
-        return RevertPosition(pass: row?["revert_pass"].int, lastKey: row?["last"].string,
-                              restored: row?["revert_restored"].int64 ?? 0, conflicts: row?["revert_conflicts"].int64 ?? 0)
+        let row = try db.query("SELECT revert_last, revert_restored, revert_conflicts FROM \(jobs) WHERE name = $1", [.text(job)]).first
+        return RevertPosition(lastSeq: row?["revert_last"].int64, restored: row?["revert_restored"].int64 ?? 0, conflicts: row?["revert_conflicts"].int64 ?? 0)
     }
 
-    /// The newest pass of the job's journal below `below` (any pass when nil); nil when none.
-    public func newestPass(_ job: String, below: Int?, db: Connection) throws -> Int? {
-        try db.query("SELECT max(pass) AS pass FROM \(journalTable) WHERE job = $1 AND ($2::int IS NULL OR pass < $2::int)",
-                     [.text(job), below.map { .int(Int64($0)) } ?? .null]).first?["pass"].int
-    }
-
-    /// A revert has walked its pass: it moves on to the next older pass of the journal, or, when
-    /// none is left, the job is `reverted`, in one statement. Returns the next pass (nil: done).
-    public func nextRevertPass(_ job: String, after pass: Int, db: Connection) throws -> Int? {
-        try db.query(
-            """
-            WITH next AS (SELECT max(pass) AS pass FROM \(journalTable) WHERE job = $1 AND pass < $2)
-            UPDATE \(jobs) SET revert_pass = (SELECT pass FROM next), revert_last = NULL, updated_at = now(),
-                state = CASE WHEN (SELECT pass FROM next) IS NULL AND state = 'reverting' THEN 'reverted' ELSE state END,
-                finished_at = CASE WHEN (SELECT pass FROM next) IS NULL THEN now() ELSE finished_at END
-            WHERE name = $1 RETURNING revert_pass
-            """, [.text(job), .int(Int64(pass))]).first?["revert_pass"].int
+    /// The whole journal is walked back: the job is `reverted` (unless an operator paused or
+    /// cancelled it meanwhile).
+    public func finishRevert(_ job: String, db: Connection) throws {
+        try db.query("UPDATE \(jobs) SET state = 'reverted', finished_at = now(), updated_at = now() WHERE name = $1 AND state = 'reverting'", [.text(job)])
     }
 
     /// Records where a stopped revert ends (`reverting` stays, or a pause or cancel is kept).

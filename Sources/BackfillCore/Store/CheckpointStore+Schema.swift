@@ -108,12 +108,13 @@ extension CheckpointStore {
         ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS tuned_by text;
         ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS tuned_at timestamptz;
         CREATE TABLE IF NOT EXISTS \(journalTable) (
-            job text NOT NULL,
+            seq bigint GENERATED ALWAYS AS IDENTITY,
+            job text COLLATE "C" NOT NULL,
             pass integer NOT NULL,
             key jsonb NOT NULL,
             old jsonb,
             new jsonb,
-            PRIMARY KEY (job, pass, key)
+            PRIMARY KEY (job, seq)
         );
         CREATE TABLE IF NOT EXISTS \(revertConflicts) (
             job text NOT NULL REFERENCES \(jobs) (name) ON DELETE CASCADE,
@@ -122,8 +123,7 @@ extension CheckpointStore {
             detected_at timestamptz NOT NULL DEFAULT now(),
             PRIMARY KEY (job, pass, key)
         );
-        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS revert_pass integer;
-        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS revert_last jsonb;
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS revert_last bigint;
         ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS revert_restored bigint NOT NULL DEFAULT 0;
         ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS revert_conflicts bigint NOT NULL DEFAULT 0;
         CREATE TABLE IF NOT EXISTS \(Identifier.quote(schema)).store_version (version integer NOT NULL);

@@ -25,7 +25,7 @@ extension CheckpointStore {
         let badRowCount = hasBadRows ? "(SELECT count(*) FROM \(badRowsTable) b WHERE b.job = j.name)" : "0"
         let tuning = try (storedVersion(db) ?? 0) >= 9 ? Self.tuningColumns("j") : Self.noTuningColumns
         let revert = try (storedVersion(db) ?? 0) >= 10
-            ? "CASE WHEN j.revert_pass IS NOT NULL OR j.revert_last IS NOT NULL OR j.state IN ('reverting', 'reverted') THEN j.revert_restored END AS revert_restored, j.revert_conflicts"
+            ? "CASE WHEN j.revert_last IS NOT NULL OR j.state IN ('reverting', 'reverted') THEN j.revert_restored END AS revert_restored, j.revert_conflicts"
             : "NULL::bigint AS revert_restored, 0::bigint AS revert_conflicts"
         return try db.query(
             """
