@@ -49,7 +49,7 @@ public struct Reverter {
         }
         var db = try SessionPins.connect(database, applicationName: "backfill:\(spec.name):revert")
         defer { db.close() }
-        try store.migrate(db)
+        if !dryRun { try store.migrate(db) }  // a dry run changes nothing, not even the store
         let plan = try Planner.plan(spec, on: db)
         let runner = "\(NSUserName())@\(ProcessInfo.processInfo.hostName):\(getpid())"
         var lease: Lease?
