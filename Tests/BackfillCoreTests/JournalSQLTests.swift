@@ -35,6 +35,8 @@ struct JournalSQLTests {
         let spec = try JobSpec.parse(yaml: "name: j\ntable: t\nkey: [id]\nset: {a: '1', \"B c\": '2'}\njournal: true", file: "j.yaml")
         let sql = BatchStatements(spec: spec, key: key).revert(action: spec.action, tables: tables, columns: ["id", "a", "B c"])
         #expect(sql.contains(#"FROM "backfill".journal j WHERE j.job = $1 AND ($2::bigint IS NULL OR j.seq < $2::bigint) ORDER BY j.seq DESC LIMIT $3"#))
+        #expect(sql.contains(#"batch AS MATERIALIZED (SELECT * FROM candidates WHERE seq > (SELECT coalesce(max(c.seq), -1) FROM candidates c WHERE EXISTS (SELECT 1 FROM candidates d WHERE d.key = c.key AND d.seq > c.seq)))"#),
+                "a batch holds each key once")
         #expect(sql.contains(#"jsonb_populate_record(NULL::"t", old) AS o, jsonb_populate_record(NULL::"t", new) AS n"#))
         #expect(sql.contains(#"UPDATE "t" SET "a" = (r.o)."a", "B c" = (r.o)."B c" FROM r WHERE "t"."id" = (r.key ->> 0)::bigint AND "t"."a" IS NOT DISTINCT FROM (r.n)."a" AND "t"."B c" IS NOT DISTINCT FROM (r.n)."B c" RETURNING r.key"#))
         #expect(sql.contains(#"INSERT INTO "backfill".revert_conflicts (job, pass, key) SELECT $1, b.pass, b.key FROM batch b WHERE NOT EXISTS (SELECT 1 FROM restored x WHERE x.key = b.key)"#))

@@ -197,7 +197,9 @@ public struct BatchStatements: Sendable, Hashable {
     /// only while the revert's lease row carries its token (`$4`). Parameters: job, last seq,
     /// limit, lease token. Columns `rows`, `restored`, `conflicts`, `last` (the batch's lowest
     /// seq, NULL when the journal is walked), `leased`. `columns` are the table's columns a
-    /// deleted row is inserted with (not generated ones).
+    /// deleted row is inserted with (not generated ones). A batch holds each key once: it ends
+    /// before the first journal row whose key a newer row of the batch has (a `repeat` job's
+    /// key journaled in two passes), so that the newer one is put back first, by its own batch.
     public func revert(action: JobSpec.Action, tables: RevertTables, columns: [String]) -> String {
         let record = { (field: String) in "jsonb_populate_record(NULL::\(table), \(field))" }
         let restore: String
@@ -214,7 +216,8 @@ public struct BatchStatements: Sendable, Hashable {
                 + "ON CONFLICT DO NOTHING RETURNING \(restoredKey) AS key"
         }
         return """
-            WITH batch AS MATERIALIZED (SELECT j.seq, j.pass, j.key, j.old, j.new FROM \(tables.journal) j WHERE j.job = $1 AND ($2::bigint IS NULL OR j.seq < $2::bigint) ORDER BY j.seq DESC LIMIT $3), \
+            WITH candidates AS MATERIALIZED (SELECT j.seq, j.pass, j.key, j.old, j.new FROM \(tables.journal) j WHERE j.job = $1 AND ($2::bigint IS NULL OR j.seq < $2::bigint) ORDER BY j.seq DESC LIMIT $3), \
+            batch AS MATERIALIZED (SELECT * FROM candidates WHERE seq > (SELECT coalesce(max(c.seq), -1) FROM candidates c WHERE EXISTS (SELECT 1 FROM candidates d WHERE d.key = c.key AND d.seq > c.seq))), \
             r AS MATERIALIZED (SELECT seq, key, \(record("old")) AS o, \(record("new")) AS n FROM batch), \
             restored AS (\(restore)), \
             conflicts AS (INSERT INTO \(tables.conflicts) (job, pass, key) SELECT $1, b.pass, b.key FROM batch b WHERE NOT EXISTS (SELECT 1 FROM restored x WHERE x.key = b.key) \
