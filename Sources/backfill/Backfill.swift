@@ -16,7 +16,7 @@ struct Backfill: ParsableCommand {
         version: "backfill \(BackfillVersion.current) (libpq \(LibPQ.version))",
         subcommands: [
             Run.self, Plan.self, Status.self, Wait.self, Tune.self, Pause.self, Resume.self, Cancel.self, Forget.self, Unlock.self, Verify.self,
-            BadRows.self, Rehearse.self, Demo.self,
+            BadRows.self, Revert.self, Rehearse.self, Demo.self,
         ]
     )
 

@@ -89,11 +89,11 @@ struct FinalizeAndTuningTests {
         #expect(m.handle(.committed(rows: 500, keys: 500, ms: 25, waiters: none), at: .init(seconds: 0.3)) == .rest(ms: 30, everyWorker: false))
     }
 
-    @Test("wait: done is 0, failed and cancelled are 1, anything else keeps waiting", arguments: JobState.allCases)
+    @Test("wait: done is 0, failed, cancelled and reverted (or being reverted) are 1, anything else keeps waiting", arguments: JobState.allCases)
     func waitVerdict(state: JobState) {
         let expected: JobWait.Verdict = switch state {
         case .done: .finished(exitCode: 0)
-        case .failed, .cancelled: .finished(exitCode: 1)
+        case .failed, .cancelled, .reverting, .reverted: .finished(exitCode: 1)
         default: .keepWaiting
         }
         #expect(JobWait.verdict(state) == expected)

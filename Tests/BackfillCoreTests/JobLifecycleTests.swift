@@ -12,6 +12,8 @@ struct JobLifecycleTests {
         .failed: [.pause: nil, .resume: nil, .cancel: .to(.cancelled), .forget: .remove],
         .cancelled: [.pause: nil, .resume: nil, .cancel: nil, .forget: .remove],
         .finalizing: [.pause: nil, .resume: nil, .cancel: .to(.cancelled), .forget: nil],
+        .reverting: [.pause: .to(.paused), .resume: nil, .cancel: .to(.cancelled), .forget: nil],
+        .reverted: [.pause: nil, .resume: nil, .cancel: nil, .forget: .remove],
     ]
 
     /// What the run's own steps do from each state. `nil` means refused.
@@ -23,7 +25,30 @@ struct JobLifecycleTests {
         .failed: [.finalizeStarts: nil, .finalizeDone: nil, .finalizeFailed: nil],
         .cancelled: [.finalizeStarts: nil, .finalizeDone: nil, .finalizeFailed: nil],
         .finalizing: [.finalizeStarts: .to(.finalizing), .finalizeDone: .to(.done), .finalizeFailed: .to(.failed)],
+        .reverting: [.finalizeStarts: nil, .finalizeDone: nil, .finalizeFailed: nil],
+        .reverted: [.finalizeStarts: nil, .finalizeDone: nil, .finalizeFailed: nil],
     ]
+
+    /// What `backfill revert` does from each state. `nil` means refused.
+    static let expectedRevertSteps: [JobState: [JobLifecycle.RevertStep: JobLifecycle.Decision?]] = [
+        .pending: [.starts: .to(.reverting), .finishes: nil],
+        .running: [.starts: nil, .finishes: nil],
+        .paused: [.starts: nil, .finishes: nil],
+        .done: [.starts: .to(.reverting), .finishes: nil],
+        .failed: [.starts: .to(.reverting), .finishes: nil],
+        .cancelled: [.starts: .to(.reverting), .finishes: nil],
+        .finalizing: [.starts: nil, .finishes: nil],
+        .reverting: [.starts: .to(.reverting), .finishes: .to(.reverted)],
+        .reverted: [.starts: nil, .finishes: nil],
+    ]
+
+    @Test("a revert starts from a stopped job (not running or finalizing), goes on after a stop, and ends reverted",
+          arguments: JobState.allCases, JobLifecycle.RevertStep.allCases)
+    func revertStep(state: JobState, step: JobLifecycle.RevertStep) throws {
+        let decision = JobLifecycle.decide(step, from: state)
+        expect(decision, try #require(Self.expectedRevertSteps[state]?[step]), "\(step) from \(state)")
+        if state == .running, step == .starts, case .refuse(let reason) = decision { #expect(reason.contains("stop it first")) }
+    }
 
     @Test("a walked and verified job finalizes: running → finalizing → done or failed; an operator's pause or cancel wins",
           arguments: JobState.allCases, JobLifecycle.RunStep.allCases)

@@ -12,13 +12,13 @@ public enum JobWait {
         case finished(exitCode: Int32)
     }
 
-    /// Done ends the wait with 0; failed or cancelled with 1; any other state (pending, running,
+    /// Done ends the wait with 0; failed, cancelled or reverted (or being reverted) with 1; any other state (pending, running,
     /// finalizing, paused, a runner gone) keeps waiting: another run may still finish it. No state
     /// (`nil`: the job is not registered yet) keeps waiting too: its run is about to register it.
     public static func verdict(_ state: JobState?) -> Verdict {
         switch state {
         case .done: .finished(exitCode: 0)
-        case .failed, .cancelled: .finished(exitCode: 1)
+        case .failed, .cancelled, .reverting, .reverted: .finished(exitCode: 1)
         case .pending, .running, .paused, .finalizing, nil: .keepWaiting
         }
     }

@@ -121,7 +121,7 @@ public struct ProgressTracker: Sendable {
             if case .int(let step) = event["step"], case .int(let steps) = event["steps"] { state = "finalizing \(step)/\(steps)" }
         case .requirements:
             if case .string(let s) = event["state"] { state = s == "met" ? "running" : "waiting for requirements" }
-        case .tune, .wait, .connections, .cdc, .fleet:
+        case .tune, .wait, .connections, .cdc, .fleet, .revert:
             break
         }
     }

@@ -132,7 +132,7 @@ public final class RunMetrics {
         case .done: setState("done")
         case .error: setState("failed")
         case .finalize: setState("finalizing")
-        case .requirements, .tune, .wait, .connections, .cdc, .fleet: break
+        case .requirements, .tune, .wait, .connections, .cdc, .fleet, .revert: break
         }
         if let f = tracker.fraction { progress.record(f) }
     }

@@ -20,6 +20,10 @@ public enum StatusTable {
             if job.badRows > 0 {
                 note += (note.isEmpty ? "" : "; ") + "\(job.badRows) bad rows (`backfill bad-rows \(job.name)`)"
             }
+            if let restored = job.revertRestored {
+                note += (note.isEmpty ? "" : "; ") + "revert: \(restored) rows restored"
+                    + (job.revertConflicts > 0 ? ", \(job.revertConflicts) left as the application changed them (`backfill revert JOBFILE --conflicts`)" : "")
+            }
             if let tuning = job.tuning {
                 note += (note.isEmpty ? "" : "; ") + "tuned: \(tuning.summary)"
             }

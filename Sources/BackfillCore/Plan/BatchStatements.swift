@@ -61,6 +61,16 @@ public struct BatchStatements: Sendable, Hashable {
     struct Change: Sendable, Hashable {
         var sql: String
         var range: String
+        /// With `journal` for `update`: the CTE that reads and locks the old values first.
+        var before: String? = nil
+    }
+
+    /// `jsonb_build_object('col', col, …)` of columns (qualified by `table` when given): the
+    /// values as the journal keeps them, read back with `jsonb_populate_record`.
+    static func values(_ columns: [String], of table: String?) -> String {
+        "jsonb_build_object(" + columns.map { column in
+            "'\(column.replacingOccurrences(of: "'", with: "''"))', " + (table.map { "\($0)." } ?? "") + Identifier.quote(column)
+        }.joined(separator: ", ") + ")"
     }
 
     public init(spec: JobSpec, key: [KeyColumn]) {
@@ -109,18 +119,37 @@ public struct BatchStatements: Sendable, Hashable {
             let keys = columns.joined(separator: ", ")
             // Each changed row returns whether its key lies outside the range (operator SQL that
             // escaped its place), so that one pass over the changed rows counts both.
-            let returning = "RETURNING NOT (\(range)) AS outside"
+            var returning = "RETURNING NOT (\(range)) AS outside"
+            // journal: each changed row's key (text forms, as the store keeps keys) and values.
+            let journalKey = "jsonb_build_array(" + columns.map { "\(table).\($0)::text" }.joined(separator: ", ") + ")"
             let change: String
+            var before: String?
             switch spec.action {
             case .update(let assignments):
                 let sets = assignments.map { "\(Identifier.quote($0.column)) = (\($0.expression))" }.joined(separator: ", ")
-                change = "UPDATE \(table) SET \(sets) WHERE \(predicate) \(returning)"
+                if spec.journal {
+                    // The old values, read by a materialized CTE of the same statement that locks
+                    // its rows (FOR NO KEY UPDATE, with `where` checked again on a row's newest
+                    // version): nobody can change a row between this read and the UPDATE, so the
+                    // old values are exactly what the UPDATE replaces.
+                    let aliases = columns.enumerated().map { i, c in "\(c) AS backfill_k\(i)" }.joined(separator: ", ")
+                    let join = columns.enumerated().map { i, c in "\(table).\(c) = backfill_before.backfill_k\(i)" }.joined(separator: " AND ")
+                    before = "backfill_before AS MATERIALIZED (SELECT \(aliases), \(Self.values(assignments.map(\.column), of: nil)) AS backfill_old "
+                        + "FROM \(table) WHERE \(predicate) FOR NO KEY UPDATE)"
+                    returning += ", \(journalKey) AS backfill_key, backfill_before.backfill_old, \(Self.values(assignments.map(\.column), of: table)) AS backfill_new"
+                    change = "UPDATE \(table) SET \(sets) FROM backfill_before WHERE \(join) AND \(predicate) \(returning)"
+                } else {
+                    change = "UPDATE \(table) SET \(sets) WHERE \(predicate) \(returning)"
+                }
             case .delete:
+                // journal: the whole deleted row, as DELETE … RETURNING sees it.
+                if spec.journal { returning += ", \(journalKey) AS backfill_key, to_jsonb(\(table).*) AS backfill_old, NULL::jsonb AS backfill_new" }
                 change = "DELETE FROM \(table) WHERE \(predicate) \(returning)"
             case .sql(let sql):
                 return ("WITH batch AS MATERIALIZED (SELECT \(keys) FROM \(table) WHERE \(predicate) FOR NO KEY UPDATE) \(sql)", nil)
             }
-            return ("WITH changed AS (\(change)) SELECT \(Self.tally) FROM changed", Change(sql: change, range: range))
+            let prefix = before.map { $0 + ", " } ?? ""
+            return ("WITH \(prefix)changed AS (\(change)) SELECT \(Self.tally) FROM changed", Change(sql: change, range: range, before: before))
         }
         let after = statement(lower: parameters(from: 1), upper: parameters(from: n + 1))
         let fromStart = statement(lower: nil, upper: parameters(from: 1))
@@ -147,11 +176,58 @@ public struct BatchStatements: Sendable, Hashable {
     /// CTE of the same statement: the data and the checkpoint move together, in one statement.
     /// The changed rows are counted once (`tally`, read by the checkpoint and the result). The
     /// checkpoint's parameters follow the batch's (lower key, upper key).
-    public func batch(afterKey: Bool, checkpoint: String) -> String {
+    /// With `journal`, the store's INSERT of the changed rows into the journal (reading
+    /// `changed`'s `backfill_key`, `backfill_old`, `backfill_new`) is one more CTE: the batch's
+    /// journal rows commit with it, or not at all.
+    public func batch(afterKey: Bool, checkpoint: String, journal: String? = nil) -> String {
         let plain = afterKey ? batch : batchFromStart
         guard let change = afterKey ? change : changeFromStart else { return plain }
-        return "WITH changed AS (\(change.sql)), tally AS (SELECT \(Self.tally) FROM changed), checkpoint AS (\(checkpoint)) "
+        let before = change.before.map { $0 + ", " } ?? ""
+        let journaled = journal.map { ", journal AS (\($0))" } ?? ""
+        return "WITH \(before)changed AS (\(change.sql)), tally AS (SELECT \(Self.tally) FROM changed), checkpoint AS (\(checkpoint))\(journaled) "
             + "SELECT rows, outside FROM tally"
+    }
+
+    /// One revert batch (`backfill revert`), one statement: the next journal rows below a journal
+    /// `seq` (`$2`, NULL for the newest), newest first, at most `$3`; each row gets its old values
+    /// back only when its current values are still the ones the job wrote (`IS NOT DISTINCT
+    /// FROM`, per column, checked again on a row's newest version by the UPDATE itself), a deleted
+    /// row is inserted again unless its key (or another unique value) is taken; the journal rows
+    /// left are recorded as conflicts, and the revert's checkpoint moves in the same statement,
+    /// only while the revert's lease row carries its token (`$4`). Parameters: job, last seq,
+    /// limit, lease token. Columns `rows`, `restored`, `conflicts`, `last` (the batch's lowest
+    /// seq, NULL when the journal is walked), `leased`. `columns` are the table's columns a
+    /// deleted row is inserted with (not generated ones). A batch holds each key once: it ends
+    /// before the first journal row whose key a newer row of the batch has (a `repeat` job's
+    /// key journaled in two passes), so that the newer one is put back first, by its own batch.
+    public func revert(action: JobSpec.Action, tables: RevertTables, columns: [String]) -> String {
+        let record = { (field: String) in "jsonb_populate_record(NULL::\(table), \(field))" }
+        let restore: String
+        switch action {
+        case .update(let assignments):
+            let match = key.enumerated().map { i, column in "\(table).\(Identifier.quote(column.name)) = (r.key ->> \(i))::\(column.type)" }
+            let unchanged = assignments.map { "\(table).\(Identifier.quote($0.column)) IS NOT DISTINCT FROM (r.n).\(Identifier.quote($0.column))" }
+            let sets = assignments.map { "\(Identifier.quote($0.column)) = (r.o).\(Identifier.quote($0.column))" }.joined(separator: ", ")
+            restore = "UPDATE \(table) SET \(sets) FROM r WHERE \((match + unchanged).joined(separator: " AND ")) RETURNING r.key"
+        case .delete, .sql:
+            let list = columns.map(Identifier.quote)
+            let restoredKey = "jsonb_build_array(" + key.map { "\(table).\(Identifier.quote($0.name))::text" }.joined(separator: ", ") + ")"
+            restore = "INSERT INTO \(table) (\(list.joined(separator: ", "))) OVERRIDING SYSTEM VALUE SELECT \(list.map { "(r.o).\($0)" }.joined(separator: ", ")) FROM r "
+                + "ON CONFLICT DO NOTHING RETURNING \(restoredKey) AS key"
+        }
+        return """
+            WITH candidates AS MATERIALIZED (SELECT j.seq, j.pass, j.key, j.old, j.new FROM \(tables.journal) j WHERE j.job = $1 AND ($2::bigint IS NULL OR j.seq < $2::bigint) ORDER BY j.seq DESC LIMIT $3), \
+            batch AS MATERIALIZED (SELECT * FROM candidates WHERE seq > (SELECT coalesce(max(c.seq), -1) FROM candidates c WHERE EXISTS (SELECT 1 FROM candidates d WHERE d.key = c.key AND d.seq > c.seq))), \
+            r AS MATERIALIZED (SELECT seq, key, \(record("old")) AS o, \(record("new")) AS n FROM batch), \
+            restored AS (\(restore)), \
+            conflicts AS (INSERT INTO \(tables.conflicts) (job, pass, key) SELECT $1, b.pass, b.key FROM batch b WHERE NOT EXISTS (SELECT 1 FROM restored x WHERE x.key = b.key) \
+            ON CONFLICT (job, pass, key) DO UPDATE SET detected_at = now() RETURNING 1), \
+            checkpoint AS (UPDATE \(tables.jobs) SET revert_last = coalesce((SELECT min(seq) FROM batch), revert_last), \
+            revert_restored = revert_restored + (SELECT count(*) FROM restored), revert_conflicts = revert_conflicts + (SELECT count(*) FROM conflicts), updated_at = now() \
+            WHERE name = $1 AND EXISTS (SELECT 1 FROM \(tables.leases) l WHERE l.job = $1 AND l.token = $4) RETURNING 1) \
+            SELECT (SELECT count(*) FROM batch) AS rows, (SELECT count(*) FROM restored) AS restored, (SELECT count(*) FROM conflicts) AS conflicts, \
+            (SELECT min(seq) FROM batch) AS last, EXISTS (SELECT 1 FROM checkpoint) AS leased
+            """
     }
 
     /// The key of an upper-bound row, and how many keys the batch up to it walks.

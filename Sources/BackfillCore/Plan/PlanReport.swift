@@ -21,6 +21,10 @@ public enum PlanReport {
             lines.append("estimate:   the table has no statistics yet (run ANALYZE for an estimate)")
         }
         lines.append("plan guard: \(plan.guardFinding)")
+        if spec.journal {
+            lines.append("journal:    on: each batch also writes each changed row's key, " + (spec.action.name == "delete" ? "the whole deleted row" : "the old and new values of its `set` columns")
+                + " into the store's journal table, in the batch statement itself; `backfill revert \(spec.file)` puts them back (docs/journal.md)")
+        }
         let workers = workers ?? spec.workers
         let watchdog = spec.throttle.whenBlocking
         let needed = ConnectionBudget.needed(workers: workers, lease: true, watchdog: watchdog)

@@ -69,6 +69,9 @@ public enum ConsoleFormat {
             return event["state"] == .string("warning") ? "\(subject): warning: cdc: \(text("message"))" : nil
         case .fleet:
             return text("line")
+        case .revert:
+            if event["state"] == .string("started") { return "\(subject): revert started\(event["dry_run"] == .bool(true) ? " (dry run: nothing is changed)" : "") at journal pass \(text("pass"))" }
+            return "\(subject): revert \(event["state"] == .string("dry_run") ? "dry run: would restore" : "restored") \(text("restored")) rows, \(text("conflicts")) left (changed since the job wrote them)"
         }
     }
 }

@@ -26,6 +26,8 @@ public struct RunEvent: Sendable {
         /// A fleet run (`run --targets`): a target not started (`state` `skipped`), and the end
         /// (`state` `done`) with every target's exit code and the fleet's.
         case fleet
+        /// `backfill revert` started or ended (its batches are `batch` events with `revert: true`).
+        case revert
     }
 
     /// A field value, as it appears in JSON.

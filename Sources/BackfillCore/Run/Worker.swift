@@ -435,9 +435,12 @@ final class Worker {
             do {
                 if let counts = plan.statements.counts(afterKey: afterKey),
                    let moved = checkpoint(rows: counts.rows, outside: counts.outside, first: bounds.count + 1) {
-                    // update/delete: data and checkpoint in one statement, then COMMIT, in one round trip.
+                    // update/delete: data and checkpoint (and, with `journal`, what the batch
+                    // replaced) in one statement, then COMMIT, in one round trip.
+                    let journal = spec.journal ? store.journal(spec.name, first: bounds.count + moved.parameters.count + 1) : nil
                     results = try db.pipeline(
-                        message + [Connection.Statement(plan.statements.batch(afterKey: afterKey, checkpoint: moved.sql), bounds + moved.parameters, prepared: true)] + end)
+                        message + [Connection.Statement(plan.statements.batch(afterKey: afterKey, checkpoint: moved.sql, journal: journal?.sql),
+                                                        bounds + moved.parameters + (journal?.parameters ?? []), prepared: true)] + end)
                     changed = plan.statements.changed(by: results[message.count])
                 } else {
                     let statement = Connection.Statement(afterKey ? plan.statements.batch : plan.statements.batchFromStart, bounds, prepared: true)

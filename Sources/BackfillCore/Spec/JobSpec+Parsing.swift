@@ -3,7 +3,7 @@ import Yams
 
 extension JobSpec {
     /// The fields a job file may contain, by section.
-    static let topLevelFields = ["name", "table", "key", "where", "set", "action", "sql", "batch", "timeouts", "retry", "throttle", "on_error", "workers", "repeat", "catch_up_passes", "requires", "finalize", "cdc"]
+    static let topLevelFields = ["name", "table", "key", "where", "set", "action", "sql", "batch", "timeouts", "retry", "throttle", "on_error", "workers", "repeat", "catch_up_passes", "requires", "finalize", "cdc", "journal"]
     static let batchFields = ["size", "min", "max", "target_ms", "max_ms", "pause_ms"]
     static let timeoutFields = ["lock_ms", "statement_ms"]
     static let retryFields = ["max_attempts", "backoff_ms", "max_backoff_ms", "reconnect_timeout_ms"]
@@ -111,6 +111,11 @@ extension JobSpec {
         }
         spec.workers = reader.int(fields, "workers", 1, 1...1024)
         spec.repeats = reader.bool(fields, "repeat", false)
+        spec.journal = reader.bool(fields, "journal", false)
+        if spec.journal, case .sql = spec.action {
+            reader.report(reader.error("journal", fields["journal"], "`journal` records what `set` or `action: delete` replaced; an `sql` action's changes cannot be journaled",
+                                       fix: "remove `journal: true`, or write the change as `set` (or `action: delete`)"))
+        }
         spec.catchUpPasses = reader.int(fields, "catch_up_passes", spec.catchUpPasses, 0...100)
         spec.requires = reader.attempt { () throws(JobFileError) in
             try reader.optionalString(fields, "requires").map { text throws(JobFileError) in

@@ -152,6 +152,10 @@ public struct JobSpec: Sendable, Hashable {
     /// `repeat`: each run after a finished pass starts a new pass (a nightly purge); rows that
     /// match `where` behind the walk are the next pass's work, not a failure.
     public var repeats = false
+    /// `journal`: every batch also records, in its own statement, each changed row's key with
+    /// the old and new values of the `set` columns (the whole row for `action: delete`), so that
+    /// `backfill revert` can put them back (docs/journal.md). Off by default.
+    public var journal = false
     /// `catch_up_passes`: when every key is walked but rows still match `where` (they changed
     /// behind the walk), walk again this many times before failing.
     public var catchUpPasses = 3
@@ -187,6 +191,8 @@ public struct JobSpec: Sendable, Hashable {
         case .sql(let sql): parts.append("sql=\(sql)")
         case .delete: break
         }
+        // Only when on, so that the fingerprints of jobs without a journal stay what they were.
+        if journal { parts.append("journal=true") }
         return Self.hash(parts.joined(separator: "\u{1F}"))
     }
 

@@ -22,8 +22,14 @@ extension CheckpointStore {
         try db.transaction { db in
             try db.execute(SessionPins.statements)
             let existing = try db.query(
-                "SELECT spec_hash, state, paused_by FROM \(jobs) WHERE name = $1 FOR UPDATE", [.text(spec.name)]
+                "SELECT spec_hash, state, paused_by, revert_last IS NOT NULL AS reverting FROM \(jobs) WHERE name = $1 FOR UPDATE", [.text(spec.name)]
             ).first
+            if let existing, !restart, existing["reverting"].bool == true || ["reverting", "reverted"].contains(existing["state"].string ?? "") {
+                throw JobFileError(
+                    file: spec.file, field: nil,
+                    problem: "job `\(spec.name)` is \(existing["state"].string == "reverted" ? "reverted" : "being reverted"): a run would write again what `backfill revert` puts back",
+                    fix: "finish the revert with `backfill revert \(spec.file)`, or start the job over with `run --restart` (which discards its journal)")
+            }
             if let existing, !restart {
                 if existing["spec_hash"].string != spec.fingerprint { return .specChanged }
                 let state = JobState(rawValue: existing["state"].string ?? "") ?? .pending
@@ -38,6 +44,7 @@ extension CheckpointStore {
             }
             if existing != nil && restart {
                 try db.query("DELETE FROM \(jobs) WHERE name = $1", [.text(spec.name)])
+                try dropJournal(spec.name, db: db)
             }
             try db.query(
                 "INSERT INTO \(jobs) (name, spec_hash, table_name) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
@@ -61,6 +68,7 @@ extension CheckpointStore {
     /// Deletes a job's record, ranges and workers (a rehearsal's own checkpoint, once it is done).
     public func remove(_ job: String, db: Connection) throws {
         try db.query("DELETE FROM \(jobs) WHERE name = $1", [.text(job)])
+        try dropJournal(job, db: db)
     }
 
     /// Marks the job running by this process, and starts the run's clock for the ETA in `status`
@@ -130,6 +138,7 @@ extension CheckpointStore {
                 return .refused(state, reason)
             case .remove:
                 try db.query("DELETE FROM \(jobs) WHERE name = $1", [.text(job)])
+                try dropJournal(job, db: db)
                 return .applied(nil)
             case .to(let next):
                 try db.query(

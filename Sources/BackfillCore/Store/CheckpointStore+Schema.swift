@@ -107,6 +107,25 @@ extension CheckpointStore {
         ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS tuned_workers integer;
         ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS tuned_by text;
         ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS tuned_at timestamptz;
+        CREATE TABLE IF NOT EXISTS \(journalTable) (
+            seq bigint GENERATED ALWAYS AS IDENTITY,
+            job text COLLATE "C" NOT NULL,
+            pass integer NOT NULL,
+            key jsonb NOT NULL,
+            old jsonb,
+            new jsonb,
+            PRIMARY KEY (job, seq)
+        );
+        CREATE TABLE IF NOT EXISTS \(revertConflicts) (
+            job text NOT NULL REFERENCES \(jobs) (name) ON DELETE CASCADE,
+            pass integer NOT NULL,
+            key jsonb NOT NULL,
+            detected_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (job, pass, key)
+        );
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS revert_last bigint;
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS revert_restored bigint NOT NULL DEFAULT 0;
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS revert_conflicts bigint NOT NULL DEFAULT 0;
         CREATE TABLE IF NOT EXISTS \(Identifier.quote(schema)).store_version (version integer NOT NULL);
         DELETE FROM \(Identifier.quote(schema)).store_version;
         INSERT INTO \(Identifier.quote(schema)).store_version VALUES (\(Self.version));
@@ -114,7 +133,7 @@ extension CheckpointStore {
     }
 
     /// The store's schema version; `migrate` changes tables only when the stored one is older.
-    static let version = 9
+    static let version = 10
 
     /// The version recorded in the store, or nil when it has none (no store, or one made before
     /// versions were recorded).

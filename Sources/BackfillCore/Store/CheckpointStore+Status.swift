@@ -24,6 +24,9 @@ extension CheckpointStore {
         let hasBadRows = try db.query("SELECT to_regclass($1) IS NOT NULL AS present", [.text(badRowsTable)]).first?["present"].bool ?? false
         let badRowCount = hasBadRows ? "(SELECT count(*) FROM \(badRowsTable) b WHERE b.job = j.name)" : "0"
         let tuning = try (storedVersion(db) ?? 0) >= 9 ? Self.tuningColumns("j") : Self.noTuningColumns
+        let revert = try (storedVersion(db) ?? 0) >= 10
+            ? "CASE WHEN j.revert_last IS NOT NULL OR j.state IN ('reverting', 'reverted') THEN j.revert_restored END AS revert_restored, j.revert_conflicts"
+            : "NULL::bigint AS revert_restored, 0::bigint AS revert_conflicts"
         return try db.query(
             """
             SELECT j.name, j.state, \(tuning), r.keys_walked AS pass_keys, j.table_name, j.last_error, j.pass, j.runner, j.paused_by, j.paused_at, j.started_at, j.finished_at,
@@ -37,7 +40,7 @@ extension CheckpointStore {
                        OR EXISTS (SELECT 1 FROM \(workers) w WHERE w.job = j.name AND w.last_seen > now() - interval '30 seconds'
                                   AND (j.runner IS NULL OR left(w.worker, length(j.runner) + 1) <> j.runner || ':')) AS runner_alive,
                    (SELECT max(w.last_seen) FROM \(workers) w WHERE w.job = j.name) AS last_seen,
-                   \(badRowCount)::bigint AS bad_rows
+                   \(badRowCount)::bigint AS bad_rows, \(revert)
             FROM \(jobs) j LEFT JOIN LATERAL (
                 SELECT sum(rows_done)::bigint AS rows_done, sum(batches)::bigint AS batches, max(updated_at) AS updated_at,
                        count(*)::int AS ranges, count(*) FILTER (WHERE done)::int AS ranges_done,
@@ -69,6 +72,8 @@ extension CheckpointStore {
             status.runThrottledSeconds = estimate.map { $0.throttledSeconds }
             status.badRows = row["bad_rows"].int64 ?? 0
             status.tuning = Self.tuning(in: row)
+            status.revertRestored = row["revert_restored"].int64
+            status.revertConflicts = row["revert_conflicts"].int64 ?? 0
             if stored == .done || stored == .finalizing {
                 status.percentDone = 100
             } else if let walked = row["pass_keys"].int64, let left = row["keys_left"].int64, walked + left > 0 {

@@ -15,6 +15,12 @@ public struct CheckpointStore: Sendable {
     var leases: String { "\(Identifier.quote(schema)).leases" }
     /// Rows that could not be written, quarantined by `on_error: skip` (`+BadRows`).
     public var badRowsTable: String { "\(Identifier.quote(schema)).bad_rows" }
+    /// What the batches of a job with `journal: true` replaced (`+Journal`). No foreign key to
+    /// `jobs`: a per-row check would cost every journaled row a lookup; `forget` and `--restart`
+    /// delete a job's journal themselves.
+    public var journalTable: String { "\(Identifier.quote(schema)).journal" }
+    /// Journaled rows a revert left because the application changed them since (`+Journal`).
+    var revertConflicts: String { "\(Identifier.quote(schema)).revert_conflicts" }
     var finalizeSteps: String { "\(Identifier.quote(schema)).finalize_steps" }
     /// Set for a run's own store: what its claims check (spec hash, lease token).
     var leaseWatch: LeaseWatch?

@@ -19,6 +19,9 @@ protocol RunStore: Sendable {
     /// Moves a checkpoint kept in memory once the batch is done (nothing for the PostgreSQL store,
     /// whose checkpoint moved inside the batch transaction).
     func moved(_ job: String, range: Int, lastKey: [String])
+    /// With `journal: true`: the INSERT of a batch's changed rows into the journal, a CTE of the
+    /// batch statement (parameters numbered from `first`); nil when nothing is committed.
+    func journal(_ job: String, first: Int) -> Connection.Statement?
     /// What ends the batch transaction: `COMMIT` (the checkpoint moves with the data), or
     /// `ROLLBACK` for a store that must change nothing.
     var closing: String { get }
@@ -76,6 +79,8 @@ final class MemoryStore: RunStore {
     func checkpoint(_ job: String, range: Int, lastKey: [String], keys: Int, worker: String, rows: String, outside: String, first: Int) -> Connection.Statement? { nil }
 
     func moved(_ job: String, range: Int, lastKey: [String]) { state.withLock { $0.lastKey = lastKey } }
+
+    func journal(_ job: String, first: Int) -> Connection.Statement? { nil }
 
     var closing: String { "ROLLBACK" }
 

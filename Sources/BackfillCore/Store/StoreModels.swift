@@ -6,6 +6,10 @@ public enum JobState: String, Sendable, Codable, CaseIterable {
     case pending, running, paused, done, failed, cancelled
     /// Every key is walked and verified; the job's `finalize` statements are running.
     case finalizing
+    /// `backfill revert` is putting back what the journal recorded (or was stopped doing so).
+    case reverting
+    /// `backfill revert` walked the whole journal.
+    case reverted
 }
 
 /// One range of a job, for `status`.
@@ -84,6 +88,10 @@ public struct JobStatus: Sendable, Hashable, Codable {
     public var percentDone: Double?
     /// Live overrides set with `backfill tune`, with who set them and when; nil when none.
     public var tuning: Tuning?
+    /// `backfill revert`: rows put back so far (nil when no revert started), and rows left
+    /// because the application changed them (`backfill revert JOBFILE --conflicts` lists them).
+    public var revertRestored: Int64?
+    public var revertConflicts: Int64 = 0
 
     enum CodingKeys: String, CodingKey {
         case name, state, table, batches, runner, ranges
@@ -93,6 +101,7 @@ public struct JobStatus: Sendable, Hashable, Codable {
         case rangeList = "range_list", workers, noRunnerSince = "no_runner_since", pass
         case etaSeconds = "eta_seconds", runThrottledSeconds = "run_throttled_seconds", badRows = "bad_rows"
         case percentDone = "percent_done", tuning
+        case revertRestored = "revert_restored", revertConflicts = "revert_conflicts"
     }
 }
 
