@@ -6,12 +6,13 @@ import Synchronization
 /// `where` is a full scan; run after the last batch, it adds its whole time to every run. Instead,
 /// a thread of its own counts, on the coordinator's connection (idle while the workers run) and
 /// in read-only chunks (`ChunkedCount`), the rows matching `where` outside what is still being
-/// walked (the open ranges' intervals at that moment), while the workers finish. After the walk
-/// only those intervals are checked, through the key's index. A row that changes behind the walk
-/// after the early count is found by no check, as a row that changes after the end check never
-/// is. When the early count starts is `EndCheckStart`'s decision: once the walk's time left, at
-/// its recent pace, is about the count's own time (timed on a first chunk of the table's pages),
-/// so that the count ends about when the walk does.
+/// walked (the open ranges' intervals at that moment), while the workers finish; then it follows
+/// the walk, counting through the key's index what was walked since its last look (`chase`).
+/// After the walk only the intervals still open at the last look are checked. A row that changes
+/// behind the walk after it was counted is found by no check, as a row that changes after the end
+/// check never is. When the early count starts is `EndCheckStart`'s decision: once the walk's
+/// time left, at its recent pace, is about the count's own time (timed on a first chunk of the
+/// table's pages), so that the count ends about when the walk does.
 final class EndCheck: Sendable {
     /// What the early count found: the intervals it left out and the rows matching outside them.
     struct Early: Sendable {
@@ -35,7 +36,7 @@ final class EndCheck: Sendable {
     /// flight is called off too.
     private let phase = Mutex<(phase: Phase, stop: Bool, cancel: Bool)>((.watching, false, false))
     private let ended = DispatchSemaphore(value: 0)
-    /// Signalled by `finish`, so that the watch's 100 ms pause between looks ends at once.
+    /// Signalled by `finish`, so that the watch's pause between two looks ends at once.
     private let wake = DispatchSemaphore(value: 0)
 
     /// The coordinator's connection, used by the watch's thread alone from `start` until

@@ -384,9 +384,10 @@ final class Worker {
                     if row == nil { density.emptySpan() } else { density.spanned() }
                 }
                 let counted = row == nil
-                if !counted { bound = "span" }
                 if counted {
                     row = try db.query(plan.statements.upperBound(afterKey: afterKey, belowCeiling: claim.ceiling != nil), values, prepared: db.preparesStatements).first
+                } else {
+                    bound = "span"
                 }
                 guard let upperRow = row else {
                     try store.completeRange(spec.name, range: claim.range, db: db)
