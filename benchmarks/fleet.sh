@@ -90,6 +90,10 @@ run() {
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
 one=(); two=()
+echo "# A fleet of $targets targets on two servers, $rows rows each: concurrency 1 against 2, $rounds rounds each, alternating"
+echo
+echo "$(nproc) cores, $("$bindir/postgres" --version), $("$bin" --version); \`benchmarks/fleet.sh $1 $targets $rows $rounds\`"
+echo
 echo "| round | concurrency 1 (s) | concurrency 2 (s) |"
 echo "| --- | --- | --- |"
 for r in $(seq 1 "$rounds"); do

@@ -22,8 +22,34 @@ struct Report: Encodable, Sendable {
     /// The table of results/cost-breakdown.md, a separate run of `benchmarks/cost-breakdown.sh`:
     /// instructions a changed row by statement shape.
     var costBreakdown: [String] = []
+    /// The tables of other separate runs kept in results/ (the journal's cost, a fleet), shown
+    /// as they were written, each under its heading and with a link to its file.
+    var separate: [Separate] = []
 
-    enum CodingKeys: String, CodingKey { case date, command, machine, main, quiet, contention, uuid, rehearsal, series, rounds, memory
+    struct Separate: Encodable, Sendable {
+        var title: String
+        var file: String
+        var tables: [String]
+
+        /// The tables of `file` in results/ (its lines that start with `|`, a blank line between
+        /// two tables); nil when the file is missing or has none.
+        static func read(_ title: String, file: String, in results: String) -> Separate? {
+            guard let text = try? String(contentsOfFile: results + "/" + file, encoding: .utf8) else { return nil }
+            var tables: [String] = [], inTable = false
+            for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+                if line.hasPrefix("|") {
+                    if !inTable && !tables.isEmpty { tables.append("") }
+                    tables.append(String(line))
+                    inTable = true
+                } else {
+                    inTable = false
+                }
+            }
+            return tables.isEmpty ? nil : Separate(title: title, file: file, tables: tables)
+        }
+    }
+
+    enum CodingKeys: String, CodingKey { case date, command, machine, main, quiet, contention, uuid, rehearsal, series, rounds, memory, separate
         case costBreakdown = "cost_breakdown"
         case offsetLimit = "offset_limit", liveClients = "live_clients", contentionClients = "contention_clients"
     }
@@ -46,6 +72,9 @@ struct Report: Encodable, Sendable {
             lines += ["## Where a batch's time goes", "",
                       "CPU instructions a changed row by statement shape, counted by callgrind in a single-user backend (they repeat whatever the machine's noise), from a separate run of `benchmarks/cost-breakdown.sh` ([results/cost-breakdown.md](results/cost-breakdown.md)):", ""]
                 + costBreakdown + [""]
+        }
+        for run in separate {
+            lines += ["## \(run.title)", "", "From a separate run, [results/\(run.file)](results/\(run.file)) (how it was run is written there):", ""] + run.tables + [""]
         }
         lines += ["## Charts", "", "Drawn from this run's figures (`results/*.svg`, written with this file)."]
         for chart in charts { lines += ["", "![\(chart.title)](results/\(chart.file))"] }
