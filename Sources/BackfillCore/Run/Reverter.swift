@@ -93,8 +93,7 @@ public struct Reverter {
             "SELECT attname FROM pg_attribute WHERE attrelid = $1::oid AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
             [.int(plan.tableOID)]).rows.compactMap { $0["attname"].string }
         let statement = plan.statements.revert(action: spec.action, tables: store.revertTables(), columns: columns)
-        let statementMs = min(spec.timeouts.statementMs, spec.batch.ceilingMs + spec.timeouts.lockMs)
-        let settings = SessionPins.setLocal(["lock_timeout = '\(spec.timeouts.lockMs)ms'", "statement_timeout = '\(statementMs)ms'",
+        let settings = SessionPins.setLocal(["lock_timeout = '\(spec.timeouts.lockMs)ms'", "statement_timeout = '\(Worker.statementMs(spec))ms'",
                                              "idle_in_transaction_session_timeout = '\(Worker.idleLimitMs(spec))ms'"] + SessionPins.settings)
         var sizer = BatchSizer(initial: spec.batch.size, min: spec.batch.min, max: spec.batch.max, targetMs: spec.batch.targetMs)
         var gate = HealthGate(throttle: spec.throttle, tableOID: plan.tableOID, checkTimeoutMs: spec.timeouts.statementMs)

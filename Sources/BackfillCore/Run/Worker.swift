@@ -323,17 +323,18 @@ final class Worker {
     /// loses both together and the rerun redoes exactly that work), and a limit on how long the
     /// transaction may sit idle waiting for Backfill (a frozen runner's transaction is ended).
     private lazy var batchSettings: [String] = {
-        // Each statement of a batch is cut off once it has run past the batch's ceiling
-        // (batch.max_ms) beyond the lock wait lock_timeout allows, or at timeouts.statement_ms,
-        // whichever is shorter: cancelled, halved, retried.
-        let statementMs = min(spec.timeouts.statementMs, spec.batch.ceilingMs + spec.timeouts.lockMs)
-        var settings = ["lock_timeout = '\(spec.timeouts.lockMs)ms'", "statement_timeout = '\(statementMs)ms'",
+        var settings = ["lock_timeout = '\(spec.timeouts.lockMs)ms'", "statement_timeout = '\(Self.statementMs(spec))ms'",
                         "synchronous_commit = off", "idle_in_transaction_session_timeout = '\(Self.idleLimitMs(spec))ms'"]
         if (connection?.serverVersion ?? 0) >= 170_000 {
             settings.append("transaction_timeout = '\(spec.timeouts.statementMs * 2 + Self.idleLimitMs(spec))ms'")
         }
         return settings + plan.batchSettings + SessionPins.settings
     }()
+
+    /// Each statement of a batch is cut off once it has run past the batch's ceiling
+    /// (batch.max_ms) beyond the lock wait lock_timeout allows, or at timeouts.statement_ms,
+    /// whichever is shorter: cancelled, halved, retried.
+    static func statementMs(_ spec: JobSpec) -> Int { min(spec.timeouts.statementMs, spec.batch.ceilingMs + spec.timeouts.lockMs) }
 
     /// How long a batch transaction may wait for Backfill between its statements.
     static func idleLimitMs(_ spec: JobSpec) -> Int { max(1000, 4 * spec.batch.targetMs) }
