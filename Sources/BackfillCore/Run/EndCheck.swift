@@ -99,8 +99,9 @@ final class EndCheck: Sendable {
             let unwalked = try store.unwalked(spec.name, db: db)
             let intervals = unwalked.open.map(\.interval)
             if intervals.isEmpty || unwalked.keys <= 0 { return nil }
-            let countMs = try pace.map { Double(try chunks.pages()) * $0 }
-            if start.shouldStart(atMs: (ContinuousClock.now - began).milliseconds, keysLeft: unwalked.keysLeft(bounds: bounds), keys: unwalked.keys, countMs: countMs) {
+            // The table's size is read only once the walk is close enough for it to matter.
+            if try start.shouldStart(atMs: (ContinuousClock.now - began).milliseconds, keysLeft: unwalked.keysLeft(bounds: bounds), keys: unwalked.keys,
+                                     countMs: try pace.map { Double(try chunks.pages()) * $0 }) {
                 let started = phase.withLock { state -> Bool in
                     guard !state.stop else { return false }
                     state.phase = .counting(db.makeCancelToken())
@@ -218,13 +219,13 @@ struct EndCheckStart: Sendable, Hashable {
     private var samples: [Sample] = []
 
     /// Whether to start now, `atMs` into the watch, with `keysLeft` of `keys` left to walk and
-    /// the count expected to take `countMs`.
-    mutating func shouldStart(atMs ms: Double, keysLeft: Int64, keys: Int64, countMs: Double?) -> Bool {
+    /// the count expected to take `countMs` (asked only within `earliest`).
+    mutating func shouldStart(atMs ms: Double, keysLeft: Int64, keys: Int64, countMs: @autoclosure () throws -> Double?) rethrows -> Bool {
         samples.append(Sample(ms: ms, left: keysLeft))
         samples.removeAll { ms - $0.ms > Self.paceWindowMs }
         let left = Double(keysLeft), total = Double(max(keys, 1))
         if left <= total * Self.latest { return true }
-        guard left <= total * Self.earliest, let countMs, let first = samples.first, ms - first.ms >= Self.paceWindowMs / 2 else { return false }
+        guard left <= total * Self.earliest, let first = samples.first, ms - first.ms >= Self.paceWindowMs / 2, let countMs = try countMs() else { return false }
         let pace = Double(first.left - keysLeft) / (ms - first.ms)
         guard pace > 0 else { return false }
         return left / pace <= Self.margin * countMs
