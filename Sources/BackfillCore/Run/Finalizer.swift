@@ -27,7 +27,7 @@ struct Finalizer {
                 context.event(.finalize, fields + [("state", .string("skipped"))])
                 continue
             }
-            if let state = try store.state(spec.name, db: db), state == .paused || state == .cancelled { return try interrupted(db) }
+            if StopReason(jobState: try store.state(spec.name, db: db)) != nil { return try interrupted(db) }
             context.event(.finalize, fields + [("state", .string("started"))])
             let began = ContinuousClock.now
             var attempt = 1
@@ -78,6 +78,6 @@ struct Finalizer {
     /// The job was paused or cancelled by an operator before a step: it keeps that state.
     private func interrupted(_ db: Connection) throws -> RunOutcome {
         let state = try store.state(spec.name, db: db)
-        return .stopped(state == .paused ? .paused : .cancelled, context.summary(state: state ?? .cancelled))
+        return .stopped(StopReason(jobState: state) ?? .cancelled, context.summary(state: state ?? .cancelled))
     }
 }

@@ -149,7 +149,7 @@ public final class Runner {
             break  // walked and verified before; finalize steps added or changed since: run them
         case .alreadyDone: return .done(try doneSummary(db))
         case .notRunnable(let state, _):
-            return .stopped(state == .paused ? .paused : .cancelled, context.summary(state: state))
+            return .stopped(StopReason(jobState: state) ?? .cancelled, context.summary(state: state))
         case .specChanged:
             throw JobFileError(
                 file: spec.file, field: nil,
@@ -254,8 +254,7 @@ public final class Runner {
         for case .failed(let failure) in results { return .failed(failure, context.summary(state: .failed)) }
         for case .held(let holder) in results { return .held(holder) }
         for case .stopped(let reason) in results {
-            let state: JobState = reason == .paused ? .paused : reason == .cancelled ? .cancelled : .pending
-            return .stopped(reason, context.summary(state: state))
+            return .stopped(reason, context.summary(state: reason.jobState))
         }
         return nil
     }

@@ -7,6 +7,25 @@ public enum StopReason: String, Sendable, Hashable {
     /// The run's lease was lost (taken over, released by `backfill unlock`, its session ended)
     /// or the job was started over with another job file: every worker stops after its batch.
     case leaseLost = "lease_lost"
+
+    /// The stop an operator's word asks for: a paused or cancelled job stops its run; nil for
+    /// every other state. The one place a job's state becomes a stop reason.
+    public init?(jobState: JobState?) {
+        switch jobState {
+        case .paused: self = .paused
+        case .cancelled: self = .cancelled
+        default: return nil
+        }
+    }
+
+    /// The state a job is left in by a run that stopped for this reason.
+    public var jobState: JobState {
+        switch self {
+        case .paused: .paused
+        case .cancelled: .cancelled
+        case .signal, .timeBox, .leaseLost: .pending
+        }
+    }
 }
 
 /// Lets another thread or a signal source stop a run: the flag is read between batches, and
