@@ -20,11 +20,37 @@ struct DocsTests {
         #expect(Self.links(in: readme).contains("docs/README.md"), "the README links the docs")
     }
 
+    @Test("the README is the front page: at most 200 lines, the set-up commands, a link to every page of docs/; every link of it and of docs/ resolves, anchors included")
+    func frontPage() throws {
+        let readme = try String(contentsOfFile: packageRoot + "/README.md", encoding: .utf8)
+        let lines = readme.filter { $0 == "\n" }.count + (readme.hasSuffix("\n") || readme.isEmpty ? 0 : 1)
+        #expect(lines <= 200, "README.md has \(lines) lines: move the detail into docs/")
+        // The two commands a newcomer runs first; `.ci/run` runs the same test command.
+        #expect(readme.contains("\nswift run backfill demo ") && readme.contains("\nswift test "))
+        let ci = try String(contentsOfFile: packageRoot + "/.ci/run", encoding: .utf8)
+        #expect(ci.contains("swift test"))
+
+        let targets = Set(Self.links(in: readme).map { String($0.prefix { $0 != "#" }) })
+        let pages = try FileManager.default.contentsOfDirectory(atPath: packageRoot + "/docs").filter { $0.hasSuffix(".md") }.sorted()
+        #expect(pages.count >= 10, "docs/ holds \(pages)")
+        for page in pages { #expect(targets.contains("docs/" + page), "the README does not link docs/\(page)") }
+        for other in ["deploy/README.md", "benchmarks/RESULTS.md"] { #expect(targets.contains(other), "the README does not link \(other)") }
+
+        var anchored = 0
+        for file in ["README.md"] + pages.map({ "docs/" + $0 }) {
+            let text = try String(contentsOfFile: packageRoot + "/" + file, encoding: .utf8)
+            anchored += Self.links(in: text).filter { $0.contains("#") && !$0.contains("://") }.count
+            for problem in problems(in: text, file: file) { Issue.record("\(file): \(problem)") }
+        }
+        #expect(anchored >= 20, "only \(anchored) links to headings found: is the anchor check still reached?")
+    }
+
     @Test("the checker catches what it should", arguments: [
         ("see [design](../shared/DESIGN.md)", false), ("[x](docs/nowhere.md)", false), ("[x](/etc/passwd)", false),
         ("[x](README.md#no-such-heading)", false), ("[x](README.md#install)", true), ("[x](https://example.com/a.md)", true),
         ("```\n[not a link](missing.md)\n```", true), ("`[not a link](missing.md)`", true), ("[ref]: docs/cli.md", true),
         ("[ref]: ../outside.md", false), ("the contract is in `../shared/DESIGN.md`", false), ("see `docs/cli.md`", true),
+        ("[x](docs/cli.md#exit-codes)", true), ("[x](docs/cli.md#no-such-heading)", false), ("[x](docs/nowhere.md#exit-codes)", false),
     ])
     func checker(markdown: String, ok: Bool) {
         let found = problems(in: markdown, file: "README.md")
