@@ -75,20 +75,6 @@ struct FinalizeAndTuningTests {
         #expect(Tuning(maxRowsPerSecond: 10000, workers: 2, by: "ann@db1").summary == "max_rows_per_second=10000, workers=2 by ann@db1")
     }
 
-    @Test("a worker takes tuning at its next batch: a new rate asks the budget, 0 stops asking, a new target resizes")
-    func machineTuning() throws {
-        let spec = try JobSpec.parse(yaml: head + "batch: {size: 1000, max: 100000, target_ms: 50}", file: "f.yaml")
-        var m = WorkerMachine(settings: .init(spec: spec, maxRuntime: nil))
-        let none = Waiters(count: 0, longestMs: 0)
-        _ = m.handle(.healthy, at: .init(seconds: 0))
-        #expect(m.handle(.committed(rows: 1000, keys: 1000, ms: 50, waiters: none), at: .init(seconds: 0.1)) == .runBatch(size: 1000))
-        m.tune(rowsPerSecond: 10000, targetMs: 25, pauseMs: 0)
-        #expect(m.sizer.size == 500, "the measured rate (20 keys/ms) × the new target")
-        #expect(m.handle(.committed(rows: 500, keys: 500, ms: 25, waiters: none), at: .init(seconds: 0.2)) == .consumeRate(rows: 500))
-        m.tune(rowsPerSecond: 0, targetMs: 25, pauseMs: 30)
-        #expect(m.handle(.committed(rows: 500, keys: 500, ms: 25, waiters: none), at: .init(seconds: 0.3)) == .rest(ms: 30, everyWorker: false))
-    }
-
     @Test("wait: done is 0, failed, cancelled and reverted (or being reverted) are 1, anything else keeps waiting", arguments: JobState.allCases)
     func waitVerdict(state: JobState) {
         let expected: JobWait.Verdict = switch state {

@@ -174,15 +174,9 @@ final class RunContext: Sendable {
         return taken
     }
 
-    /// After a worker reconnected: checks the lease at once rather than at the next heartbeat.
-    /// A lost lease stops every worker (`shouldStop`), so this never reports another holder.
-    func renewLease() throws -> LeaseHolder? {
-        checkLease()
-        return nil
-    }
-
-    /// One heartbeat; a lost lease is recorded and stops the run. Serialised by the lease's own lock.
-    private func checkLease() {
+    /// One heartbeat (a worker that reconnected checks at once); a lost lease is recorded and
+    /// stops every worker (`shouldStop`). Serialised by the lease's own lock.
+    func checkLease() {
         leaseLock.withLock { lease in
             guard let current = lease, leaseWatch.lostReason == nil else { return }
             if case .lost(let reason) = current.renew() { leaseWatch.markLost(reason) }

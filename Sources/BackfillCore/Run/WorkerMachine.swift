@@ -1,228 +1,219 @@
 import PostgresClient
 
-/// Why a run failed, carried to the exit message, the JSON `error` event and `last_error`.
-public struct RunFailure: Error, Sendable, Hashable, CustomStringConvertible {
-    /// The SQLSTATE, when the database reported the failure.
-    public var sqlstate: String?
-    /// The range the failing batch walked, and the key after which it started (nil: the
-    /// range's start).
-    public var range: Int?
-    public var afterKey: [String]?
-    /// The key whose row could not be written, when the failing batch was bisected to find it.
-    public var key: [String]?
-    /// How often the batch was tried, and whether the retries ran out.
-    public var attempts: Int
-    public var exhausted: Bool
-    public var message: String
-    public var detail: String?
-    public var hint: String?
-
-    public init(sqlstate: String? = nil, range: Int? = nil, afterKey: [String]? = nil, key: [String]? = nil, attempts: Int = 1, exhausted: Bool = false,
-                message: String, detail: String? = nil, hint: String? = nil) {
-        self.sqlstate = sqlstate
-        self.range = range
-        self.afterKey = afterKey
-        self.key = key
-        self.attempts = attempts
-        self.exhausted = exhausted
-        self.message = message
-        self.detail = detail
-        self.hint = hint
-    }
-
-    /// Any other error, as a failure.
-    public init(_ error: any Error) {
-        if let error = error as? RunFailure {
-            self = error
-        } else if let error = error as? PostgresError {
-            self.init(sqlstate: error.code.raw, message: error.message, detail: error.detail, hint: error.hint)
-        } else {
-            self.init(message: "\(error)")
-        }
-    }
-
-    public var description: String {
-        var text = ""
-        if let range {
-            text += "batch in range \(range) after key \(afterKey.map { "(" + $0.joined(separator: ", ") + ")" } ?? "(start)") failed"
-            if let key { text += " at key (\(key.joined(separator: ", ")))" }
-            text += exhausted ? " \(attempts) times, giving up: " : ": "
-        }
-        if let sqlstate { text += "SQLSTATE \(sqlstate) " }
-        text += message
-        if let detail { text += " (\(detail))" }
-        if let hint { text += " (hint: \(hint))" }
-        return text
-    }
-
-    /// The fields of the JSON `error` event.
-    public var fields: [(String, RunEvent.Value)] {
-        [("message", .string(description)), ("sqlstate", sqlstate.map { .string($0) } ?? .null),
-         ("range", range.map { .int(Int64($0)) } ?? .null), ("after_key", afterKey.map { .strings($0) } ?? .null),
-         ("key", key.map { .strings($0) } ?? .null),
-         ("attempts", .int(Int64(attempts))), ("exhausted", .bool(exhausted)),
-         ("detail", detail.map { .string($0) } ?? .null), ("hint", hint.map { .string($0) } ?? .null)]
-    }
-}
-
 /// The decisions of one worker as a pure value, in the style of a protocol state machine: the
-/// I/O shell (`Worker`) reports what happened (`Event`), with the time and whether a stop was
-/// asked for, and carries out the one `Action` the machine returns. Retries and their backoff,
-/// halving, the adaptive size, the blocking throttle, the rate budget, pauses, health checks,
-/// splitting when every range is busy, stops, the time box, pause and cancel, and what a batch
-/// that failed with a data error leads to (`on_error`: a `Bisection`, or the search for the
-/// first bad key) all live here, so
-/// that every transition is tested without a database or a real clock.
+/// worker reports what its last step did (`Event`), with the time and whether a stop was asked
+/// for, and carries out the one `Action` the machine returns, one step of a `BatchSession` at a
+/// time. Connecting and waiting for a connection slot, claiming and the steps of a batch
+/// transaction, retries and their backoff, halving, the adaptive size, the live-traffic throttle
+/// and the watchdog, the rate budget, health waits, pause and cancel, the time box, splitting
+/// when every range is busy, retiring after `tune --workers`, a walk that does not move, and a
+/// batch that failed with a data error (`on_error`: a `Bisection`, or the search for the first
+/// bad key, and the bad-row limit) all live here, so that every transition is tested without a
+/// database or a real clock.
 struct WorkerMachine {
     /// What the machine takes from the job and the run.
     struct Settings: Sendable, Hashable {
-        var batch: JobSpec.Batch
+        /// The job as its file says, before live overrides (`backfill tune`).
+        var spec: JobSpec
+        /// The worker's number (a `tune --workers` below it retires the worker).
+        var index: Int
         var retry: RetryPolicy
-        var reconnectTimeoutMs: Int
-        /// Stop after this many seconds of the run (the time box).
-        var maxRuntime: Double?
+        var reconnectTimeout: Duration
+        /// Stop this long after the run started (the time box).
+        var maxRuntime: Duration?
         /// A live session that waited this long on a batch's locks makes the job back off; nil:
         /// `throttle.when_blocking` is off.
-        var blockingWaitMs: Double?
-        /// Whether `throttle.max_rows_per_second` is set (the budget lives in the store).
-        var rateLimited: Bool { rowsPerSecond > 0 }
-        /// `throttle.max_rows_per_second`, or its live override; 0 = unlimited.
-        var rowsPerSecond: Int
-        /// Seconds between health checks while healthy.
-        var healthInterval: Double
+        var blockingWait: Duration?
+        /// Between health checks while healthy: every batch with a WAL budget (it is charged at
+        /// every check), else a second.
+        var healthInterval: Duration
+        /// Between the worker's progress records for `status`.
+        var heartbeatInterval = Duration.seconds(2)
         /// A split is worth it only with at least this many rows left in the range.
         var splitMinimumRows: Int64
-        /// What a batch that fails with a data error does (`on_error`).
-        var onError: JobSpec.OnError
 
-        init(spec: JobSpec, maxRuntime: Double?, healthInterval: Double = 1) {
-            batch = spec.batch
+        init(spec: JobSpec, index: Int = 0, maxRuntime: Duration? = nil) {
+            self.spec = spec
+            self.index = index
             retry = RetryPolicy(spec.retry)
-            reconnectTimeoutMs = spec.retry.reconnectTimeoutMs
+            reconnectTimeout = .milliseconds(spec.retry.reconnectTimeoutMs)
             self.maxRuntime = maxRuntime
-            blockingWaitMs = spec.throttle.whenBlocking ? Double(spec.throttle.blockingWaitMs ?? spec.batch.targetMs) : nil
-            rowsPerSecond = spec.throttle.maxRowsPerSecond
-            self.healthInterval = healthInterval
+            blockingWait = spec.throttle.whenBlocking ? .milliseconds(spec.throttle.blockingWaitMs ?? spec.batch.targetMs) : nil
+            healthInterval = spec.throttle.maxWalMBPerSecond > 0 ? .zero : .seconds(1)
             splitMinimumRows = Int64(max(4 * spec.batch.min, 1000))
-            onError = spec.onError
         }
     }
 
     /// The world when an event arrives: the run's clock, and whether a stop was asked for.
     struct Now: Sendable, Hashable {
-        var seconds: Double
+        var elapsed: Duration
         var stopRequested = false
         /// How long this worker must still rest because another worker was told to (blocking).
-        var sharedRestMs: Double = 0
+        var sharedRest: Duration = .zero
     }
 
-    enum Event: Sendable, Hashable {
-        /// Nothing to report: the worker starts, or a rest ended. Decide what to do next.
-        case ready
-        /// The health signals allow work.
-        case healthy
-        /// A batch committed: rows changed, keys walked, its wall time, who waited on it.
-        case committed(rows: Int64, keys: Int, ms: Double, waiters: Waiters)
-        /// The rate budget says to wait this long before the next batch.
-        case rateWait(seconds: Double)
-        /// The claimed range has no key left.
-        case rangeDone
-        /// Every open range is in another worker's batch right now.
-        case busy(openRanges: Int)
-        /// A split was tried; whether it made a new range.
-        case split(Bool)
-        /// The job was paused or cancelled (seen while claiming).
-        case jobState(JobState)
-        /// The batch failed and rolled back.
-        case failed(PostgresError, range: Int?, afterKey: [String]?)
-        /// The batch statement itself failed and rolled back: the batch after `lower` up to
-        /// `upper`, `keys` keys, in `range` (a data error there starts a bisection).
-        case batchFailed(PostgresError, range: Int, lower: [String]?, upper: [String], keys: Int)
-        /// A bisection's split query landed on `key` (nil: no key left in the part), `walked`
-        /// keys into the part.
-        case splitFound(key: [String]?, walked: Int)
-        /// A single key tried alone found this key before it (a row inserted meanwhile).
-        case firstKey([String])
-        /// A single key tried alone failed: its row was quarantined in the transaction that moved
-        /// the checkpoint past it.
-        case quarantined
-        /// Another worker moved the range being bisected (its checkpoint is not where the
-        /// bisection stands): the bisection ends, and batches go on from the checkpoint.
-        case bisectionLost
-        /// The search for a stopping job's bad key ended: the first key whose row cannot be
-        /// written, or nil when no single key failed on its own.
-        case badKeyFound([String]?)
-        /// The watchdog cancelled the batch: a live session had waited this long on its locks.
-        case cancelledForWaiters(waitedMs: Double)
-        /// A new connection is ready.
-        case reconnected
-        /// Connecting again failed.
-        case reconnectFailed(PostgresError)
+    /// Where the worker is. Every event is judged against it; one that cannot happen in it is a
+    /// programmer error, and fails the worker naming both (`invalid(_:)`).
+    enum State: Sendable, Hashable {
+        /// Connecting: the first time (`lost` nil) or again after a lost connection; waiting for
+        /// a connection slot since `slotWaitSince`.
+        case connecting(lost: LostConnection?, slotWaitSince: Duration?)
+        /// Between steps: the next decision is due (`next`).
+        case idle
+        /// Resting; then what comes after.
+        case resting(then: AfterRest)
+        /// Recording the worker's progress, then the next batch.
+        case heartbeating
+        /// Reading the health signals; while they said to wait, since when and why.
+        case checkingHealth(HealthWait?)
+        /// Recording a health wait in the store (a reason, or nil as it ends), then going on.
+        case recordingThrottle(HealthWait?, then: AfterThrottle)
+        /// Reading the job's state during a health wait (a pause or cancel ends it).
+        case readingJobState(HealthWait)
+        /// A batch transaction is open (from its claim on).
+        case transaction(Step)
+        /// Rolling the open transaction back, then `then`.
+        case closing(then: AfterClose)
+        /// Asking how many ranges are open (every one was busy).
+        case countingRanges
+        case splitting
+        /// Taking the committed rows from the rate budget.
+        case consumingRate
+        /// Reading a bisection's split point (`on_error: skip`).
+        case findingSplit(range: Int, lower: [String]?)
+        /// Searching the failed batch's first bad key in a transaction rolled back at its end
+        /// (`on_error: stop`).
+        case searchingBadKey(Bisection, DataError, SearchStep)
+        /// Done: finished, stopped or failed; no event is expected.
+        case ended
     }
 
-    enum Action: Sendable, Hashable {
-        /// Read the health signals (and wait while they say so).
-        case checkHealth
-        /// Run one batch of this many keys.
-        case runBatch(size: Int)
-        /// Carry out one step of the bisection of a failed batch in `range` (`on_error: skip`).
-        case bisect(range: Int, step: Bisection.Step)
-        /// Find the first key of the failed batch whose row cannot be written, in a transaction
-        /// that is rolled back (`on_error: stop`); report it with `badKeyFound`.
-        case findBadKey(Bisection)
-        /// Take the committed rows from the job's rate budget.
-        case consumeRate(rows: Int64)
-        /// Rest this long (in slices, so that a stop is quick), then report `.ready`; with
-        /// `everyWorker`, every worker of the process rests as long (live traffic waited).
-        case rest(ms: Int, everyWorker: Bool)
-        /// Every range is busy: split the largest.
-        case split
-        /// Connect again (the connection was lost), then report `.reconnected`.
-        case reconnect
+    /// The step of the bad-key search in flight.
+    enum SearchStep: Sendable, Hashable {
+        case opening, splitting, probing, undoing
+    }
+
+    /// The connection lost by a batch, kept for the failure if reconnecting gives up.
+    struct LostConnection: Sendable, Hashable {
+        var since: Duration
+        var range: Int?
+        var afterKey: [String]?
+    }
+
+    /// A health wait under way.
+    struct HealthWait: Sendable, Hashable {
+        var reason: HealthGate.Reason
+        var since: Duration
+        var retryAfter: Duration
+    }
+
+    enum AfterRest: Sendable, Hashable {
+        case next
+        case connect(lost: LostConnection?, slotWaitSince: Duration?)
+        /// Read the job's state, then the health signals again.
+        case healthRecheck(HealthWait)
+    }
+
+    enum AfterThrottle: Sendable, Hashable {
+        /// Rest before checking again.
+        case rest
+        /// The wait ended: go on with a batch.
+        case work
         case stop(StopReason)
-        /// No range is left: the worker is done.
-        case finish
+    }
+
+    /// The steps of a batch transaction.
+    enum Step: Sendable, Hashable {
+        case claiming(Batch)
+        case bounding(RangeClaim, size: Int, bySpan: Bool)
+        case checkingFirstKey(BatchWrite)
+        case writing(BatchWrite)
+        case quarantining(BatchWrite, PostgresError)
+        case committingQuarantine(BatchWrite, PostgresError, badRows: Int64)
+        case completingRange(RangeClaim)
+    }
+
+    /// What a batch transaction walks: the next keys of a range, or a part of a failed batch
+    /// being bisected (which must start at the range's checkpoint).
+    enum Batch: Sendable, Hashable {
+        case next(size: Int)
+        case part(range: Int, lower: [String]?, upper: [String], keys: Int)
+    }
+
+    enum AfterClose: Sendable, Hashable {
+        case stop(StopReason)
+        /// `backfill tune --workers` asked for fewer workers than this one's number.
+        case retire
+        /// Every open range was in another worker's batch.
+        case busy
+        /// The part's range is not where the bisection stands (another worker moved it).
+        case lost
+        /// A part of one key has this key before it (a row inserted since it was counted).
+        case firstKey([String])
         case fail(RunFailure)
+        /// A step failed: judge the failure once the transaction is closed.
+        case failure(Failure)
+        /// The bad-key search ended: the first key whose row cannot be written, if found.
+        case badKey([String]?, DataError)
     }
 
-    /// Something worth telling the operator about the last decision.
-    enum Note: Sendable, Hashable {
-        case retry(reason: RetryReason, attempt: Int, delayMs: Int, nextSize: Int)
-        case blocking(waiters: Int, longestWaitMs: Double, restMs: Double, nextSize: Int)
-        /// The watchdog cancelled a batch that live traffic waited on.
-        case watchdog(waitedMs: Double, restMs: Double, nextSize: Int)
-        case rateLimited(waitMs: Double)
+    /// A failed step, as the machine judges it.
+    struct Failure: Sendable, Hashable {
+        var error: PostgresError
+        var duration: Duration
+        var range: Int?
+        var afterKey: [String]?
+        var watchdogWaited: Duration?
+        /// The batch whose statement failed, if it was one.
+        var write: BatchWrite?
     }
 
-    private(set) var settings: Settings
-    private(set) var sizer: BatchSizer
+    /// The data error that started a bad-key search or a bisection, for the job's failure.
+    struct DataError: Sendable, Hashable {
+        var error: PostgresError
+        var range: Int
+        var afterKey: [String]?
+    }
+
+    /// Where the walk is: batches of keys, or the bisection of a failed batch (`on_error: skip`).
+    enum Mode: Sendable, Hashable {
+        case walking
+        case bisecting(Bisection)
+    }
+
+    var state: State
+    var mode: Mode = .walking
+    var settings: Settings
+    var sizer: BatchSizer
+    /// The job with the live overrides the last claim read (`backfill tune`).
+    var tuning: Tuning?
+    var tuned: JobSpec
     /// Which try of the current batch the next run is (1-based).
-    private(set) var attempt = 1
-    private(set) var notes: [Note] = []
-    private var lastHealthCheck = -Double.infinity
+    var attempt = 1
+    var notes: [Note] = []
+    /// How this worker's batches find their upper key (a dense integer key: by arithmetic).
+    var density = KeyDensity()
+    /// The range this worker walked last; it claims it first again.
+    var preferred: Int?
+    var rowsDone: Int64 = 0
+    var lastHealthCheck: Duration?
+    var lastHeartbeat: Duration?
     /// The rest owed after the committed batch, while the rate budget is asked.
-    private var owedRestMs: Double = 0
-    private var owedEveryWorker = false
-    /// Since when connecting again has failed.
-    private var reconnectingSince: Double?
-    private var failedAttempt: (error: PostgresError, range: Int?, afterKey: [String]?)?
-    /// The bisection under way (`on_error: skip`), or the failure whose key a stopping job is
-    /// looking for (`on_error: stop`).
-    private(set) var bisection: Bisection?
-    private var dataError: (error: PostgresError, range: Int, afterKey: [String]?)?
+    var owedRest: (duration: Duration, everyWorker: Bool) = (.zero, false)
 
-    init(settings: Settings) {
+    init(settings: Settings, state: State = .connecting(lost: nil, slotWaitSince: nil), mode: Mode = .walking) {
         self.settings = settings
-        sizer = BatchSizer(initial: settings.batch.size, min: settings.batch.min, max: settings.batch.max, targetMs: settings.batch.targetMs)
+        self.state = state
+        self.mode = mode
+        tuned = settings.spec
+        let batch = settings.spec.batch
+        sizer = BatchSizer(initial: batch.size, min: batch.min, max: batch.max, targetMs: batch.targetMs)
     }
 
-    /// Takes live overrides (`backfill tune`) from the next batch on: the rate budget, the
-    /// batch's target time (the sizer aims at it) and the rest between batches.
-    mutating func tune(rowsPerSecond: Int, targetMs: Int, pauseMs: Int) {
-        settings.rowsPerSecond = rowsPerSecond
-        settings.batch.targetMs = targetMs
-        settings.batch.pauseMs = pauseMs
-        sizer.retarget(targetMs: targetMs)
+    /// The first action: connect.
+    mutating func start() -> Action {
+        state = .connecting(lost: nil, slotWaitSince: nil)
+        return .connect
     }
 
     /// Returns and clears the notes of the decisions since the last call.
@@ -234,169 +225,144 @@ struct WorkerMachine {
     /// Whether the run must stop now, and why.
     func stopReason(at now: Now) -> StopReason? {
         if now.stopRequested { return .signal }
-        if let max = settings.maxRuntime, now.seconds >= max { return .timeBox }
+        if let max = settings.maxRuntime, now.elapsed >= max { return .timeBox }
         return nil
     }
 
-    mutating func handle(_ event: Event, at now: Now, random: Double = Double.random(in: 0..<1)) -> Action {
-        switch event {
-        case .ready:
-            return next(at: now)
-        case .healthy:
-            lastHealthCheck = now.seconds
-            if let reason = stopReason(at: now) { return .stop(reason) }
-            return work()
-        case .committed(let rows, let keys, let ms, let waiters):
-            attempt = 1
-            // A part of a bisection is no measure of a batch's cost.
-            if bisection == nil { sizer.record(keys: keys, durationMs: ms) } else { bisection?.written() }
-            owedRestMs = Double(settings.batch.pauseMs)
-            owedEveryWorker = false
-            if let limit = settings.blockingWaitMs, waiters.count > 0, waiters.longestMs >= limit {
-                // Live traffic waited on this batch's locks longer than allowed: halve the batch,
-                // and rest (every worker of this process) so that the waiters get through.
-                sizer.shrink(by: 0.5)
-                let rest = max(ms, Double(settings.batch.targetMs))
-                notes.append(.blocking(waiters: waiters.count, longestWaitMs: waiters.longestMs, restMs: rest, nextSize: sizer.size))
-                owedRestMs = max(owedRestMs, rest)
-                owedEveryWorker = true
-            }
-            if settings.rateLimited { return .consumeRate(rows: rows) }
-            return restOwed(at: now)
-        case .rateWait(let seconds):
-            if seconds > 0 {
-                notes.append(.rateLimited(waitMs: seconds * 1000))
-                owedRestMs = max(owedRestMs, seconds * 1000)
-            }
-            return restOwed(at: now)
-        case .rangeDone:
-            return next(at: now)
-        case .busy(let open):
-            if open == 0 { return .finish }
-            if let reason = stopReason(at: now) { return .stop(reason) }
-            return .split
-        case .split(let happened):
-            return happened ? next(at: now) : .rest(ms: 100, everyWorker: false)
-        case .jobState(let state):
-            return .stop(state == .cancelled ? .cancelled : .paused)
-        case .batchFailed(let error, let range, let lower, let upper, let keys):
-            guard Bisection.isolates(error) else { return handle(.failed(error, range: range, afterKey: lower), at: now, random: random) }
-            attempt = 1
-            if let current = bisection {
-                // A single key is tried under a savepoint and quarantined by the worker; its failure
-                // getting here (outside the savepoint) must not pass over it unrecorded.
-                if case .attempt(_, let key, 1) = current.step {
-                    bisection = nil
-                    return .fail(RunFailure(sqlstate: error.code.raw, range: range, afterKey: lower, key: key, attempts: attempt,
-                                            message: error.message + " (its row could not be quarantined: the error came after its savepoint)",
-                                            detail: error.detail, hint: error.hint))
-                }
-                // A part of the bisection failed as a whole: split it next.
-                bisection?.failed()
-                return next(at: now)
-            }
-            let search = Bisection(range: range, lower: lower, upper: upper, keys: keys)
-            dataError = (error, range, lower)
-            switch settings.onError.action {
-            case .stop: return .findBadKey(search)
-            case .skip:
-                bisection = search
-                return next(at: now)
-            }
-        case .splitFound(let key, let walked):
-            bisection?.split(at: key, walked: walked)
-            return next(at: now)
-        case .firstKey(let key):
-            bisection?.found(first: key)
-            return next(at: now)
-        case .quarantined:
-            attempt = 1
-            bisection?.failed()
-            return next(at: now)
-        case .bisectionLost:
-            bisection = nil
-            return next(at: now)
-        case .badKeyFound(let key):
-            let (error, range, afterKey) = dataError ?? (PostgresError(code: .clientError, message: "a batch failed with a data error"), 0, nil)
-            return .fail(RunFailure(
-                sqlstate: error.code.raw, range: range, afterKey: afterKey, key: key, attempts: attempt,
-                message: error.message + " (on_error: stop; nothing after the checkpoint was committed; to write every other row and quarantine bad ones, set `on_error: {action: skip}`)",
-                detail: error.detail, hint: error.hint))
-        case .failed(let error, let range, let afterKey):
-            // Nothing is retried blindly: every try starts again from the committed checkpoint,
-            // so trying again after any failure never applies a batch twice.
-            if now.stopRequested, error.code == .queryCanceled || error.isConnectionLost { return .stop(.signal) }
-            switch settings.retry.decide(error, attempt: attempt, random: random) {
-            case .fail(let exhausted):
-                return .fail(RunFailure(
-                    sqlstate: error.code.raw, range: range, afterKey: afterKey, attempts: attempt, exhausted: exhausted,
-                    message: error.message, detail: error.detail, hint: error.hint))
-            case .retry(let reason, let delayMs, let halve, let reconnect):
-                if halve { sizer.halve() }
-                notes.append(.retry(reason: reason, attempt: attempt, delayMs: delayMs, nextSize: sizer.size))
-                attempt += 1
-                if reconnect {
-                    failedAttempt = (error, range, afterKey)
-                    reconnectingSince = reconnectingSince ?? now.seconds
-                    return .reconnect
-                }
-                return .rest(ms: delayMs, everyWorker: false)
-            }
-        case .cancelledForWaiters(let waited):
-            // The batch rolled back: halve it, and let every worker rest so the waiters get through.
-            sizer.halve()
-            let rest = max(Double(settings.batch.targetMs), settings.blockingWaitMs ?? 0)
-            notes.append(.watchdog(waitedMs: waited, restMs: rest, nextSize: sizer.size))
-            if let reason = stopReason(at: now) { return .stop(reason) }
-            return .rest(ms: Int(rest.rounded(.up)), everyWorker: true)
-        case .reconnected:
-            reconnectingSince = nil
-            failedAttempt = nil
-            return next(at: now)
-        case .reconnectFailed(let error):
-            if let reason = stopReason(at: now) { return .stop(reason) }
-            let since = reconnectingSince ?? now.seconds
-            reconnectingSince = since
-            guard (now.seconds - since) * 1000 < Double(settings.reconnectTimeoutMs) else {
-                return .fail(RunFailure(
-                    sqlstate: error.code.raw, range: failedAttempt?.range, afterKey: failedAttempt?.afterKey, attempts: attempt, exhausted: true,
-                    message: "lost the connection and could not reconnect within \(settings.reconnectTimeoutMs) ms: \(error.message)"))
-            }
-            let delay = settings.retry.delay(attempt: attempt + 1, random: 0.5 + random / 2)
-            notes.append(.retry(reason: .connectionLost, attempt: attempt, delayMs: delay, nextSize: sizer.size))
-            attempt += 1
-            return .rest(ms: delay, everyWorker: false)
+    /// The next step between batches: stop, reconnect, rest while another worker's rest lasts,
+    /// check the health signals when due, or work.
+    mutating func next(at now: Now) -> Action {
+        if let reason = stopReason(at: now) { return end(.stop(reason)) }
+        if now.sharedRest > .zero { return rest(now.sharedRest, then: .next) }
+        if lastHealthCheck.map({ now.elapsed - $0 >= settings.healthInterval }) ?? true {
+            state = .checkingHealth(nil)
+            return .checkHealth
         }
+        return work(at: now)
     }
 
-    /// The next step between batches: stop, rest while another worker's rest lasts, check the
-    /// health signals when due, or run a batch.
-    private mutating func next(at now: Now) -> Action {
-        if let reason = stopReason(at: now) { return .stop(reason) }
-        if reconnectingSince != nil { return .reconnect }
-        if now.sharedRestMs > 0 { return .rest(ms: Int(now.sharedRestMs.rounded(.up)), everyWorker: false) }
-        if now.seconds - lastHealthCheck >= settings.healthInterval { return .checkHealth }
-        return work()
-    }
-
-    /// The next piece of work: the bisection's next step while one is under way, else a batch.
-    private mutating func work() -> Action {
-        if let bisection {
-            if case .finished = bisection.step {
-                self.bisection = nil
-            } else {
-                return .bisect(range: bisection.range, step: bisection.step)
+    /// The next piece of work: the bisection's next step while one is under way, else a batch
+    /// (after the heartbeat, when due).
+    mutating func work(at now: Now) -> Action {
+        if case .bisecting(let bisection) = mode {
+            switch bisection.step {
+            case .finished:
+                mode = .walking
+            case .split(let lower, let upper, let offset):
+                state = .findingSplit(range: bisection.range, lower: lower)
+                return .splitPoint(lower: lower, upper: upper, offset: offset)
+            case .attempt(let lower, let upper, let keys):
+                return claim(.part(range: bisection.range, lower: lower, upper: upper, keys: keys))
             }
         }
-        return .runBatch(size: sizer.size)
+        if lastHeartbeat.map({ now.elapsed - $0 >= settings.heartbeatInterval }) ?? true {
+            lastHeartbeat = now.elapsed
+            state = .heartbeating
+            return .heartbeat(range: preferred, rowsDone: rowsDone)
+        }
+        return claim(.next(size: sizer.size))
     }
 
-    private mutating func restOwed(at now: Now) -> Action {
-        let rest = owedRestMs
-        let everyWorker = owedEveryWorker
-        owedRestMs = 0
-        owedEveryWorker = false
-        if rest > 0 { return .rest(ms: Int(rest.rounded(.up)), everyWorker: everyWorker) }
-        return next(at: now)
+    private mutating func claim(_ batch: Batch) -> Action {
+        state = .transaction(.claiming(batch))
+        if case .part(let range, _, _, _) = batch { return .claim(preferring: range) }
+        return .claim(preferring: preferred)
+    }
+
+    mutating func rest(_ duration: Duration, everyWorker: Bool = false, then: AfterRest) -> Action {
+        state = .resting(then: then)
+        return .rest(duration, everyWorker: everyWorker)
+    }
+
+    /// Rolls the open transaction back, then goes on with `then`.
+    mutating func close(then: AfterClose) -> Action {
+        state = .closing(then: then)
+        return .rollback
+    }
+
+    mutating func end(_ action: Action) -> Action {
+        state = .ended
+        return action
+    }
+
+    /// An event that cannot happen in the state the machine is in: a programmer error.
+    mutating func invalid(_ event: Event) -> Action {
+        end(.fail(RunFailure(message: "internal error: the worker's machine got \(event) in state \(state)")))
+    }
+}
+
+extension WorkerMachine {
+    enum Event: Sendable, Hashable {
+        /// The session connected (with the replication origin it marks commits with).
+        case connected(origin: String?)
+        /// No connection slot was free: whether another worker holds a connection and whether one
+        /// found the walk done.
+        case noSlot(PostgresError, othersConnected: Bool, walkDone: Bool)
+        /// A step failed, after running this long; the watchdog's word if it cancelled it.
+        case failed(PostgresError, after: Duration, watchdogWaited: Duration?)
+        /// A step failed with an error that is not the database's.
+        case unexpected(String)
+        /// A step that reports nothing is done (a rest, a rollback, a heartbeat, a throttle
+        /// recorded, a range completed, a probe opened or undone).
+        case done
+        case health(HealthFinding)
+        case jobState(JobState?)
+        case claimed(RangeClaim?)
+        case upperKey(UpperKey?)
+        case firstKey([String]?)
+        /// The batch committed after running this long.
+        case written(Written, after: Duration)
+        case quarantined(badRows: Int64)
+        case rateWait(Duration)
+        case openRanges(Int)
+        /// A split was tried; whether it made a new range.
+        case split(Bool)
+        case splitPoint(key: [String]?, walked: Int)
+    }
+
+    enum Action: Sendable, Hashable {
+        case connect
+        case rest(Duration, everyWorker: Bool)
+        case heartbeat(range: Int?, rowsDone: Int64)
+        case checkHealth
+        case setThrottle(HealthGate.Reason?, detail: String?)
+        case readJobState
+        case claim(preferring: Int?)
+        case upperKey(RangeClaim, size: Int, bySpan: Bool)
+        case firstKey(RangeClaim, atMost: [String])
+        case completeRange(RangeClaim)
+        case write(BatchWrite)
+        case quarantine(BatchWrite, PostgresError)
+        case commitQuarantine(BatchWrite)
+        case rollback
+        case consumeRate(rows: Int64, rowsPerSecond: Int)
+        case openRanges
+        case split(minimumRows: Int64)
+        case splitPoint(lower: [String]?, upper: [String], offset: Int)
+        case beginProbe
+        case probe(lower: [String]?, upper: [String])
+        case undoProbe
+        case stop(StopReason)
+        /// No range is left (or this worker retired): the worker is done.
+        case finish
+        case fail(RunFailure)
+    }
+
+    /// Something worth telling the operator about the last decision (an event, a counter).
+    enum Note: Sendable, Hashable {
+        case committed(BatchWrite, Written, duration: Duration, nextSize: Int)
+        case retry(reason: RetryReason, attempt: Int, delay: Duration, nextSize: Int, error: PostgresError?, after: Duration?)
+        case blocking(waiters: Int, longestWait: Duration, rest: Duration, nextSize: Int)
+        /// The watchdog cancelled a batch that live traffic waited on.
+        case watchdog(waited: Duration, rest: Duration, nextSize: Int)
+        case rateLimited(wait: Duration)
+        case healthWaiting(HealthGate.Reason, detail: String)
+        /// A health wait ended; `resumed` false when the run stopped during it.
+        case healthEnded(HealthGate.Reason, waited: Duration, resumed: Bool)
+        case badRow(key: [String], error: PostgresError, range: Int, badRows: Int64)
+        case tuned(Tuning?, applied: JobSpec, retiring: Bool)
+        case slotWaiting(PostgresError)
+        case slotFound
+        case origin(String)
     }
 }

@@ -1,0 +1,301 @@
+import Foundation
+import PostgresClient
+
+/// A worker's `BatchSession` on libpq: its own connection, directly to the server when it can
+/// (then the statements of every batch are prepared once and only executed), the batch's
+/// settings, the checkpoint store's statements, and the stop signal and the watchdog, which
+/// cancel the statement in flight.
+///
+/// One batch transaction takes at most three round trips: (1) `BEGIN`, the settings and the
+/// claim of a range; (2) the upper key, read from the key's index; (3) the batch statement, the
+/// checkpoint and `COMMIT`, sent together, so that the server takes the table's row locks and
+/// releases them without ever waiting for Backfill. For `update` and `delete` the checkpoint is
+/// part of the batch statement; a `sql` action's checkpoint needs its row count, so it follows
+/// in a fourth round trip, with `idle_in_transaction_session_timeout` as the bound on a frozen
+/// runner. A dry run ends with `ROLLBACK` instead.
+final class PostgresBatchSession: BatchSession {
+    private let context: RunContext
+    private let plan: JobPlan
+    private let index: Int
+    private let name: String
+    private var connection: Connection?
+    private var gate: HealthGate
+    private var cost: WriteCost
+    private var spec: JobSpec { context.spec }
+    private var store: any RunStore { context.store }
+    /// The server backend of the open transaction, as its claim read it (through a pooler it is
+    /// not the one libpq was told).
+    private var transactionPID: Int32?
+    /// Whether a transaction of the session's is open (a batch's, or the bad-key search's).
+    private var inTransaction = false
+    private(set) var watchdogWaited: Duration?
+
+    init(context: RunContext, plan: JobPlan, index: Int) {
+        self.context = context
+        self.plan = plan
+        self.index = index
+        name = "\(context.runnerName):w\(index)"
+        cost = WriteCost(tableOID: plan.tableOID)
+        gate = HealthGate(throttle: context.spec.throttle, tableOID: plan.tableOID, checkTimeoutMs: context.spec.timeouts.statementMs) { [store = context.store, spec = context.spec] db in
+            try store.consumeWal(spec.name, mbPerSecond: spec.throttle.maxWalMBPerSecond, db: db)
+        }
+    }
+
+    private func db() throws -> Connection {
+        guard let connection else { throw PostgresError(code: .connectionFailure, severity: "CLIENT", message: "not connected") }
+        return connection
+    }
+
+    // MARK: Connecting
+
+    func connect() throws -> String? {
+        disconnect()
+        let db = try SessionPins.connect(context.options.database, applicationName: context.applicationName)
+        db.preparesStatements = db.direct == true
+        // With `cdc.origin` (not in a dry run, which commits nothing): everything the session
+        // commits is marked with the job's replication origin (`ChangeCapture`).
+        var origin: String?
+        if let name = spec.cdc.origin, !context.options.dryRun {
+            do {
+                origin = try ChangeCapture.setUpOrigin(name, db: db)
+            } catch {
+                db.close()
+                throw error
+            }
+        }
+        connection = db
+        opening = nil
+        ended()
+        context.workerConnection(true)
+        return origin
+    }
+
+    func disconnect() {
+        guard let connection else { return }
+        connection.close()
+        self.connection = nil
+        context.workerConnection(false)
+    }
+
+    // MARK: The batch transaction
+
+    /// `BEGIN` and the batch's `SET LOCAL`s: timeouts, the plan's settings, the session pins,
+    /// asynchronous commit (the checkpoint commits with the data, so a crash loses both together
+    /// and the rerun redoes exactly that work), and a limit on how long the transaction may sit
+    /// idle waiting for Backfill (a frozen runner's transaction is ended).
+    private var opening: [Connection.Statement]?
+
+    private func openingStatements(_ db: Connection) -> [Connection.Statement] {
+        if let opening { return opening }
+        var settings = ["lock_timeout = '\(spec.timeouts.lockMs)ms'", "statement_timeout = '\(Worker.statementMs(spec))ms'",
+                        "synchronous_commit = off", "idle_in_transaction_session_timeout = '\(Worker.idleLimitMs(spec))ms'"]
+        if db.serverVersion >= 170_000 {
+            settings.append("transaction_timeout = '\(spec.timeouts.statementMs * 2 + Worker.idleLimitMs(spec))ms'")
+        }
+        let statements = [Connection.Statement("BEGIN ISOLATION LEVEL READ COMMITTED"),
+                          Connection.Statement(SessionPins.setLocal(settings + plan.batchSettings + SessionPins.settings), prepared: true)]
+        opening = statements
+        return statements
+    }
+
+    /// Runs `body` as the statement in flight: a stop cancels it, and so does the watchdog when
+    /// live traffic waits on it too long.
+    private func inFlight<T>(_ body: (Connection) throws -> T) throws -> T {
+        let db = try db()
+        let token = db.makeCancelToken()
+        context.stop.setInFlight(token, worker: index)
+        if let token { context.watchdog?.watch(index, pid: transactionPID ?? db.backendPID, token: token) }
+        watchdogWaited = nil
+        defer {
+            context.stop.setInFlight(nil, worker: index)
+            watchdogWaited = context.watchdog?.unwatch(index).map { .milliseconds($0) }
+        }
+        return try body(db)
+    }
+
+    func claim(preferring range: Int?) throws -> RangeClaim? {
+        try inFlight { db in
+            inTransaction = true
+            let claim = try store.open(openingStatements(db), job: spec.name, preferring: range, db: db)
+            transactionPID = claim?.backendPID
+            return claim
+        }
+    }
+
+    func upperKey(_ claim: RangeClaim, size: Int, bySpan: Bool) throws -> UpperKey? {
+        try inFlight { db in
+            let lower = claim.lower.map { $0.map(PostgresValue.text) } ?? []
+            let ceiling = claim.ceiling.map { $0.map(PostgresValue.text) } ?? []
+            let values = lower + ceiling + [.int(Int64(size - 1))]
+            if bySpan, claim.lower != nil, let span = plan.statements.spanBound(belowCeiling: claim.ceiling != nil) {
+                return try db.query(span, values, prepared: db.preparesStatements).first.map { upper(plan.statements.upperKey($0), .span) }
+            }
+            return try db.query(plan.statements.upperBound(afterKey: claim.lower != nil, belowCeiling: claim.ceiling != nil), values, prepared: db.preparesStatements)
+                .first.map { upper(plan.statements.upperKey($0), .counted) }
+        }
+    }
+
+    private func upper(_ found: (key: [String], walked: Int), _ bound: UpperKey.Bound) -> UpperKey {
+        UpperKey(key: found.key, walked: found.walked, bound: bound)
+    }
+
+    func firstKey(_ claim: RangeClaim, atMost upper: [String]) throws -> [String]? {
+        try splitPoint(lower: claim.lower, upper: upper, offset: 0)?.key
+    }
+
+    func completeRange(_ claim: RangeClaim) throws {
+        try inFlight { db in
+            try store.completeRange(spec.name, range: claim.range, db: db)
+            try db.execute(store.closing)
+            ended()
+        }
+    }
+
+    func write(_ write: BatchWrite) throws -> Written {
+        try inFlight { db in try self.write(write, db: db) }
+    }
+
+    private func write(_ write: BatchWrite, db: Connection) throws -> Written {
+        let claim = write.claim, upper = write.upper
+        let afterKey = claim.lower != nil
+        let bounds = (claim.lower ?? []).map(PostgresValue.text) + upper.map(PostgresValue.text)
+        let waiters = spec.throttle.whenBlocking ? [Connection.Statement(CheckpointStore.waitersQuery, prepared: true)] : []
+        // cdc.messages: the batch's message, first in its last round trip (before its changes).
+        let message = ChangeCapture.message(spec, run: context.runID, worker: name, range: claim.range, lower: claim.lower, upper: upper, keys: write.keys)
+        func checkpoint(rows: String, outside: String, first: Int) -> Connection.Statement? {
+            store.checkpoint(spec.name, range: claim.range, lastKey: upper, keys: write.keys, worker: name, rows: rows, outside: outside, first: first)
+        }
+        // Just before COMMIT: who waits on the batch, the WAL position and the table's update
+        // counters (WriteCost).
+        let finish = waiters + [cost.reading, Connection.Statement(store.closing)]
+        // A part of one key is written under a savepoint: if it fails, its row is recorded and
+        // the checkpoint moved past it in the same transaction.
+        if write.single { _ = try db.pipeline([.init("SAVEPOINT backfill_part"), .init("SET CONSTRAINTS ALL IMMEDIATE")]) }
+        let end = write.single ? [] : finish
+        let changed: (rows: Int64, outside: Int64)
+        var results: [QueryResult]
+        if let counts = plan.statements.counts(afterKey: afterKey), let moved = checkpoint(rows: counts.rows, outside: counts.outside, first: bounds.count + 1) {
+            // update/delete: data and checkpoint (and, with `journal`, what the batch replaced)
+            // in one statement, then COMMIT, in one round trip.
+            let journal = spec.journal ? store.journal(spec.name, first: bounds.count + moved.parameters.count + 1) : nil
+            results = try db.pipeline(message + [Connection.Statement(plan.statements.batch(afterKey: afterKey, checkpoint: moved.sql, journal: journal?.sql),
+                                                                      bounds + moved.parameters + (journal?.parameters ?? []), prepared: true)] + end)
+            changed = plan.statements.changed(by: results[message.count])
+        } else {
+            let statement = Connection.Statement(afterKey ? plan.statements.batch : plan.statements.batchFromStart, bounds, prepared: true)
+            if let moved = checkpoint(rows: "0", outside: "0", first: 1) {
+                // A sql action: its own statement, then the checkpoint with its row count.
+                changed = plan.statements.changed(by: try db.pipeline(message + [statement])[message.count])
+                results = try db.pipeline([checkpoint(rows: String(changed.rows), outside: "0", first: 1) ?? moved] + end)
+            } else {
+                // A dry run: the batch, who waits on it, and ROLLBACK, in one round trip.
+                results = try db.pipeline(message + [statement] + end)
+                changed = plan.statements.changed(by: results[message.count])
+            }
+        }
+        if changed.outside > 0 { return Written(rows: changed.rows, outside: changed.outside) }
+        if write.single { results += try db.pipeline(finish) }
+        ended()
+        store.moved(spec.name, range: claim.range, lastKey: upper)
+        // The pipeline ends with the waiters (if asked), the cost reading and COMMIT.
+        cost.record(walBefore: claim.walPosition, reading: results[results.count - 2])
+        let waited = waiters.isEmpty ? Waiters(count: 0, longestMs: 0) : Waiters(results[results.count - 3].rows.first)
+        return Written(rows: changed.rows, waiters: waited, walBytes: cost.walBytes, hotShare: cost.hotShare)
+    }
+
+    func quarantine(_ write: BatchWrite, error: PostgresError) throws -> Int64 {
+        try inFlight { db in
+            try db.execute("ROLLBACK TO SAVEPOINT backfill_part")
+            return try store.quarantine(spec.name, range: write.claim.range, key: write.upper, error: error, worker: name, db: db)
+        }
+    }
+
+    func commitQuarantine(_ write: BatchWrite) throws {
+        try inFlight { db in
+            let claim = write.claim
+            let moved = store.checkpoint(spec.name, range: claim.range, lastKey: write.upper, keys: 1, worker: name, rows: "0", outside: "0", first: 1)
+            _ = try db.pipeline((moved.map { [$0] } ?? []) + [Connection.Statement(store.closing)])
+            ended()
+            store.moved(spec.name, range: claim.range, lastKey: write.upper)
+        }
+    }
+
+    func rollback() {
+        ended()
+        if let connection, connection.isOpen { try? connection.execute("ROLLBACK") }
+    }
+
+    private func ended() {
+        inTransaction = false
+        transactionPID = nil
+    }
+
+    // MARK: Bisection and the bad-key search
+
+    func splitPoint(lower: [String]?, upper: [String], offset: Int) throws -> (key: [String], walked: Int)? {
+        let db = try db()
+        let query = plan.statements.upperBound(afterKey: lower != nil, belowCeiling: true)
+        let values = (lower ?? []).map(PostgresValue.text) + upper.map(PostgresValue.text) + [.int(Int64(max(offset, 0)))]
+        // Inside a transaction (a part's, the search's) it reads there; else in one of its own,
+        // with the session pins, so that the key's text form reads back as the same value.
+        if inTransaction { return try db.query(query, values).first.map(plan.statements.upperKey) }
+        return try db.transaction { db in
+            try db.execute(SessionPins.statements)
+            return try db.query(query, values).first.map(plan.statements.upperKey)
+        }
+    }
+
+    func beginProbe() throws {
+        try inFlight { db in
+            inTransaction = true
+            _ = try db.pipeline(openingStatements(db))
+            if let pid = try db.pipeline([.init("SET CONSTRAINTS ALL IMMEDIATE"), .init("SELECT pg_backend_pid() AS pid")]).last?.rows.first?["pid"].int {
+                transactionPID = Int32(pid)
+            }
+        }
+    }
+
+    func probe(lower: [String]?, upper: [String]) throws {
+        try inFlight { db in
+            try db.execute("SAVEPOINT backfill_probe")
+            _ = try db.query(lower == nil ? plan.statements.batchFromStart : plan.statements.batch, ((lower ?? []) + upper).map(PostgresValue.text))
+            try db.execute("RELEASE SAVEPOINT backfill_probe")
+        }
+    }
+
+    func undoProbe() throws {
+        try db().execute("ROLLBACK TO SAVEPOINT backfill_probe")
+    }
+
+    // MARK: Between batches
+
+    func checkHealth(at elapsed: Duration) throws -> HealthFinding {
+        let db = try db()
+        context.stop.setInFlight(db.makeCancelToken(), worker: index)  // a stop cancels a hanging check_sql
+        defer { context.stop.setInFlight(nil, worker: index) }
+        let found = try gate.check(at: elapsed.seconds, db: db)
+        return HealthFinding(reason: found?.0, detail: found?.1 ?? "", retryAfter: .milliseconds(Int64((gate.retryAfter * 1000).rounded())))
+    }
+
+    func setThrottle(_ reason: HealthGate.Reason?, detail: String?) throws {
+        try store.setThrottle(spec.name, reason: reason?.rawValue, detail: detail, db: db())
+    }
+
+    func jobState() throws -> JobState? { try store.state(spec.name, db: db()) }
+
+    func consumeRate(rows: Int64, rowsPerSecond: Int) throws -> Duration {
+        .milliseconds(Int64((try store.consumeRate(spec.name, rows: rows, rowsPerSecond: rowsPerSecond, db: db()) * 1000).rounded(.up)))
+    }
+
+    func openRanges() throws -> Int { try store.openRanges(spec.name, db: db()) }
+
+    func splitLargestRange(minimumRows: Int64) throws -> Bool {
+        try store.splitLargestRange(spec.name, plan: plan, minimumRows: minimumRows, db: db())
+    }
+
+    func heartbeat(range: Int?, rowsDone: Int64) {
+        guard let connection else { return }
+        let elapsed = context.elapsed
+        try? store.heartbeat(spec.name, worker: name, range: range, rowsDone: rowsDone, rowsPerSecond: elapsed > 0 ? Double(rowsDone) / elapsed : 0, db: connection)
+    }
+}

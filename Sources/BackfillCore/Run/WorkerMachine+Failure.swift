@@ -1,0 +1,156 @@
+import PostgresClient
+
+/// What a failed step leads to: a rollback first when a transaction is open, then a retry, a
+/// reconnect, a bisection or bad-key search, a rest for live traffic, or the job's failure.
+extension WorkerMachine {
+    mutating func failed(_ error: PostgresError, after: Duration, watchdog: Duration?, at now: Now, random: Double) -> Action {
+        var failure = Failure(error: error, duration: after, watchdogWaited: watchdog)
+        switch state {
+        case .connecting(let lost, _):
+            return connectFailed(error, lost: lost, at: now, random: random)
+        case .transaction(let step):
+            switch step {
+            case .claiming:
+                failure.range = preferred
+            case .bounding(let claim, _, _), .completingRange(let claim):
+                (failure.range, failure.afterKey) = (claim.range, claim.lower)
+            case .checkingFirstKey(let write), .committingQuarantine(let write, _, _):
+                (failure.range, failure.afterKey) = (write.claim.range, write.claim.lower)
+            case .writing(let write):
+                (failure.range, failure.afterKey, failure.write) = (write.claim.range, write.claim.lower, write)
+                // A part of one key failed with a data error under its savepoint: its row is
+                // recorded and the checkpoint moved past it, in the same transaction.
+                if write.single, Bisection.isolates(error), !Self.isRangeCheck(error) {
+                    state = .transaction(.quarantining(write, error))
+                    return .quarantine(write, error)
+                }
+            case .quarantining(let write, let original):
+                return close(then: .fail(RunFailure(
+                    sqlstate: original.code.raw, range: write.claim.range, afterKey: write.claim.lower, key: write.upper, attempts: attempt,
+                    message: original.message + " (its row could not be quarantined: \(error.message))", detail: original.detail, hint: original.hint)))
+            }
+            return close(then: .failure(failure))
+        case .findingSplit(let range, let lower):
+            (failure.range, failure.afterKey) = (range, lower)
+        case .searchingBadKey(let search, let data, let step):
+            // A probe that fails with a data error is undone and the search goes on; any other
+            // failure ends the search without a key.
+            if step == .probing, Bisection.isolates(error) {
+                state = .searchingBadKey(search, data, .undoing)
+                return .undoProbe
+            }
+            return close(then: .badKey(nil, data))
+        case .ended:
+            return invalid(.failed(error, after: after, watchdogWaited: watchdog))
+        default:
+            break
+        }
+        return judge(failure, at: now, random: random)
+    }
+
+    /// A failure that is not the database's (a lost lease, a key that cannot be decoded): the
+    /// worker fails, after rolling back the transaction it has open.
+    mutating func unexpected(_ message: String) -> Action {
+        var failure = RunFailure(range: preferred, message: message)
+        switch state {
+        case .transaction(let step):
+            switch step {
+            case .bounding(let claim, _, _), .completingRange(let claim): (failure.range, failure.afterKey) = (claim.range, claim.lower)
+            case .checkingFirstKey(let write), .writing(let write), .quarantining(let write, _), .committingQuarantine(let write, _, _):
+                (failure.range, failure.afterKey) = (write.claim.range, write.claim.lower)
+            case .claiming: break
+            }
+            return close(then: .fail(failure))
+        case .searchingBadKey: return close(then: .fail(failure))
+        default: return end(.fail(RunFailure(message: message)))
+        }
+    }
+
+    /// A failure with no transaction open.
+    mutating func judge(_ failure: Failure, at now: Now, random: Double) -> Action {
+        let error = failure.error
+        if Self.isRangeCheck(error) {
+            return end(.fail(RangeViolation(range: failure.range ?? 0, lower: failure.afterKey, upper: [], keys: failure.write?.keys ?? 0,
+                                            rows: nil, outside: nil).failure))
+        }
+        if error.code == .queryCanceled, let waited = failure.watchdogWaited, !now.stopRequested {
+            // The watchdog cancelled the batch, which rolled back: halve it, and let every worker
+            // rest so the waiters get through.
+            sizer.halve()
+            let rest = max(.milliseconds(tuned.batch.targetMs), settings.blockingWait ?? .zero)
+            notes.append(.watchdog(waited: waited, rest: rest, nextSize: sizer.size))
+            if let reason = stopReason(at: now) { return end(.stop(reason)) }
+            return self.rest(rest, everyWorker: true, then: .next)
+        }
+        if let write = failure.write, Bisection.isolates(error) { return dataError(error, in: write, at: now) }
+        // Nothing is retried blindly: every try starts again from the committed checkpoint, so
+        // trying again after any failure never applies a batch twice.
+        if now.stopRequested, error.code == .queryCanceled || error.isConnectionLost { return end(.stop(.signal)) }
+        switch settings.retry.decide(error, attempt: attempt, random: random) {
+        case .fail(let exhausted):
+            return end(.fail(RunFailure(
+                sqlstate: error.code.raw, range: failure.range, afterKey: failure.afterKey, attempts: attempt, exhausted: exhausted,
+                message: error.message, detail: error.detail, hint: error.hint)))
+        case .retry(let reason, let delayMs, let halve, let reconnect):
+            if halve { sizer.halve() }
+            notes.append(.retry(reason: reason, attempt: attempt, delay: .milliseconds(delayMs), nextSize: sizer.size, error: error, after: failure.duration))
+            attempt += 1
+            if reconnect {
+                state = .connecting(lost: LostConnection(since: now.elapsed, range: failure.range, afterKey: failure.afterKey), slotWaitSince: nil)
+                return .connect
+            }
+            return rest(.milliseconds(delayMs), then: .next)
+        }
+    }
+
+    /// A batch statement failed with a data error: bisect it (`on_error: skip`) or search its
+    /// first bad key and stop (`on_error: stop`).
+    private mutating func dataError(_ error: PostgresError, in write: BatchWrite, at now: Now) -> Action {
+        attempt = 1
+        let claim = write.claim
+        if case .bisecting(var bisection) = mode {
+            // A part of the bisection failed as a whole: split it next.
+            bisection.failed()
+            mode = .bisecting(bisection)
+            state = .idle
+            return next(at: now)
+        }
+        let search = Bisection(range: claim.range, lower: claim.lower, upper: write.upper, keys: write.keys)
+        switch settings.spec.onError.action {
+        case .stop:
+            state = .searchingBadKey(search, DataError(error: error, range: claim.range, afterKey: claim.lower), .opening)
+            return .beginProbe
+        case .skip:
+            mode = .bisecting(search)
+            state = .idle
+            return next(at: now)
+        }
+    }
+
+    /// Connecting failed: the first connection fails the worker; a reconnect is tried again,
+    /// with backoff, until `retry.reconnect_timeout_ms` after the connection was lost.
+    mutating func connectFailed(_ error: PostgresError, lost: LostConnection?, at now: Now, random: Double) -> Action {
+        guard let lost else {
+            return end(.fail(RunFailure(sqlstate: error.code.raw, message: "worker \(settings.index) could not connect: \(error.message)", hint: error.hint)))
+        }
+        if let reason = stopReason(at: now) { return end(.stop(reason)) }
+        guard now.elapsed - lost.since < settings.reconnectTimeout else {
+            return end(.fail(RunFailure(
+                sqlstate: error.code.raw, range: lost.range, afterKey: lost.afterKey, attempts: attempt, exhausted: true,
+                message: "lost the connection and could not reconnect within \(settings.spec.retry.reconnectTimeoutMs) ms: \(error.message)")))
+        }
+        let delay = settings.retry.delay(attempt: attempt + 1, random: 0.5 + random / 2)
+        notes.append(.retry(reason: .connectionLost, attempt: attempt, delay: .milliseconds(delay), nextSize: sizer.size, error: error, after: .zero))
+        attempt += 1
+        return rest(.milliseconds(delay), then: .connect(lost: lost, slotWaitSince: nil))
+    }
+
+    /// The checkpoint's check constraint refused a batch that changed rows outside its range.
+    static func isRangeCheck(_ error: PostgresError) -> Bool {
+        error.code == "23514" && error.message.contains("ranges_batch_within_range")
+    }
+}
+
+extension RangeViolation {
+    var failure: RunFailure { RunFailure(range: range, afterKey: lower, message: description) }
+}
