@@ -122,6 +122,43 @@ struct FinalizeTests {
         #expect(try db.query("SELECT count(*) AS n FROM pg_attribute WHERE attrelid = 'items_audit'::regclass AND attname = 'checked_at'").first?["n"].int64 == 1)
         try expectExactlyOnce(db, rows: 3_000)
     }
+
+    @Test("the finalizer's session terminated while its step waits for a lock, and no connection allowed for a while: it keeps reconnecting, and the step runs exactly once")
+    func reconnectsAfterTerminate() throws {
+        let (url, db) = try itemsDatabase("finalize_reconnect", rows: 2_000)
+        try db.execute("CREATE TABLE items_audit (id bigint)")
+        let job = try jobFile(itemsJob(name: "finrec", extra: """
+            timeouts: {lock_ms: 30000}
+            retry: {max_attempts: 30, backoff_ms: 50, max_backoff_ms: 400}
+            finalize:
+              - ALTER TABLE items_audit ADD COLUMN checked_at timestamptz
+            """))
+        let database = try #require(try db.query("SELECT current_database() AS d").first?["d"].string)
+        let admin = try Connection(TestDatabases.serverConninfo())  // a database may not disallow connections to itself
+        let locker = try Connection(url)
+        try locker.execute("BEGIN; LOCK TABLE items_audit IN ACCESS SHARE MODE")
+        let run = try CLIProcess(["run", job, "--database", url, "--log-format", "json"])
+        defer { try? admin.execute("ALTER DATABASE \(Identifier.quote(database)) WITH ALLOW_CONNECTIONS true") }
+        let waiting = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'ALTER TABLE items_audit%'"
+        #expect(try waitFor(60) { try !db.query(waiting).rows.isEmpty }, "\(run.stderr)")
+        // New sessions are refused (existing ones live on); then the step's session is ended.
+        try admin.execute("ALTER DATABASE \(Identifier.quote(database)) WITH ALLOW_CONNECTIONS false")
+        #expect(try db.query("SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))::int AS n FROM (\(waiting)) w").first?["n"].int == 1)
+        let lostRetries = { run.events.filter { $0["event"] as? String == "retry" && $0["step"] as? Int == 1 && $0["reason"] as? String == "connection_lost" } }
+        #expect(waitFor(30) { lostRetries().count >= 3 }, "the lost session and failed reconnects are retried: \(run.stderr)")
+        try admin.execute("ALTER DATABASE \(Identifier.quote(database)) WITH ALLOW_CONNECTIONS true")
+        try locker.execute("COMMIT")
+        #expect(run.wait(timeout: 60) == 0, "\(run.stderr)")
+        let retries = lostRetries()
+        #expect(retries.first?["sqlstate"] as? String == "57P01", "the terminated session: \(retries)")
+        #expect(retries.dropFirst().allSatisfy { $0["sqlstate"] as? String != "57P01" }, "then failed reconnects: \(retries)")
+        let finalize = run.events.filter { $0["event"] as? String == "finalize" }
+        #expect(finalize.map { "\($0["step"] ?? "?") \($0["state"] ?? "?")" } == ["1 started", "1 done"])
+        #expect(try db.query("SELECT count(*) AS n FROM pg_attribute WHERE attrelid = 'items_audit'::regclass AND attname = 'checked_at'").first?["n"].int64 == 1)
+        #expect(try db.query("SELECT count(*) AS n FROM backfill.finalize_steps WHERE job = 'finrec'").first?["n"].int64 == 1)
+        #expect(try CheckpointStore().status(job: "finrec", db: db).first?.state == .done)
+        try expectExactlyOnce(db, rows: 2_000)
+    }
 }
 
 @Suite("Requirements: nothing runs before `requires` holds")

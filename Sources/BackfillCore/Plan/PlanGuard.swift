@@ -107,7 +107,7 @@ public struct PlanGuard: Sendable, Hashable {
         for scan in rangeScans {
             switch boundedRange(scan) {
             case .success(let description): described.append(description)
-            case .failure(let problem): return .unbounded("\(problem)\nplan:\n\(text)")
+            case .failure(let problem): return .unbounded("\(problem.text)\nplan:\n\(text)")
             }
         }
         if isSQLAction {
