@@ -22,13 +22,13 @@ struct Finalizer {
         let count = spec.finalize.count
         for (index, statement) in spec.finalize.enumerated() {
             let step = index + 1
-            let fields: [(String, RunEvent.Value)] = [("step", .int(Int64(step))), ("steps", .int(Int64(count))), ("statement", .string(statement))]
+            func finalize(_ state: RunEvent.Finalize.State) { context.emit(.finalize(.init(step: step, steps: count, statement: statement, state: state))) }
             if done[step] == JobSpec.hash(statement) {
-                context.event(.finalize, fields + [("state", .string("skipped"))])
+                finalize(.skipped)
                 continue
             }
             if StopReason(jobState: try store.state(spec.name, db: db)) != nil { return try interrupted(db) }
-            context.event(.finalize, fields + [("state", .string("started"))])
+            finalize(.started)
             let began = ContinuousClock.now
             var attempt = 1
             attempts: while true {
@@ -54,9 +54,8 @@ struct Finalizer {
                         return .failed(failure, context.summary(state: .failed))
                     case .retry(let reason, let delayMs, _, let reconnect):
                         context.addRetry(reason)
-                        context.event(.retry, [("reason", .string(reason.rawValue)), ("attempt", .int(Int64(attempt))), ("delay_ms", .int(Int64(delayMs))),
-                                               ("duration_ms", .double((ContinuousClock.now - tried).milliseconds)), ("sqlstate", .string(error.code.raw)),
-                                               ("message", .string(error.message)), ("step", .int(Int64(step)))])
+                        context.emit(.retry(.init(reason: reason, attempt: attempt, delay: .milliseconds(delayMs), failedAfter: ContinuousClock.now - tried,
+                                                  sqlstate: error.code.raw, message: error.message, source: .finalize(step: step))))
                         context.sleep(ms: delayMs)
                         attempt += 1
                         if reconnect || !db.isOpen {
@@ -68,8 +67,7 @@ struct Finalizer {
                     }
                 }
             }
-            context.event(.finalize, fields + [("state", .string("done")), ("attempts", .int(Int64(attempt))),
-                                               ("duration_ms", .double((ContinuousClock.now - began).milliseconds))])
+            finalize(.done(attempts: attempt, took: ContinuousClock.now - began))
         }
         try store.apply(.finalizeDone, job: spec.name, db: db)
         return .done(context.summary(state: .done))

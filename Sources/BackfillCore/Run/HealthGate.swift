@@ -10,16 +10,8 @@ import PostgresClient
 /// does not exist) makes the job wait with the reason and the fix (`signal_unreadable`), unless
 /// `throttle.fail_open` is set.
 struct HealthGate {
-    /// Why the job should wait now.
-    enum Reason: String, Sendable, CaseIterable {
-        case replicationLag = "replication_lag"
-        case checkSQL = "check_sql"
-        case autovacuum
-        case slotLag = "slot_lag"
-        case walRate = "wal_rate"
-        case archiveBacklog = "archive_backlog"
-        case unreadable = "signal_unreadable"
-    }
+    /// Why the job should wait now: one of `ThrottleReason`'s health reasons.
+    typealias Reason = ThrottleReason
 
     /// One reason to wait, with a detail for people.
     typealias Finding = (reason: Reason, detail: String)

@@ -35,8 +35,8 @@ final class Worker {
         }
     }
 
-    private func event(_ kind: RunEvent.Kind, _ fields: [(String, RunEvent.Value)]) {
-        context.event(kind, fields + [("worker", .int(Int64(index)))])
+    private func event(_ body: RunEvent.Body) {
+        context.emit(body)
     }
 
     private var now: WorkerMachine.Now {
@@ -131,10 +131,10 @@ final class Worker {
             let attempt = machine.attempt
             action = machine.handle(event, at: now)
             if let committed {
-                self.event(.batch, [("rows", .int(committed.rows)), ("batch_size", .int(Int64(committed.size))), ("keys", .int(Int64(committed.walked))),
-                                    ("duration_ms", .double(committed.ms)), ("attempt", .int(Int64(attempt))), ("last_key", .strings(committed.lastKey)),
-                                    ("range", .int(Int64(committed.range))), ("rows_done", .int(committed.total.job)), ("run_rows", .int(committed.total.run)),
-                                    ("next_batch_size", .int(Int64(machine.sizer.size))), ("bound", .string(bound))] + cost.fields)
+                self.event(.batch(.init(rows: committed.rows, batchSize: committed.size, keys: committed.walked, duration: .milliseconds(committed.ms), attempt: attempt,
+                                        lastKey: committed.lastKey, range: committed.range, rowsDone: committed.total.job, runRows: committed.total.run,
+                                        nextBatchSize: machine.sizer.size, bound: .init(rawValue: bound) ?? .counted, walBytes: cost.walBytes,
+                                        hotUpdateRatio: cost.hotShare, worker: index)))
             }
             emit(machine.drainNotes())
         }
@@ -182,23 +182,18 @@ final class Worker {
             switch note {
             case .retry(let reason, let attempt, let delayMs, let nextSize):
                 context.addRetry(reason)
-                var fields: [(String, RunEvent.Value)] = [("reason", .string(reason.rawValue)), ("attempt", .int(Int64(attempt))),
-                                                          ("delay_ms", .int(Int64(delayMs))), ("batch_size", .int(Int64(nextSize)))]
-                if let failure = lastFailure {
-                    fields += [("duration_ms", .double(failure.ms)), ("sqlstate", .string(failure.error.code.raw)), ("message", .string(failure.error.message))]
-                }
-                event(.retry, fields)
+                event(.retry(.init(reason: reason, attempt: attempt, delay: .milliseconds(delayMs), failedAfter: lastFailure.map { .milliseconds($0.ms) },
+                                   sqlstate: lastFailure?.error.code.raw, message: lastFailure?.error.message, source: .worker(index, nextBatchSize: nextSize))))
             case .blocking(let waiters, let longest, let restMs, let nextSize):
                 context.addThrottle("blocking", seconds: restMs / 1000)
-                event(.throttle, [("reason", .string("blocking")), ("waiters", .int(Int64(waiters))), ("longest_wait_ms", .double(longest)),
-                                  ("wait_ms", .double(restMs)), ("batch_size", .int(Int64(nextSize)))])
+                event(.throttle(.init(cause: .blocking(waiters: waiters, longestWait: .milliseconds(longest), rest: .milliseconds(restMs), nextBatchSize: nextSize),
+                                      worker: index)))
             case .watchdog(let waited, let restMs, let nextSize):
                 context.addThrottle("blocking", seconds: restMs / 1000)
-                event(.throttle, [("reason", .string("blocking")), ("watchdog", .bool(true)), ("longest_wait_ms", .double(waited)),
-                                  ("wait_ms", .double(restMs)), ("batch_size", .int(Int64(nextSize)))])
+                event(.throttle(.init(cause: .watchdog(longestWait: .milliseconds(waited), rest: .milliseconds(restMs), nextBatchSize: nextSize), worker: index)))
             case .rateLimited(let waitMs):
                 context.addThrottle("max_rows_per_second", seconds: waitMs / 1000)
-                event(.throttle, [("reason", .string("max_rows_per_second")), ("wait_ms", .double(waitMs))])
+                event(.throttle(.init(cause: .rowBudget(wait: .milliseconds(waitMs)), worker: index)))
             }
         }
     }
@@ -250,8 +245,7 @@ final class Worker {
             return (.jobState(state), nil)
         case .quarantined(let key, let error, let range, let badRows):
             context.addBadRow()
-            event(.badRow, [("key", .strings(key)), ("sqlstate", .string(error.code.raw)), ("message", .string(error.message)),
-                            ("detail", error.detail.map { .string($0) } ?? .null), ("range", .int(Int64(range))), ("bad_rows", .int(badRows))])
+            event(.badRow(.init(key: key, sqlstate: error.code.raw, message: error.message, detail: error.detail, range: range, badRows: badRows, worker: index)))
             return (.quarantined, nil)
         case .lost:
             return (.bisectionLost, nil)
@@ -289,9 +283,8 @@ final class Worker {
         let tuned = (new ?? Tuning()).applied(to: spec)
         machine.tune(rowsPerSecond: tuned.throttle.maxRowsPerSecond, targetMs: tuned.batch.targetMs, pauseMs: tuned.batch.pauseMs)
         let retire = new?.workers.map { index >= $0 } ?? false
-        event(.tune, [("max_rows_per_second", .int(Int64(tuned.throttle.maxRowsPerSecond))), ("target_ms", .int(Int64(tuned.batch.targetMs))),
-                      ("pause_ms", .int(Int64(tuned.batch.pauseMs))), ("workers", new?.workers.map { .int(Int64($0)) } ?? .null),
-                      ("by", new?.by.map { .string($0) } ?? .null), ("reset", .bool(new == nil)), ("stopping", .bool(retire))])
+        event(.tune(.init(maxRowsPerSecond: tuned.throttle.maxRowsPerSecond, target: .milliseconds(tuned.batch.targetMs), pause: .milliseconds(tuned.batch.pauseMs),
+                          workers: new?.workers, by: new?.by, reset: new == nil, stopping: retire, worker: index)))
         return retire
     }
 
@@ -578,7 +571,7 @@ final class Worker {
             guard var (reason, detail) = try gate.check(at: context.elapsed, db: db) else { return .success(nil) }
             let since = context.elapsed
             try store.setThrottle(spec.name, reason: reason.rawValue, detail: detail, db: db)
-            event(.throttle, [("reason", .string(reason.rawValue)), ("detail", .string(detail)), ("state", .string("waiting"))])
+            event(.throttle(.init(cause: .waiting(reason, detail: detail), worker: index)))
             defer { context.addThrottle(reason.rawValue, seconds: context.elapsed - since) }
             while true {
                 sleep(ms: Int(gate.retryAfter * 1000))
@@ -591,11 +584,11 @@ final class Worker {
                 if next.0 != reason {
                     (reason, detail) = next
                     try store.setThrottle(spec.name, reason: reason.rawValue, detail: detail, db: db)
-                    event(.throttle, [("reason", .string(reason.rawValue)), ("detail", .string(detail)), ("state", .string("waiting"))])
+                    event(.throttle(.init(cause: .waiting(reason, detail: detail), worker: index)))
                 }
             }
             try store.setThrottle(spec.name, reason: nil, db: db)
-            event(.throttle, [("reason", .string(reason.rawValue)), ("state", .string("resumed")), ("wait_ms", .double((context.elapsed - since) * 1000))])
+            event(.throttle(.init(cause: .resumed(reason, waited: .seconds(context.elapsed - since)), worker: index)))
             return .success(nil)
         } catch let error as PostgresError {
             return .failure(error)
@@ -616,7 +609,7 @@ final class Worker {
                 let db = try Self.connect(context)
                 try setUpOrigin(db)
                 context.workerConnection(true)
-                if since != nil { event(.connections, [("state", .string("connected")), ("message", .string("worker \(index) got a connection slot"))]) }
+                if since != nil { event(.connections(.init(state: .connected, message: "worker \(index) got a connection slot", worker: index))) }
                 return db
             } catch let error as PostgresError where error.code == .tooManyConnections {
                 let wait = context.slotWait
@@ -624,8 +617,7 @@ final class Worker {
                 let began = since ?? .now
                 if !wait.othersConnected, (ContinuousClock.now - began).milliseconds >= Double(spec.retry.reconnectTimeoutMs) { throw error }
                 if since == nil {
-                    event(.connections, [("state", .string("waiting")),
-                                         ("message", .string("worker \(index) waits for a connection slot: \(error.message)"))])
+                    event(.connections(.init(state: .waiting, message: "worker \(index) waits for a connection slot: \(error.message)", worker: index)))
                 }
                 since = began
                 sleep(ms: 1000)
@@ -639,7 +631,7 @@ final class Worker {
         guard let origin = spec.cdc.origin, !context.options.dryRun else { return }
         do {
             let name = try ChangeCapture.setUpOrigin(origin, db: db)
-            event(.cdc, [("state", .string("origin")), ("origin", .string(name))])
+            event(.cdc(.origin(name, worker: index)))
         } catch {
             db.close()
             throw error
