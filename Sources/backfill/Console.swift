@@ -67,7 +67,7 @@ final class Console: Sendable {
     func finish(_ outcome: RunOutcome, job: String) {
         screen.clearLine()
         if json {
-            refusal(outcome, job: job, target: nil).map(logger.log)
+            refusal(outcome, job: job, target: nil).map { logger.log($0.event) }
             return
         }
         switch outcome {
@@ -82,22 +82,22 @@ final class Console: Sendable {
     }
 
     /// The `error` event of a run that never started its workers (held, invalid); nil otherwise.
-    private func refusal(_ outcome: RunOutcome, job: String, target: String?) -> RunEvent? {
+    private func refusal(_ outcome: RunOutcome, job: String, target: String?) -> (event: RunEvent, message: String)? {
         let message: String
         switch outcome {
         case .held(let holder): message = "another runner holds this job: \(holder)"
         case .invalid(let error): message = "\(error)"
         default: return nil
         }
-        var event = RunEvent(.error, job: job, [("message", .string(message)), ("exit_code", .int(Int64(outcome.exitCode))), ("next", .string(outcome.nextStep))])
+        var event = RunEvent(.error(.init(cause: .refused(message: message), exitCode: outcome.exitCode, next: outcome.nextStep)), job: job)
         event.target = target
-        return event
+        return (event, message)
     }
 
     /// One target of a fleet run ended. A target refused (held, invalid) says why now: its run
     /// has no `done`/`stop`/`error` event of its own.
     func finishTarget(_ result: TargetResult, job: String) {
-        guard let outcome = result.outcome, let event = refusal(outcome, job: job, target: result.target.name) else { return }
+        guard let outcome = result.outcome, let (event, message) = refusal(outcome, job: job, target: result.target.name) else { return }
         if json {
             logger.log(event)
         } else {
@@ -105,7 +105,7 @@ final class Console: Sendable {
             if case .invalid(let error) = outcome {
                 printError("backfill: \(job) [\(result.target.name)]: invalid: \(error)")
             } else {
-                printError("backfill: \(job) [\(result.target.name)]: skipped: " + (event["message"].flatMap { if case .string(let m) = $0 { m } else { nil } } ?? ""))
+                printError("backfill: \(job) [\(result.target.name)]: skipped: " + message)
             }
         }
     }

@@ -123,9 +123,10 @@ struct BatchLogicTests {
 
     @Test("JSON event lines escape text and keep the contract's fields")
     func eventJSON() {
-        let event = RunEvent(.batch, job: "j\"1", [("rows", .int(5)), ("batch_size", .int(10)), ("duration_ms", .double(1.5)), ("attempt", .int(1)), ("last_key", .strings(["a\nb"]))])
+        let event = RunEvent(.batch(.init(rows: 5, batchSize: 10, keys: 10, duration: .milliseconds(1.5), attempt: 1, lastKey: ["a\nb"], range: 0, rowsDone: 5,
+                                          runRows: 5, nextBatchSize: 20, bound: .counted, worker: 0)), job: "j\"1")
         let line = event.jsonLine
-        #expect(line.contains(#""event":"batch","job":"j\"1","rows":5,"batch_size":10,"duration_ms":1.500,"attempt":1,"last_key":["a\nb"]"#))
+        #expect(line.contains(#""event":"batch","job":"j\"1","rows":5,"batch_size":10,"keys":10,"duration_ms":1.500,"attempt":1,"last_key":["a\nb"]"#))
         #expect(!line.contains("\n"))
     }
 }

@@ -32,7 +32,8 @@ struct ConnectionBudgetTests {
         let line = budget.message(fit, workers: 4, lease: true, watchdog: true)
         #expect(line.contains("needs 7 connections"), "\(line)")
         #expect(line.contains("CONNECTION LIMIT 3, leaving 1 free: 1 of 4 workers run, and the watchdog is off"), "\(line)")
-        #expect(budget.fields(fit, workers: 4, lease: true, watchdog: true).contains { $0.0 == "workers" && $0.1 == .int(1) })
+        let event = budget.event(fit, workers: 4, lease: true, watchdog: true)
+        #expect(event.state == .reduced(needed: 7, free: 1, limit: "role \"app\" has CONNECTION LIMIT 3", workers: 1, watchdog: false) && event.message == line)
     }
 
     @Test("chunks aim at the target: grow at most fourfold, shrink at most by half, halve on a timeout")

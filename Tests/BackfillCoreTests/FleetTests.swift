@@ -193,7 +193,8 @@ struct FleetTests {
     @Test("a target's events carry its name, and its connection string is kept out of their text")
     func eventTarget() {
         let target = FleetTarget(name: "shard-a", index: 0, database: "host=db1 password=s3cret dbname=shard_a")
-        let event = FleetRunner.withTarget(RunEvent(.error, job: "fill", [("message", .string("cannot reach host=db1 password=s3cret dbname=shard_a"))]), target)
+        let refused = RunEvent.Failed(cause: .refused(message: "cannot reach host=db1 password=s3cret dbname=shard_a"), exitCode: 1, next: "fix it")
+        let event = FleetRunner.withTarget(RunEvent(.error(refused), job: "fill"), target)
         #expect(event.target == "shard-a")
         #expect(event.jsonLine.contains("\"job\":\"fill\",\"target\":\"shard-a\""))
         #expect(!event.jsonLine.contains("s3cret"))

@@ -9,11 +9,14 @@ struct MetricsTests {
         let factory = PrometheusFactory()
         for job in jobs {
             let metrics = RunMetrics(job: job, factory: factory)
-            metrics.record(RunEvent(.start, job: job, [("target_ms", .int(50)), ("cdc_origin", .string("backfill")), ("cdc_messages", .bool(true))]))
-            metrics.record(RunEvent(.batch, job: job, [("rows", .int(500)), ("duration_ms", .double(12.5)), ("next_batch_size", .int(600)), ("wal_bytes", .int(8192)), ("hot_update_ratio", .double(0.5))]))
-            metrics.record(RunEvent(.retry, job: job, [("reason", .string("lock_timeout"))]))
-            metrics.record(RunEvent(.throttle, job: job, [("reason", .string("max_rows_per_second")), ("wait_ms", .double(250)), ("state", .string("resumed"))]))
-            metrics.record(RunEvent(.badRow, job: job))
+            metrics.record(RunEvent(.start(.init(table: "t", action: "update", rowsEstimate: nil, rowsDoneBefore: 0, batchSize: 500, target: .milliseconds(50),
+                                                 keyIndex: "t_pkey", runner: "h:1", runID: "r", cdcOrigin: "backfill", cdcMessages: true,
+                                                 mode: .run(workers: 1, ranges: 1))), job: job))
+            metrics.record(RunEvent(.batch(.init(rows: 500, batchSize: 500, keys: 500, duration: .milliseconds(12.5), attempt: 1, lastKey: ["500"], range: 0,
+                                                 rowsDone: 500, runRows: 500, nextBatchSize: 600, bound: .counted, walBytes: 8192, hotUpdateRatio: 0.5, worker: 0)), job: job))
+            metrics.record(RunEvent(.retry(.init(reason: .lockTimeout, attempt: 1, delay: .milliseconds(50), source: .worker(0, nextBatchSize: 300))), job: job))
+            metrics.record(RunEvent(.throttle(.init(cause: .rowBudget(wait: .milliseconds(250)), worker: 0)), job: job))
+            metrics.record(RunEvent(.badRow(.init(key: ["7"], sqlstate: "22P02", message: "invalid input", detail: nil, range: 0, badRows: 1, worker: 0)), job: job))
         }
         let exporter = try MetricsExporter(registry: factory.registry, filePath: nil, port: nil)
         defer { exporter.stop() }

@@ -6,8 +6,14 @@ import Testing
 struct ProgressTrackerTests {
     let t0 = Date(timeIntervalSinceReferenceDate: 1_000_000)
 
-    func event(_ kind: RunEvent.Kind, at seconds: Double, _ fields: [(String, RunEvent.Value)] = []) -> RunEvent {
-        RunEvent(kind, job: "j", time: t0.addingTimeInterval(seconds), fields)
+    func event(_ body: RunEvent.Body, at seconds: Double) -> RunEvent {
+        RunEvent(body, job: "j", time: t0.addingTimeInterval(seconds))
+    }
+
+    /// A committed batch of worker 0 up to `key`, the run's `rows` in all.
+    func batch(rows: Int64, key: String) -> RunEvent.Body {
+        .batch(.init(rows: 1000, batchSize: 1000, keys: 1000, duration: .milliseconds(10), attempt: 1, lastKey: [key], range: 0, rowsDone: rows, runRows: rows,
+                     nextBatchSize: 1000, bound: .counted, worker: 0))
     }
 
     /// A run over keys 1…1,000,000 at 10,000 keys a second, one batch every 0.1 s.
@@ -17,17 +23,17 @@ struct ProgressTrackerTests {
         while t < to - 1e-9 {
             t += 0.1
             key += 1000
-            tracker.consume(event(.batch, at: t, [("rows", .int(1000)), ("rows_done", .int(key)), ("run_rows", .int(key)), ("last_key", .strings([String(key)]))]))
+            tracker.consume(event(batch(rows: key, key: String(key)), at: t))
         }
         return key
     }
 
     func started(estimate: Int64? = 1_000_000, keyRange: Bool = true) -> ProgressTracker {
         var tracker = ProgressTracker()
-        var fields: [(String, RunEvent.Value)] = [("rows_done_before", .int(0))]
-        if let estimate { fields.append(("rows_estimate", .int(estimate))) }
-        if keyRange { fields += [("key_min", .double(1)), ("key_max", .double(1_000_000))] }
-        tracker.consume(event(.start, at: 0, fields))
+        let start = RunEvent.Start(table: "t", action: "update", rowsEstimate: estimate, rowsDoneBefore: 0, batchSize: 1000, target: .milliseconds(50),
+                                   keyIndex: "t_pkey", runner: "h:1", runID: "r", keyBounds: keyRange ? .init(min: 1, max: 1_000_000) : nil,
+                                   mode: .run(workers: 1, ranges: 1))
+        tracker.consume(event(.start(start), at: 0))
         return tracker
     }
 
@@ -37,9 +43,9 @@ struct ProgressTrackerTests {
         let key = batches(&tracker, from: 0, to: 10, startKey: 0)
         let before = try! #require(tracker.eta(at: t0.addingTimeInterval(10)))
         #expect(abs(before - 90) < 1, "\(before)")
-        tracker.consume(event(.throttle, at: 10, [("reason", .string("slot_lag")), ("state", .string("waiting")), ("worker", .int(0))]))
+        tracker.consume(event(.throttle(.init(cause: .waiting(.slotLag, detail: "slot s is 2 GB behind"), worker: 0)), at: 10))
         let during = try! #require(tracker.eta(at: t0.addingTimeInterval(13)))
-        tracker.consume(event(.throttle, at: 15, [("reason", .string("slot_lag")), ("state", .string("resumed")), ("worker", .int(0))]))
+        tracker.consume(event(.throttle(.init(cause: .resumed(.slotLag, waited: .seconds(5)), worker: 0)), at: 15))
         _ = batches(&tracker, from: 15, to: 15.5, startKey: key)
         let after = try! #require(tracker.eta(at: t0.addingTimeInterval(15.5)))
         #expect(abs(during - before) < 0.5, "during \(during) vs \(before)")
@@ -56,7 +62,7 @@ struct ProgressTrackerTests {
         while t < 150 {                                                 // then 2,000 keys/s
             t += 0.5
             key += 1000
-            tracker.consume(event(.batch, at: t, [("rows_done", .int(key)), ("run_rows", .int(key)), ("last_key", .strings([String(key)]))]))
+            tracker.consume(event(batch(rows: key, key: String(key)), at: t))
         }
         let eta = try! #require(tracker.eta(at: t0.addingTimeInterval(t)))
         let expected = Double(1_000_000 - key) / 2000
@@ -69,13 +75,13 @@ struct ProgressTrackerTests {
         #expect(tracker.basis == .rowEstimate)
         for (i, t) in stride(from: 0.5, through: 10, by: 0.5).enumerated() {
             let rows = Int64(i + 1) * 4000                              // ends at 80,000: the estimate was low
-            tracker.consume(event(.batch, at: t, [("rows_done", .int(rows)), ("run_rows", .int(rows)), ("last_key", .strings(["9f1c…"]))]))
+            tracker.consume(event(batch(rows: rows, key: "9f1c…"), at: t))
             #expect((tracker.fraction ?? 0) <= 1)
         }
         #expect((tracker.fraction ?? 2) < 1)
         var early = started(estimate: 50_000, keyRange: false)
-        early.consume(event(.batch, at: 1, [("rows_done", .int(5000)), ("run_rows", .int(5000)), ("last_key", .strings(["a"]))]))
-        early.consume(event(.batch, at: 2, [("rows_done", .int(10000)), ("run_rows", .int(10000)), ("last_key", .strings(["b"]))]))
+        early.consume(event(batch(rows: 5000, key: "a"), at: 1))
+        early.consume(event(batch(rows: 10000, key: "b"), at: 2))
         #expect(early.line(at: t0.addingTimeInterval(2)).contains("ETA ~0:08 by row estimate"), "\(early.line(at: t0.addingTimeInterval(2)))")
     }
 
@@ -83,8 +89,8 @@ struct ProgressTrackerTests {
     func budgetIsPace() {
         var tracker = started()
         _ = batches(&tracker, from: 0, to: 2, startKey: 0)
-        tracker.consume(event(.throttle, at: 2, [("reason", .string("wal_rate")), ("state", .string("waiting")), ("worker", .int(0))]))
-        tracker.consume(event(.throttle, at: 4, [("reason", .string("wal_rate")), ("state", .string("resumed")), ("worker", .int(0))]))
+        tracker.consume(event(.throttle(.init(cause: .waiting(.walRate, detail: "WAL budget"), worker: 0)), at: 2))
+        tracker.consume(event(.throttle(.init(cause: .resumed(.walRate, waited: .seconds(2)), worker: 0)), at: 4))
         #expect(tracker.throttledSeconds == 0 && abs(tracker.activeSeconds - 4) < 0.01)
     }
 

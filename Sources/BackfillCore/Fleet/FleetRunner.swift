@@ -85,15 +85,8 @@ public struct FleetOutcome: Sendable {
 
     /// The `fleet` event that ends the run.
     public var event: RunEvent {
-        RunEvent(.fleet, job: job, [
-            ("state", .string("done")), ("targets", .int(Int64(results.count))),
-            ("done", .strings(results.filter { $0.exitCode == 0 }.map(\.target.name))),
-            ("unfinished", .strings(unfinished.map(\.target.name))),
-            ("target_states", .strings(results.map { "\($0.target.name)=\($0.state)" })),
-            ("exit_codes", .strings(results.map { "\($0.target.name)=\($0.exitCode.map(String.init) ?? "none")" })),
-            ("seconds", .double(seconds)), ("line", .string(totalLine)),
-            ("exit_code", .int(Int64(exitCode))), ("next", .string(nextStep)),
-        ])
+        RunEvent(.fleet(.done(.init(targets: results.map { .init(name: $0.target.name, state: $0.state, exitCode: $0.exitCode) }, seconds: .seconds(seconds),
+                                    line: totalLine, exitCode: exitCode, next: nextStep))), job: job)
     }
 }
 
@@ -162,10 +155,8 @@ public final class FleetRunner: Sendable {
         }
         for index in results.indices where results[index].outcome == nil {
             results[index].skipped = haltReason ?? (schedule.canary.map { "the canary \(targets.targets[$0].name) did not finish" } ?? "the fleet stopped first")
-            emit(withTarget(RunEvent(.fleet, job: spec.name, [
-                ("state", .string("skipped")), ("reason", .string(results[index].skipped!)),
-                ("line", .string("\(spec.name) [\(results[index].target.name)]: not started: \(results[index].skipped!)")),
-            ]), results[index].target))
+            let line = "\(spec.name) [\(results[index].target.name)]: not started: \(results[index].skipped!)"
+            emit(withTarget(RunEvent(.fleet(.skipped(reason: results[index].skipped!, line: line)), job: spec.name), results[index].target))
         }
         return FleetOutcome(job: spec.name, results: results, seconds: (ContinuousClock.now - began).seconds)
     }
@@ -191,10 +182,7 @@ public final class FleetRunner: Sendable {
         var event = event
         event.target = target.name
         let secrets = [target.database] + [ConnectionInfo.parse(target.database)["password"]].compactMap { $0 }
-        event.fields = event.fields.map { name, value in
-            if case .string(let text) = value { return (name, .string(ConnectionInfo.redact(text, secrets: secrets))) }
-            return (name, value)
-        }
+        event.body.redact { ConnectionInfo.redact($0, secrets: secrets) }
         return event
     }
 }

@@ -175,16 +175,15 @@ public enum FleetWait {
             }
             if outcome != nil || elapsed - lastShown >= every {
                 for (row, target) in zip(rows, targets) {
-                    var event = RunEvent(.wait, job: job, (row.status.map(JobWait.fields) ?? [("state", .string(row.state)), ("line", .string(row.unreachable ?? row.state))]) + [("waited_seconds", .double(elapsed))])
-                    event = FleetRunner.withTarget(event, target)
-                    emit(event)
+                    let reading = row.status.map(JobWait.reading) ?? (row.unreachable == nil ? .notRegistered(storeExists: nil) : .unreachable)
+                    let line = row.status.map(JobWait.line) ?? row.unreachable ?? row.state
+                    emit(FleetRunner.withTarget(RunEvent(.wait(.init(reading: reading, line: line, waited: .seconds(elapsed))), job: job), target))
                 }
                 lastShown = elapsed
             }
             if let outcome {
-                emit(RunEvent(.wait, job: job, [("state", .string(outcome.exitCode == 0 ? "done" : "ended")), ("targets", .int(Int64(targets.count))),
-                                                ("line", .string(outcome.message)), ("waited_seconds", .double(elapsed)),
-                                                ("exit_code", .int(Int64(outcome.exitCode))), ("next", .string(outcome.next))]))
+                emit(RunEvent(.wait(.init(reading: .fleet(done: outcome.exitCode == 0, targets: targets.count), line: outcome.message, waited: .seconds(elapsed),
+                                          end: .init(exitCode: outcome.exitCode, next: outcome.next))), job: job))
                 return outcome
             }
             JobWait.nap(poll: poll, timeout: timeout, elapsed: elapsed, stop: stop)

@@ -47,11 +47,10 @@ public enum JobWait {
         return parts.joined(separator: " ")
     }
 
-    /// The `wait` event's fields for a reading.
-    static func fields(_ status: JobStatus) -> [(String, RunEvent.Value)] {
-        [("state", .string(status.state.rawValue)), ("rows_done", .int(status.rowsDone)),
-         ("percent_done", status.percentDone.map { .double($0) } ?? .null), ("eta_seconds", status.etaSeconds.map { .double($0) } ?? .null),
-         ("no_runner_since", status.noRunnerSince.map { .string(RunEvent.timestamp($0)) } ?? .null), ("line", .string(line(status)))]
+    /// What a `wait` event says of a reading.
+    static func reading(_ status: JobStatus) -> RunEvent.Wait.Reading {
+        .job(state: status.state, rowsDone: status.rowsDone, percentDone: status.percentDone, eta: status.etaSeconds.map { .seconds($0) },
+             noRunnerSince: status.noRunnerSince)
     }
 
     /// The outcome of a wait, with the exit code and a line for people.
@@ -73,14 +72,14 @@ public enum JobWait {
         while true {
             let elapsed = (ContinuousClock.now - began).seconds
             let status = try store.status(job: job, db: db).first
-            let state: String, line: String, fields: [(String, RunEvent.Value)]
+            let state: String, line: String, reading: RunEvent.Wait.Reading
             if let status {
-                (state, line, fields) = (stateText(status), Self.line(status), Self.fields(status))
+                (state, line, reading) = (stateText(status), Self.line(status), Self.reading(status))
             } else {
                 let storeExists = try store.storeExists(db: db)
                 line = notRegisteredLine(job: job, schema: store.schema, storeExists: storeExists)
                 state = notRegistered
-                fields = [("state", .string(state)), ("store_exists", .bool(storeExists)), ("line", .string(line))]
+                reading = .notRegistered(storeExists: storeExists)
             }
             var outcome: Outcome?
             switch verdict(status?.state) {
@@ -102,11 +101,11 @@ public enum JobWait {
                 }
             }
             if let outcome {
-                emit(RunEvent(.wait, job: job, fields + [("waited_seconds", .double(elapsed)), ("exit_code", .int(Int64(outcome.exitCode))), ("next", .string(outcome.next))]))
+                emit(RunEvent(.wait(.init(reading: reading, line: line, waited: .seconds(elapsed), end: .init(exitCode: outcome.exitCode, next: outcome.next))), job: job))
                 return outcome
             }
             if lastShown?.state != state || elapsed - (lastShown?.at ?? -every) >= every {
-                emit(RunEvent(.wait, job: job, fields + [("waited_seconds", .double(elapsed))]))
+                emit(RunEvent(.wait(.init(reading: reading, line: line, waited: .seconds(elapsed))), job: job))
                 lastShown = (state, elapsed)
             }
             nap(poll: poll, timeout: timeout, elapsed: elapsed, stop: stop)

@@ -20,10 +20,10 @@ public struct EventLogger: Sendable {
         var metadata: Logger.Metadata = ["event": .string(event.kind.rawValue), "job": .string(event.job)]
         if let target = event.target { metadata["target"] = .string(target) }
         for (name, value) in event.fields { metadata[name] = Self.metadata(value) }
-        let level: Logger.Level = switch event.kind {
+        let level: Logger.Level = switch event.body {
         case .error: .error
         case .retry, .throttle: .notice
-        case .cdc where event["state"] == .string("warning"): .warning
+        case .cdc(.warning): .warning
         default: .info
         }
         logger.log(level: level, "\(line ?? event.kind.rawValue)", metadata: metadata)

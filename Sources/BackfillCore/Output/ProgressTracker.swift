@@ -30,10 +30,10 @@ public struct ProgressTracker: Sendable {
     private var lastEventAt: Date?
     private var window = EtaWindow()
     /// Workers waiting on a health throttle now.
-    private var waiting: Set<Int64> = []
+    private var waiting: Set<Int> = []
     /// Health-throttle reasons that set the job's pace rather than interrupt it: their waits are
     /// active time, like the row budget's rests.
-    static let paceReasons: Set<String> = ["wal_rate"]
+    static let paceReasons: Set<ThrottleReason> = [.walRate]
 
     /// What % done and the ETA are measured by.
     public enum Basis: String, Sendable {
@@ -57,59 +57,46 @@ public struct ProgressTracker: Sendable {
         lastEventAt = event.time
         let seconds = event.time.timeIntervalSinceReferenceDate
         window.advance(to: seconds)
-        switch event.kind {
-        case .start:
+        switch event.body {
+        case .start(let e):
             startedAt = event.time
-            if case .int(let n) = event["rows_estimate"] { rowsEstimate = n }
-            if case .int(let n) = event["rows_done_before"] { (rowsBefore, rowsDone) = (n, n) }
-            if case .double(let v) = event["key_min"] { keyMin = v }
-            if case .double(let v) = event["key_max"] { keyMax = v }
-            if case .int(let n) = event["batch_size"] { batchSize = n }
+            if let n = e.rowsEstimate { rowsEstimate = n }
+            (rowsBefore, rowsDone) = (e.rowsDoneBefore, e.rowsDoneBefore)
+            if let bounds = e.keyBounds { (keyMin, keyMax) = (bounds.min, bounds.max) }
+            batchSize = Int64(e.batchSize)
             state = "running"
             fraction = rowsFraction
             basis = keyMax != nil ? .keyPosition : rowsEstimate != nil ? .rowEstimate : nil
             startFraction = fraction
             if let fraction { window.record(progress: fraction, at: seconds) }
-        case .batch:
-            if case .int(let n) = event["rows_done"] { rowsDone = n }
-            if case .int(let n) = event["run_rows"] { runRows = n }
-            if case .int(let n) = event["next_batch_size"] { batchSize = n }
-            if case .double(let ms) = event["duration_ms"] { lastBatchMs = ms }
-            state = "running"
-            if case .strings(let key) = event["last_key"], let first = key.first, let value = Self.numeric(first),
-               let lo = keyMin, let hi = keyMax, hi > lo {
-                fraction = min(max((value - lo) / (hi - lo), 0), 1)
-                basis = .keyPosition
-            } else {
-                fraction = rowsFraction
-                basis = fraction == nil ? nil : .rowEstimate
-            }
-            if startFraction == nil { startFraction = 0 }
-            if let fraction { window.record(progress: fraction, at: seconds) }
-        case .retry:
-            if case .string(let reason) = event["reason"] { state = "retrying: \(reason)" }
-        case .throttle:
-            let worker: Int64 = if case .int(let w) = event["worker"] { w } else { 0 }
-            if case .string(let reason) = event["reason"], !Self.paceReasons.contains(reason) {
-                switch event["state"] {
-                case .string("waiting"): waiting.insert(worker)
-                case .string("resumed"): waiting.remove(worker)
-                default: break
+        case .batch(let e):
+            (rowsDone, runRows) = (e.rowsDone, e.runRows)
+            committed(nextBatchSize: e.nextBatchSize, duration: e.duration, lastKey: e.lastKey, at: seconds)
+        case .revertBatch(let e):
+            committed(nextBatchSize: e.nextBatchSize, duration: e.duration, lastKey: nil, at: seconds)
+        case .retry(let e):
+            state = "retrying: \(e.reason.rawValue)"
+        case .throttle(let e):
+            if !Self.paceReasons.contains(e.reason) {
+                switch e.state {
+                case .waiting: waiting.insert(e.worker ?? 0)
+                case .resumed: waiting.remove(e.worker ?? 0)
+                case nil: break
                 }
                 window.setThrottled(!waiting.isEmpty, at: seconds)
             }
-            switch (event["reason"], event["state"]) {
-            case (.string(let reason), .string("waiting")): state = "throttled: \(reason)"
-            case (_, .string("resumed")): state = "running"
-            case (.string("blocking"), _): state = "throttled: blocking"
+            switch (e.reason, e.state) {
+            case (let reason, .waiting): state = "throttled: \(reason.rawValue)"
+            case (_, .resumed): state = "running"
+            case (.blocking, _): state = "throttled: blocking"
             default: break
             }
-        case .pass:
-            if case .int(let pass) = event["pass"] { state = "pass \(pass)" }
-        case .badRow:
-            if case .int(let n) = event["bad_rows"] { badRows = n }
-        case .stop:
-            if case .string(let reason) = event["reason"] { state = "stopped: \(reason)" }
+        case .pass(let e):
+            if let pass = e.pass { state = "pass \(pass)" }
+        case .badRow(let e):
+            badRows = e.badRows
+        case .stop(let e):
+            state = "stopped: \(e.reason.rawValue)"
             waiting.removeAll()
             window.setThrottled(false, at: seconds)
         case .done:
@@ -117,13 +104,30 @@ public struct ProgressTracker: Sendable {
             fraction = 1
         case .error:
             state = "failed"
-        case .finalize:
-            if case .int(let step) = event["step"], case .int(let steps) = event["steps"] { state = "finalizing \(step)/\(steps)" }
-        case .requirements:
-            if case .string(let s) = event["state"] { state = s == "met" ? "running" : "waiting for requirements" }
+        case .finalize(let e):
+            state = "finalizing \(e.step)/\(e.steps)"
+        case .requirements(let e):
+            if case .met = e.state { state = "running" } else { state = "waiting for requirements" }
         case .tune, .wait, .connections, .cdc, .fleet, .revert:
             break
         }
+    }
+
+    /// A committed batch: the next size, its time, and the progress from its last key (a
+    /// numeric first column between the key's bounds) or from rows against the estimate.
+    private mutating func committed(nextBatchSize: Int, duration: Duration, lastKey: [String]?, at seconds: Double) {
+        batchSize = Int64(nextBatchSize)
+        lastBatchMs = duration.milliseconds
+        state = "running"
+        if let first = lastKey?.first, let value = Self.numeric(first), let lo = keyMin, let hi = keyMax, hi > lo {
+            fraction = min(max((value - lo) / (hi - lo), 0), 1)
+            basis = .keyPosition
+        } else {
+            fraction = rowsFraction
+            basis = fraction == nil ? nil : .rowEstimate
+        }
+        if startFraction == nil { startFraction = 0 }
+        if let fraction { window.record(progress: fraction, at: seconds) }
     }
 
     private var rowsFraction: Double? {

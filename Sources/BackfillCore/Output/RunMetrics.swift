@@ -88,44 +88,36 @@ public final class RunMetrics {
 
     public func record(_ event: RunEvent) {
         tracker.consume(event)
-        switch event.kind {
-        case .start:
+        switch event.body {
+        case .start(let e):
             rowsDone.record(Double(tracker.rowsDone))
-            if case .int(let ms) = event["target_ms"] { batchTarget.record(Double(ms) / 1000) }
+            batchTarget.record(e.target.milliseconds / 1000)
             setState("running")
             // Created at the start of a job with `cdc`, so that a job without one exports neither.
-            if case .string(let origin) = event["cdc_origin"] {
+            if let origin = e.cdcOrigin {
                 Gauge(label: "backfill_cdc_origin", dimensions: dims + [("origin", origin)], factory: factory).record(1)
             }
-            if event["cdc_messages"] == .bool(true) { Gauge(label: "backfill_cdc_messages", dimensions: dims, factory: factory).record(1) }
-        case .batch:
-            if case .int(let n) = event["rows"] { rows.increment(by: Int(n)) }
-            rowsDone.record(Double(tracker.rowsDone))
-            batches.increment()
-            if case .double(let ms) = event["duration_ms"] { batchDuration.recordNanoseconds(Int64(ms * 1_000_000)) }
-            if case .int(let n) = event["next_batch_size"] { batchSize.record(Double(n)) }
-            if case .int(let n) = event["wal_bytes"] { walBytes.increment(by: Int(n)) }
-            if case .double(let r) = event["hot_update_ratio"] { hotRatio.record(r) }
-            lastSuccess.record(event.time.timeIntervalSince1970)
-            setState("running")
-        case .retry:
-            if case .string(let reason) = event["reason"] {
-                let counter = retries[reason] ?? Counter(label: "backfill_retries_total", dimensions: dims + [("reason", reason)], factory: factory)
-                retries[reason] = counter
-                counter.increment()
-            }
+            if e.cdcMessages { Gauge(label: "backfill_cdc_messages", dimensions: dims, factory: factory).record(1) }
+        case .batch(let e):
+            committed(rows: e.rows, duration: e.duration, nextBatchSize: e.nextBatchSize, at: event.time)
+            if let n = e.walBytes { walBytes.increment(by: Int(n)) }
+            if let r = e.hotUpdateRatio { hotRatio.record(r) }
+        case .revertBatch(let e):
+            committed(rows: e.rows, duration: e.duration, nextBatchSize: e.nextBatchSize, at: event.time)
+        case .retry(let e):
+            let reason = e.reason.rawValue
+            let counter = retries[reason] ?? Counter(label: "backfill_retries_total", dimensions: dims + [("reason", reason)], factory: factory)
+            retries[reason] = counter
+            counter.increment()
             setState("retrying")
-        case .throttle:
-            if case .string(let reason) = event["reason"] {
-                var seconds = 0.0
-                if case .double(let ms) = event["wait_ms"] { seconds = ms / 1000 }
-                if seconds > 0 {
-                    let counter = throttled[reason] ?? FloatingPointCounter(label: "backfill_throttled_seconds_total", dimensions: dims + [("reason", reason)], factory: factory)
-                    throttled[reason] = counter
-                    counter.increment(by: seconds)
-                }
+        case .throttle(let e):
+            if let wait = e.wait, wait > .zero {
+                let reason = e.reason.rawValue
+                let counter = throttled[reason] ?? FloatingPointCounter(label: "backfill_throttled_seconds_total", dimensions: dims + [("reason", reason)], factory: factory)
+                throttled[reason] = counter
+                counter.increment(by: wait.milliseconds / 1000)
             }
-            setState(event["state"] == .string("resumed") ? "running" : "throttled")
+            setState(e.state == .resumed ? "running" : "throttled")
         case .pass: setState("running")
         case .badRow: badRows.increment()
         case .stop: setState("stopped")
@@ -135,5 +127,16 @@ public final class RunMetrics {
         case .requirements, .tune, .wait, .connections, .cdc, .fleet, .revert: break
         }
         if let f = tracker.fraction { progress.record(f) }
+    }
+
+    /// A committed batch (of a run or of `backfill revert`).
+    private func committed(rows: Int64, duration: Duration, nextBatchSize: Int, at time: Date) {
+        self.rows.increment(by: Int(rows))
+        rowsDone.record(Double(tracker.rowsDone))
+        batches.increment()
+        batchDuration.recordNanoseconds(Int64(duration.milliseconds * 1_000_000))
+        batchSize.record(Double(nextBatchSize))
+        lastSuccess.record(time.timeIntervalSince1970)
+        setState("running")
     }
 }

@@ -143,17 +143,16 @@ struct JobTimeline: Sendable {
     var marks: [RehearsalEvent] = []
 
     mutating func record(_ event: RunEvent, at seconds: Double) {
-        func text(_ name: String) -> String? { if case .string(let s) = event[name] { s } else { nil } }
-        switch event.kind {
-        case .batch:
-            guard case .double(let ms) = event["duration_ms"] else { return }
-            var rows: Int64 = 0, size: Int64 = 0
-            if case .int(let n) = event["rows"] { rows = n }
-            if case .int(let n) = event["batch_size"] { size = n }
-            batches.append(RehearsalBatch(seconds: seconds, durationMs: ms, rows: rows, batchSize: size))
-        case .retry, .throttle:
-            marks.append(RehearsalEvent(seconds: seconds, event: event.kind.rawValue, reason: text("reason") ?? "?",
-                                        detail: [text("state"), text("sqlstate"), text("message")].compactMap { $0 }.joined(separator: " ")))
+        switch event.body {
+        case .batch(let e):
+            batches.append(RehearsalBatch(seconds: seconds, durationMs: e.duration.milliseconds, rows: e.rows, batchSize: Int64(e.batchSize)))
+        case .revertBatch(let e):
+            batches.append(RehearsalBatch(seconds: seconds, durationMs: e.duration.milliseconds, rows: e.rows, batchSize: Int64(e.batchSize)))
+        case .retry(let e):
+            marks.append(RehearsalEvent(seconds: seconds, event: event.kind.rawValue, reason: e.reason.rawValue,
+                                        detail: [e.sqlstate, e.message].compactMap { $0 }.joined(separator: " ")))
+        case .throttle(let e):
+            marks.append(RehearsalEvent(seconds: seconds, event: event.kind.rawValue, reason: e.reason.rawValue, detail: e.state?.rawValue ?? ""))
         default: break
         }
     }

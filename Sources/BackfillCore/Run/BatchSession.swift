@@ -49,7 +49,7 @@ protocol BatchSession: AnyObject {
 
     /// Reads the health signals; the first reason to wait (nil: healthy) and when to look again.
     func checkHealth(at elapsed: Duration) throws -> HealthFinding
-    func setThrottle(_ reason: HealthGate.Reason?, detail: String?) throws
+    func setThrottle(_ reason: ThrottleReason?, detail: String?) throws
     func jobState() throws -> JobState?
     /// Takes `rows` from the job's rate budget; returns how long to wait.
     func consumeRate(rows: Int64, rowsPerSecond: Int) throws -> Duration
@@ -65,7 +65,7 @@ protocol BatchSession: AnyObject {
 /// What a health check found: the first reason to wait with every reason's detail, and when
 /// to check again while it holds.
 struct HealthFinding: Sendable, Hashable {
-    var reason: HealthGate.Reason?
+    var reason: ThrottleReason?
     var detail: String
     var retryAfter: Duration
 
@@ -79,12 +79,8 @@ struct UpperKey: Sendable, Hashable {
     /// How it was found (the batch event's `bound`).
     var bound: Bound
 
-    enum Bound: String, Sendable, Hashable {
-        /// By arithmetic on a dense integer key.
-        case span
-        /// Counted through the key's index.
-        case counted
-    }
+    /// By arithmetic on a dense integer key (`span`), or counted through the key's index.
+    typealias Bound = RunEvent.Batch.Bound
 }
 
 /// The batch a worker writes: the claimed range's keys after its checkpoint up to `upper`.

@@ -30,14 +30,14 @@ public struct ConnectionBudget: Sendable, Hashable {
         }
     }
 
-    /// The `connections` event's fields for a fit.
-    public func fields(_ fit: Fit, workers: Int, lease: Bool, watchdog: Bool) -> [(String, RunEvent.Value)] {
-        var fields: [(String, RunEvent.Value)] = [
-            ("state", .string("reduced")), ("needed", .int(Int64(Self.needed(workers: workers, lease: lease, watchdog: watchdog)))),
-            ("free", .int(Int64(free ?? 0))), ("limit", .string(limit)),
-        ]
-        if case .reduced(let fewer, let keepsWatchdog) = fit { fields += [("workers", .int(Int64(fewer))), ("watchdog", .bool(keepsWatchdog))] }
-        return fields + [("message", .string(message(fit, workers: workers, lease: lease, watchdog: watchdog)))]
+    /// The `connections` event for a fit.
+    public func event(_ fit: Fit, workers: Int, lease: Bool, watchdog: Bool) -> RunEvent.Connections {
+        var fewer: (workers: Int, watchdog: Bool)?
+        if case .reduced(let workers, let keepsWatchdog) = fit { fewer = (workers, keepsWatchdog) }
+        return RunEvent.Connections(
+            state: .reduced(needed: Self.needed(workers: workers, lease: lease, watchdog: watchdog), free: free ?? 0, limit: limit,
+                            workers: fewer?.workers, watchdog: fewer?.watchdog),
+            message: message(fit, workers: workers, lease: lease, watchdog: watchdog))
     }
 
     /// Connections of a run: `workers` + coordinator + lease + watchdog.

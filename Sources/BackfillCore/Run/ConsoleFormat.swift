@@ -4,74 +4,78 @@ import Foundation
 public enum ConsoleFormat {
     /// A line for the event, or nil for events that only the progress line shows.
     public static func line(_ event: RunEvent) -> String? {
-        func text(_ name: String) -> String {
-            switch event[name] {
-            case .string(let s): return s
-            case .int(let i): return String(i)
-            case .double(let d): return String(format: "%.1f", d)
-            case .bool(let b): return String(b)
-            case .strings(let list): return "(" + list.joined(separator: ", ") + ")"
-            case .null, nil: return "?"
-            }
-        }
         // `job [shard-a]` for a target of a fleet run.
         let subject = event.target.map { "\(event.job) [\($0)]" } ?? event.job
-        switch event.kind {
-        case .start:
-            return "\(subject): started on \(text("table")) (\(text("action")), ~\(text("rows_estimate")) rows by statistics, key index \(text("key_index")))"
-        case .batch:
+        switch event.body {
+        case .start(let e):
+            return "\(subject): started on \(e.table) (\(e.action), ~\(e.rowsEstimate.map(String.init) ?? "?") rows by statistics, key index \(e.keyIndex))"
+        case .batch, .revertBatch:
             return nil
-        case .retry:
-            return "\(subject): retrying (\(text("reason"))) attempt \(text("attempt")) in \(text("delay_ms")) ms: \(text("message"))"
-        case .throttle:
-            switch (event["reason"], event["state"]) {
-            case (.string("max_rows_per_second"), _): return nil  // every batch: the progress line shows the rate
-            case _ where event["watchdog"] == .bool(true):
-                return "\(subject): cancelled a batch: a live session had waited \(text("longest_wait_ms")) ms on its locks; batch now \(text("batch_size")) keys, resting \(text("wait_ms")) ms"
-            case (_, .string("waiting")): return "\(subject): throttled (\(text("reason"))): \(text("detail")); waiting"
-            case (_, .string("resumed")): return "\(subject): resumed after \(text("wait_ms")) ms throttled (\(text("reason")))"
-            default: return "\(subject): throttled (\(text("reason"))): \(text("waiters")) sessions waited on the last batch; batch now \(text("batch_size")) keys, resting \(text("wait_ms")) ms"
+        case .retry(let e):
+            return "\(subject): retrying (\(e.reason.rawValue)) attempt \(e.attempt) in \(whole(e.delay)) ms: \(e.message ?? "?")"
+        case .throttle(let e):
+            switch e.cause {
+            case .rowBudget: return nil  // every batch: the progress line shows the rate
+            case .watchdog(let longest, let rest, let next):
+                return "\(subject): cancelled a batch: a live session had waited \(ms(longest)) ms on its locks; batch now \(next) keys, resting \(ms(rest)) ms"
+            case .waiting(let reason, let detail), .revert(let reason, let detail):
+                return "\(subject): throttled (\(reason.rawValue)): \(detail); waiting"
+            case .resumed(let reason, let waited): return "\(subject): resumed after \(ms(waited)) ms throttled (\(reason.rawValue))"
+            case .blocking(let waiters, _, let rest, let next):
+                return "\(subject): throttled (blocking): \(waiters) sessions waited on the last batch; batch now \(next) keys, resting \(ms(rest)) ms"
             }
-        case .pass:
-            return "\(subject): \(text("reason"))"
-        case .badRow:
-            return "\(subject): bad row \(text("key")) quarantined (\(text("bad_rows")) so far): SQLSTATE \(text("sqlstate")) \(text("message"))"
-        case .stop:
-            let message = event["message"] == nil ? "" : ": \(text("message"))"
-            return "\(subject): stopped (\(text("reason")))\(message)"
-        case .done:
-            if case .int(let bad) = event["bad_rows"], bad > 0 { return "\(subject): done with \(bad) bad rows" }
+        case .pass(let e):
+            return "\(subject): \(e.reason)"
+        case .badRow(let e):
+            return "\(subject): bad row (\(e.key.joined(separator: ", "))) quarantined (\(e.badRows) so far): SQLSTATE \(e.sqlstate) \(e.message)"
+        case .stop(let e):
+            return "\(subject): stopped (\(e.reason.rawValue))\(e.message.map { ": \($0)" } ?? "")"
+        case .done(let e):
+            if e.summary.state == .done, e.summary.badRows > 0 { return "\(subject): done with \(e.summary.badRows) bad rows" }
             return "\(subject): done"
-        case .error:
-            return "backfill: \(subject) failed: \(text("message"))"
-        case .requirements:
-            if event["state"] == .string("met") {
-                let waitedMs: Double = if case .double(let ms) = event["waited_ms"] { ms } else { 0 }
-                return "\(subject): requirement met after \(String(format: "%.1f", waitedMs / 1000)) s: \(text("requires"))"
+        case .error(let e):
+            return "backfill: \(subject) failed: \(e.message)"
+        case .requirements(let e):
+            switch e.state {
+            case .met(let waited): return "\(subject): requirement met after \(String(format: "%.1f", waited.milliseconds / 1000)) s: \(e.requires)"
+            case .waiting(let detail, _): return "\(subject): waiting for the requirement (\(detail)): \(e.requires)"
             }
-            return "\(subject): waiting for the requirement (\(text("detail"))): \(text("requires"))"
-        case .finalize:
-            switch event["state"] {
-            case .string("done"): return "\(subject): finalize step \(text("step")) of \(text("steps")) done in \(text("duration_ms")) ms (\(text("attempts")) attempts)"
-            case .string("skipped"): return "\(subject): finalize step \(text("step")) of \(text("steps")) was done by an earlier run: \(text("statement"))"
-            default: return "\(subject): finalize step \(text("step")) of \(text("steps")): \(text("statement"))"
+        case .finalize(let e):
+            switch e.state {
+            case .done(let attempts, let took): return "\(subject): finalize step \(e.step) of \(e.steps) done in \(ms(took)) ms (\(attempts) attempts)"
+            case .skipped: return "\(subject): finalize step \(e.step) of \(e.steps) was done by an earlier run: \(e.statement)"
+            case .started: return "\(subject): finalize step \(e.step) of \(e.steps): \(e.statement)"
             }
-        case .tune:
-            if event["reset"] == .bool(true) { return "\(subject): worker \(text("worker")): tuning reset to the job file's values" }
-            return "\(subject): worker \(text("worker")): tuned by \(text("by")): max_rows_per_second=\(text("max_rows_per_second")) target_ms=\(text("target_ms")) pause_ms=\(text("pause_ms"))"
-                + (event["stopping"] == .bool(true) ? "; it stops (workers=\(text("workers")))" : "")
-        case .wait:
+        case .tune(let e):
+            if e.reset { return "\(subject): worker \(e.worker): tuning reset to the job file's values" }
+            return "\(subject): worker \(e.worker): tuned by \(e.by ?? "?"): max_rows_per_second=\(e.maxRowsPerSecond) target_ms=\(whole(e.target)) pause_ms=\(whole(e.pause))"
+                + (e.stopping ? "; it stops (workers=\(e.workers.map(String.init) ?? "?"))" : "")
+        case .wait(let e):
             // `gate is not registered yet (…)` names the job itself.
-            return event["state"] == .string(JobWait.notRegistered) ? text("line") : "\(subject): \(text("line"))"
-        case .connections:
-            return "\(subject): connections: \(text("message"))"
-        case .cdc:
-            return event["state"] == .string("warning") ? "\(subject): warning: cdc: \(text("message"))" : nil
-        case .fleet:
-            return text("line")
-        case .revert:
-            if event["state"] == .string("started") { return "\(subject): revert started\(event["dry_run"] == .bool(true) ? " (dry run: nothing is changed)" : "") at journal pass \(text("pass"))" }
-            return "\(subject): revert \(event["state"] == .string("dry_run") ? "dry run: would restore" : "restored") \(text("restored")) rows, \(text("conflicts")) left (changed since the job wrote them)"
+            if case .notRegistered = e.reading { return e.line }
+            return "\(subject): \(e.line)"
+        case .connections(let e):
+            return "\(subject): connections: \(e.message)"
+        case .cdc(.warning(let message)):
+            return "\(subject): warning: cdc: \(message)"
+        case .cdc(.origin):
+            return nil
+        case .fleet(.skipped(_, let line)):
+            return line
+        case .fleet(.done(let e)):
+            return e.line
+        case .revert(.started(let dryRun, let afterSeq)):
+            return "\(subject): revert started\(dryRun ? " (dry run: nothing is changed)" : "")" + (afterSeq.map { ", going on from journal seq \($0)" } ?? "")
+        case .revert(.ended(let dryRun, let restored, let conflicts, _)):
+            return "\(subject): revert \(dryRun ? "dry run: would restore" : "restored") \(restored) rows, \(conflicts) left (changed since the job wrote them)"
         }
+    }
+
+    /// A measured time in milliseconds, as the lines show it.
+    private static func ms(_ duration: Duration) -> String { String(format: "%.1f", duration.milliseconds) }
+
+    /// A setting or delay in whole milliseconds.
+    private static func whole(_ duration: Duration) -> String {
+        String(duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000)
     }
 }

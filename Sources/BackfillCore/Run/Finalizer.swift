@@ -23,13 +23,13 @@ struct Finalizer {
         let count = spec.finalize.count
         for (index, statement) in spec.finalize.enumerated() {
             let step = index + 1
-            let fields: [(String, RunEvent.Value)] = [("step", .int(Int64(step))), ("steps", .int(Int64(count))), ("statement", .string(statement))]
+            func finalize(_ state: RunEvent.Finalize.State) { context.emit(.finalize(.init(step: step, steps: count, statement: statement, state: state))) }
             if done[step] == JobSpec.hash(statement) {
-                context.event(.finalize, fields + [("state", .string("skipped"))])
+                finalize(.skipped)
                 continue
             }
             if StopReason(jobState: try store.state(spec.name, db: db)) != nil { return try interrupted(db) }
-            context.event(.finalize, fields + [("state", .string("started"))])
+            finalize(.started)
             let began = ContinuousClock.now
             attempts: while true {
                 if context.stop.isRequested { return .stopped(.signal, context.summary(state: .pending)) }
@@ -61,8 +61,7 @@ struct Finalizer {
                     }
                 }
             }
-            context.event(.finalize, fields + [("state", .string("done")), ("attempts", .int(Int64(retries.attempt))),
-                                               ("duration_ms", .double((ContinuousClock.now - began).milliseconds))])
+            finalize(.done(attempts: retries.attempt, took: ContinuousClock.now - began))
             retries.succeeded()
         }
         try store.apply(.finalizeDone, job: spec.name, db: db)
@@ -104,9 +103,8 @@ struct Finalizer {
 
     private func retryEvent(_ reason: RetryReason, attempt: Int, delayMs: Int, error: PostgresError, since tried: ContinuousClock.Instant, step: Int) {
         context.addRetry(reason)
-        context.event(.retry, [("reason", .string(reason.rawValue)), ("attempt", .int(Int64(attempt))), ("delay_ms", .int(Int64(delayMs))),
-                               ("duration_ms", .double((ContinuousClock.now - tried).milliseconds)), ("sqlstate", .string(error.code.raw)),
-                               ("message", .string(error.message)), ("step", .int(Int64(step)))])
+        context.emit(.retry(.init(reason: reason, attempt: attempt, delay: .milliseconds(delayMs), failedAfter: ContinuousClock.now - tried,
+                                  sqlstate: error.code.raw, message: error.message, source: .finalize(step: step))))
     }
 
     /// The job was paused or cancelled by an operator before a step: it keeps that state.

@@ -8,16 +8,8 @@ import PostgresClient
 ///
 /// `HealthReader` reads the signals, `HealthJudge` judges them; the gate runs one after the other.
 struct HealthGate {
-    /// Why the job should wait now.
-    enum Reason: String, Sendable, CaseIterable {
-        case replicationLag = "replication_lag"
-        case checkSQL = "check_sql"
-        case autovacuum
-        case slotLag = "slot_lag"
-        case walRate = "wal_rate"
-        case archiveBacklog = "archive_backlog"
-        case unreadable = "signal_unreadable"
-    }
+    /// Why the job should wait now: one of `ThrottleReason`'s health reasons.
+    typealias Reason = ThrottleReason
 
     let reader: HealthReader
     private(set) var judge: HealthJudge

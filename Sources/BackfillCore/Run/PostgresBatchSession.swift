@@ -277,7 +277,7 @@ final class PostgresBatchSession: BatchSession {
         return HealthFinding(reason: found?.0, detail: found?.1 ?? "", retryAfter: .milliseconds(Int64((gate.retryAfter * 1000).rounded())))
     }
 
-    func setThrottle(_ reason: HealthGate.Reason?, detail: String?) throws {
+    func setThrottle(_ reason: ThrottleReason?, detail: String?) throws {
         try store.setThrottle(spec.name, reason: reason?.rawValue, detail: detail, db: db())
     }
 

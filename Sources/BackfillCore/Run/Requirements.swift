@@ -40,16 +40,14 @@ public enum Requirements {
                         : "check that what it waits for is deployed, or wait longer (--wait-for-requirements)")
             }
             if shown != detail {
-                context.event(.requirements, [("state", .string("waiting")), ("detail", .string(detail)), ("requires", .string(sql)),
-                                              ("timeout_ms", .int(Int64(limit * 1000)))])
+                context.emit(.requirements(.init(requires: sql, state: .waiting(detail: detail, timeout: .milliseconds(Int64(limit * 1000))))))
                 shown = detail
             }
             context.sleep(ms: 1000)
             if context.stop.isRequested { return .stopped(.signal, context.summary(state: .pending)) }
             (met, detail) = try check(sql, timeoutMs: spec.timeouts.statementMs, db: db)
         }
-        context.event(.requirements, [("state", .string("met")), ("requires", .string(sql)),
-                                      ("waited_ms", .double((ContinuousClock.now - began).milliseconds))])
+        context.emit(.requirements(.init(requires: sql, state: .met(waited: ContinuousClock.now - began))))
         return nil
     }
 }

@@ -101,7 +101,7 @@ public struct Reverter {
         let started = ContinuousClock.now
         var elapsed: Double { (ContinuousClock.now - started).milliseconds / 1000 }
         var lastRenew = 0.0, attempt = 0
-        emit(RunEvent(.revert, job: spec.name, [("state", .string("started")), ("dry_run", .bool(dryRun)), ("after_seq", position.lastSeq.map { .int($0) } ?? .null)]))
+        emit(RunEvent(.revert(.started(dryRun: dryRun, afterSeq: position.lastSeq)), job: spec.name))
 
         func stopped(_ why: String) throws -> RevertOutcome {
             outcome.exitCode = 3
@@ -121,7 +121,7 @@ public struct Reverter {
                 }
             }
             if let (reason, detail) = try gate.check(at: elapsed, db: db) {
-                emit(RunEvent(.throttle, job: spec.name, [("reason", .string(reason.rawValue)), ("detail", .string(detail)), ("revert", .bool(true))]))
+                emit(RunEvent(.throttle(.init(cause: .revert(reason, detail: detail), worker: nil)), job: spec.name))
                 Thread.sleep(forTimeInterval: gate.retryAfter)
                 continue
             }
@@ -157,8 +157,7 @@ public struct Reverter {
                     if !dryRun { try? store.stopRevert(spec.name, error: error.message, db: db) }
                     return outcome
                 case .retry(let reason, let delayMs, let halve, let reconnect):
-                    emit(RunEvent(.retry, job: spec.name, [("reason", .string(reason.rawValue)), ("attempt", .int(Int64(attempt))), ("delay_ms", .int(Int64(delayMs))),
-                                                           ("message", .string(error.message)), ("revert", .bool(true))]))
+                    emit(RunEvent(.retry(.init(reason: reason, attempt: attempt, delay: .milliseconds(delayMs), message: error.message, source: .revert)), job: spec.name))
                     if halve { sizer.halve() }
                     Thread.sleep(forTimeInterval: Double(delayMs) / 1000)
                     if reconnect || !db.isOpen {
@@ -170,7 +169,7 @@ public struct Reverter {
                     continue
                 }
             }
-            let ms = (ContinuousClock.now - began).milliseconds
+            let took = ContinuousClock.now - began
             let rows = row?["rows"].int64 ?? 0, restored = row?["restored"].int64 ?? 0, conflicts = row?["conflicts"].int64 ?? 0
             // No journal row left below the checkpoint: the journal is walked.
             guard rows > 0, let last = row?["last"].int64 else { break }
@@ -179,10 +178,9 @@ public struct Reverter {
             outcome.restored += restored
             outcome.conflicts += conflicts
             outcome.batches += 1
-            sizer.record(keys: Int(rows), durationMs: ms)
-            emit(RunEvent(.batch, job: spec.name, [("revert", .bool(true)), ("dry_run", .bool(dryRun)), ("rows", .int(rows)),
-                                                   ("restored", .int(restored)), ("conflicts", .int(conflicts)), ("batch_size", .int(Int64(size))),
-                                                   ("duration_ms", .double(ms)), ("last_seq", .int(last)), ("next_batch_size", .int(Int64(sizer.size)))]))
+            sizer.record(keys: Int(rows), durationMs: took.milliseconds)
+            emit(RunEvent(.revertBatch(.init(dryRun: dryRun, rows: rows, restored: restored, conflicts: conflicts, batchSize: size, duration: took,
+                                             lastSeq: last, nextBatchSize: sizer.size)), job: spec.name))
             if spec.throttle.maxRowsPerSecond > 0 {
                 let wait = try store.consumeRate(spec.name, rows: rows, rowsPerSecond: spec.throttle.maxRowsPerSecond, db: db)
                 if wait > 0 { Thread.sleep(forTimeInterval: wait) }
@@ -196,8 +194,7 @@ public struct Reverter {
             outcome.conflicts = total.conflicts
         }
         outcome.exitCode = outcome.conflicts > 0 ? 1 : 0
-        emit(RunEvent(.revert, job: spec.name, [("state", .string(dryRun ? "dry_run" : "reverted")), ("restored", .int(outcome.restored)),
-                                                ("conflicts", .int(outcome.conflicts)), ("exit_code", .int(Int64(outcome.exitCode)))]))
+        emit(RunEvent(.revert(.ended(dryRun: dryRun, restored: outcome.restored, conflicts: outcome.conflicts, exitCode: outcome.exitCode)), job: spec.name))
         return outcome
     }
 

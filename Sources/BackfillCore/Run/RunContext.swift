@@ -73,9 +73,9 @@ final class RunContext: Sendable {
 
     var elapsed: Double { (ContinuousClock.now - started).seconds }
 
-    /// Hands an event to the caller's callback.
-    func event(_ kind: RunEvent.Kind, _ fields: [(String, RunEvent.Value)] = []) {
-        emitter(RunEvent(kind, job: spec.name, fields))
+    /// Hands an event of this job to the caller's callback.
+    func emit(_ body: RunEvent.Body) {
+        emitter(RunEvent(body, job: spec.name))
     }
 
     /// Whether the workers should stop now: a signal, or another worker failed.

@@ -2,9 +2,11 @@ import Foundation
 
 /// Something that happened during a run, for the console, JSON logs and metrics.
 ///
-/// `kind` is one of the contract's event names (`start`, `batch`, `retry`, `throttle`, `pass`,
-/// `bad_row`, `stop`, `done`, `error`, `requirements`, `finalize`, `tune`, `wait`, `connections`, `cdc`, `fleet`); `fields` are the event's own fields, in a stable order.
+/// `body` is the event as typed values, one case per event of the contract (`docs/events.md`);
+/// readers switch on it. `kind` (the event's name) and `fields` (its JSON fields, in a stable
+/// order) are what the body encodes to, in one place (`RunEvent+Fields.swift`).
 public struct RunEvent: Sendable {
+    /// The contract's event names.
     public enum Kind: String, Sendable, CaseIterable {
         case start, batch, retry, throttle, pass, stop, done, error
         /// A row that cannot be written, quarantined in the store (`on_error: skip`).
@@ -40,21 +42,49 @@ public struct RunEvent: Sendable {
         case null
     }
 
-    public var kind: Kind
+    /// What happened, one case per event (the payloads are in `RunEvent+Bodies.swift` and
+    /// `RunEvent+OutcomeBodies.swift`).
+    public enum Body: Sendable, Hashable {
+        case start(Start)
+        case batch(Batch)
+        /// A `batch` event of `backfill revert` (`revert: true`).
+        case revertBatch(RevertBatch)
+        case retry(Retry)
+        case throttle(Throttle)
+        case pass(Pass)
+        case badRow(BadRow)
+        case stop(Stop)
+        case done(Done)
+        case error(Failed)
+        case requirements(Requirements)
+        case finalize(Finalize)
+        case tune(Tune)
+        case wait(Wait)
+        case connections(Connections)
+        case cdc(CDC)
+        case fleet(Fleet)
+        case revert(Revert)
+    }
+
+    public var body: Body
     public var job: String
     /// The fleet target the event is about (`run --targets`), nil for a run of one database.
     public var target: String?
     public var time: Date
-    public var fields: [(String, Value)]
 
-    public init(_ kind: Kind, job: String, time: Date = Date(), _ fields: [(String, Value)] = []) {
-        self.kind = kind
+    public init(_ body: Body, job: String, time: Date = Date()) {
+        self.body = body
         self.job = job
         self.time = time
-        self.fields = fields
     }
 
-    /// The value of a field, if present.
+    /// The event's name in the contract.
+    public var kind: Kind { body.kind }
+
+    /// The event's own fields as the JSON line carries them, in their stable order.
+    public var fields: [(String, Value)] { body.fields }
+
+    /// The value of a field as the JSON line carries it, if present.
     public subscript(_ name: String) -> Value? { fields.first { $0.0 == name }?.1 }
 
     /// One JSON object on one line: `{"ts":…,"event":"batch","job":…,…}`.

@@ -54,13 +54,4 @@ public struct RunFailure: Error, Sendable, Hashable, CustomStringConvertible {
         if let hint { text += " (hint: \(hint))" }
         return text
     }
-
-    /// The fields of the JSON `error` event.
-    public var fields: [(String, RunEvent.Value)] {
-        [("message", .string(description)), ("sqlstate", sqlstate.map { .string($0) } ?? .null),
-         ("range", range.map { .int(Int64($0)) } ?? .null), ("after_key", afterKey.map { .strings($0) } ?? .null),
-         ("key", key.map { .strings($0) } ?? .null),
-         ("attempts", .int(Int64(attempts))), ("exhausted", .bool(exhausted)),
-         ("detail", detail.map { .string($0) } ?? .null), ("hint", hint.map { .string($0) } ?? .null)]
-    }
 }

@@ -1,5 +1,12 @@
 import PostgresClient
 
+/// How the check that no row still matches `where` ran: counted while the last ranges were
+/// walked, then their intervals (`overlapped`), or a full scan after the walk (`after_walk`).
+public enum EndCheckMode: String, Sendable, Hashable {
+    case overlapped
+    case afterWalk = "after_walk"
+}
+
 /// What a run did, for the final summary line and the JSON `done`/`stop` events.
 public struct RunSummary: Sendable, Hashable {
     public var job: String
@@ -16,14 +23,19 @@ public struct RunSummary: Sendable, Hashable {
     /// The checkpoint after the last committed batch of this run.
     public var lastKey: [String]?
     /// How the last check that no row still matches `where` ran: `overlapped` with the end of
-    /// the walk (`EndCheck`) or `after_walk` (a full scan), and the milliseconds it took after
-    /// the walk; nil when there was none.
+    /// the walk (`EndCheck`) or `after_walk` (a full scan), and how long it took after the walk;
+    /// nil when there was none.
     public var endCheck: EndCheckFigures?
 
     /// How the end check ran and how long it took after the walk.
     public struct EndCheckFigures: Sendable, Hashable {
-        public var mode: String
-        public var ms: Double
+        public var mode: EndCheckMode
+        public var took: Duration
+
+        public init(mode: EndCheckMode, took: Duration) {
+            self.mode = mode
+            self.took = took
+        }
     }
     /// Rows this run quarantined as bad (`on_error: skip`).
     public var runBadRows: Int64 = 0
@@ -48,24 +60,6 @@ public struct RunSummary: Sendable, Hashable {
         let sorted = batchMs.sorted()
         let rank = Int((q * Double(sorted.count)).rounded(.up)) - 1
         return sorted[min(max(rank, 0), sorted.count - 1)]
-    }
-
-    public var fields: [(String, RunEvent.Value)] {
-        [("state", .string(state.rawValue)), ("rows", .int(rows)), ("run_rows", .int(rows)), ("rows_done", .int(rowsDone)),
-         ("batches", .int(batches)),
-         ("seconds", .double(seconds)), ("rows_per_second", .double(rowsPerSecond)),
-         ("batch_p50_ms", .double(batchPercentile(0.5))), ("batch_p99_ms", .double(batchPercentile(0.99))),
-         ("batch_max_ms", .double(batchMs.max() ?? 0)),
-         ("retries", .int(Int64(retries.values.reduce(0, +)))), ("run_bad_rows", .int(runBadRows))]
-        + (state == .done ? [("bad_rows", .int(badRows))] : [])
-        + retries.sorted { $0.key.rawValue < $1.key.rawValue }.map { ("retries_\($0.key.rawValue)", .int(Int64($0.value))) }
-        + throttledSeconds.sorted { $0.key < $1.key }.map { ("throttled_seconds_\($0.key)", .double($0.value)) }
-        + endCheckFields
-    }
-
-    private var endCheckFields: [(String, RunEvent.Value)] {
-        guard let endCheck else { return [] }
-        return [("end_check", .string(endCheck.mode)), ("end_check_ms", .double(endCheck.ms))]
     }
 
     /// `rows=… batches=… seconds=… rows/s=… batch p50/p99/max=…/…/… ms retries=…`.

@@ -103,13 +103,13 @@ public final class Runner {
             }
         }
         context.releaseLease()
-        let closing: [(String, RunEvent.Value)] = [("exit_code", .int(Int64(outcome.exitCode))), ("next", .string(outcome.nextStep))]
+        let (code, next) = (outcome.exitCode, outcome.nextStep)
         switch outcome {
-        case .done(let s): context.event(.done, s.fields + closing)
+        case .done(let s): context.emit(.done(.init(summary: s, exitCode: code, next: next)))
         case .stopped(let reason, let s):
-            let why: [(String, RunEvent.Value)] = context.leaseWatch.lostReason.map { [("message", .string("lease lost: \($0)"))] } ?? []
-            context.event(.stop, [("reason", .string(reason.rawValue))] + why + s.fields + closing)
-        case .failed(let failure, let s): context.event(.error, failure.fields + s.fields + closing)
+            let why = context.leaseWatch.lostReason.map { "lease lost: \($0)" }
+            context.emit(.stop(.init(reason: reason, message: why, summary: s, exitCode: code, next: next)))
+        case .failed(let failure, let s): context.emit(.error(.init(cause: .run(failure, s), exitCode: code, next: next)))
         case .held, .invalid: break
         }
         return outcome
@@ -121,7 +121,7 @@ public final class Runner {
         // standby, too few connection slots for even one worker.
         try SessionPins.checkWritable(spec, db: db)
         for warning in try ChangeCapture.check(spec, workers: options.workers ?? spec.workers, db: db) {
-            context.event(.cdc, [("state", .string("warning")), ("message", .string(warning))])
+            context.emit(.cdc(.warning(message: warning)))
         }
         let takesLease = !options.join && !options.dryRun
         let early = try ConnectionBudget.read(db)
@@ -131,7 +131,7 @@ public final class Runner {
         if let stopped = try Requirements.await(context, db: db) { return stopped }
         let plan = try Planner.plan(spec, on: db)
         if options.dryRun {
-            context.event(.start, try startFields(plan, rowsBefore: 0, db: db) + [("dry_run", .bool(true))])
+            context.emit(.start(try start(plan, rowsBefore: 0, mode: .dryRun, db: db)))
             return try interrupted(runWorkers(count: 1, plan: plan)) ?? finishDone(&db)
         }
         try store.migrate(db)
@@ -158,8 +158,7 @@ public final class Runner {
         }
         if context.holdsLease { try store.markRunning(spec.name, runner: context.runnerName, db: db) }
         let status = try store.status(job: spec.name, db: db).first
-        context.event(.start, try startFields(plan, rowsBefore: status?.rowsDone ?? 0, db: db)
-            + [("workers", .int(Int64(workers))), ("ranges", .int(Int64(status?.ranges ?? 0)))])
+        context.emit(.start(try start(plan, rowsBefore: status?.rowsDone ?? 0, mode: .run(workers: workers, ranges: status?.ranges ?? 0), db: db)))
         return try runPasses(workers: workers, plan: plan, db: &db)
     }
 
@@ -173,7 +172,7 @@ public final class Runner {
         case .all: return wanted
         case .reduced(let workers, let keepsWatchdog):
             if !keepsWatchdog { context.watchdog?.stop() }
-            context.event(.connections, budget.fields(fit, workers: wanted, lease: context.holdsLease, watchdog: watchdog))
+            context.emit(.connections(budget.event(fit, workers: wanted, lease: context.holdsLease, watchdog: watchdog)))
             return workers
         case .none: throw noSlot(budget, lease: false)
         }
@@ -204,12 +203,12 @@ public final class Runner {
             db = try reconnectIfLost(db)
             // The lease holder judges the end; a joining process is done when no range is left.
             guard context.holdsLease, let remaining = try remainingRows(plan, db, early: early) else { return try finishDone(&db) }
-            let checked = RunSummary.EndCheckFigures(mode: early == nil ? "after_walk" : "overlapped", ms: (ContinuousClock.now - walked).milliseconds)
+            let checked = RunSummary.EndCheckFigures(mode: early == nil ? .afterWalk : .overlapped, took: ContinuousClock.now - walked)
             if remaining == 0 { return try finishDone(&db, endCheck: checked) }
             if spec.repeats {
-                context.event(.pass, [("remaining", .int(remaining)),
-                                      ("reason", .string("\(remaining >= 1000 ? "1000 or more" : String(remaining)) rows match `where` behind the walk: the next run's pass takes them")),
-                                      ("end_check", .string(checked.mode))])
+                context.emit(.pass(.init(pass: nil, remaining: remaining,
+                                         reason: "\(remaining >= 1000 ? "1000 or more" : String(remaining)) rows match `where` behind the walk: the next run's pass takes them",
+                                         endCheck: checked.mode)))
                 return try finishDone(&db, endCheck: checked)
             }
             guard catchUps < spec.catchUpPasses else {
@@ -220,9 +219,9 @@ public final class Runner {
             catchUps += 1
             try db.transaction { try options.store.startPass(spec.name, db: $0) }
             try options.store.markRunning(spec.name, runner: context.runnerName, db: db)
-            context.event(.pass, [("pass", .int(Int64(catchUps + 1))), ("remaining", .int(remaining)),
-                                  ("reason", .string("catch-up \(catchUps) of \(spec.catchUpPasses): \(remaining >= 1000 ? "1000 or more" : String(remaining)) rows still match `where` behind the walk")),
-                                  ("end_check", .string(checked.mode))])
+            context.emit(.pass(.init(pass: catchUps + 1, remaining: remaining,
+                                     reason: "catch-up \(catchUps) of \(spec.catchUpPasses): \(remaining >= 1000 ? "1000 or more" : String(remaining)) rows still match `where` behind the walk",
+                                     endCheck: checked.mode)))
         }
     }
 
@@ -313,21 +312,13 @@ public final class Runner {
         return false
     }
 
-    /// The `start` event's fields, with the key's numeric bounds when the first key column has
-    /// them (read from the index's two ends), for progress and ETA.
-    private func startFields(_ plan: JobPlan, rowsBefore: Int64, db: Connection) throws -> [(String, RunEvent.Value)] {
-        var fields: [(String, RunEvent.Value)] = [
-            ("table", .string(spec.table)), ("action", .string(spec.action.name)),
-            ("rows_estimate", plan.estimatedRows.map { .int($0) } ?? .null), ("rows_done_before", .int(rowsBefore)),
-            ("batch_size", .int(Int64(spec.batch.size))), ("target_ms", .int(Int64(spec.batch.targetMs))), ("key_index", .string(plan.keyIndex)),
-            ("runner", .string(context.runnerName)), ("run_id", .string(context.runID)),
-        ]
-        if let origin = spec.cdc.origin { fields.append(("cdc_origin", .string(origin))) }
-        if spec.cdc.messages { fields.append(("cdc_messages", .bool(true))) }
-        if let bounds = try plan.keyBounds(on: db) {
-            fields += [("key_min", .double(bounds.min)), ("key_max", .double(bounds.max))]
-        }
-        return fields
+    /// The `start` event, with the key's numeric bounds when the first key column has them (read
+    /// from the index's two ends), for progress and ETA.
+    private func start(_ plan: JobPlan, rowsBefore: Int64, mode: RunEvent.Start.Mode, db: Connection) throws -> RunEvent.Start {
+        RunEvent.Start(
+            table: spec.table, action: spec.action.name, rowsEstimate: plan.estimatedRows, rowsDoneBefore: rowsBefore, batchSize: spec.batch.size,
+            target: .milliseconds(spec.batch.targetMs), keyIndex: plan.keyIndex, runner: context.runnerName, runID: context.runID,
+            cdcOrigin: spec.cdc.origin, cdcMessages: spec.cdc.messages, keyBounds: try plan.keyBounds(on: db).map { .init(min: $0.min, max: $0.max) }, mode: mode)
     }
 }
 

@@ -125,61 +125,47 @@ final class Worker {
         }
     }
 
-    private func event(_ kind: RunEvent.Kind, _ fields: [(String, RunEvent.Value)]) {
-        context.event(kind, fields + [("worker", .int(Int64(index)))])
-    }
+    private func event(_ body: RunEvent.Body) { context.emit(body) }
 
     /// The machine's notes as the run's events and counters.
     private func report(_ notes: [WorkerMachine.Note]) {
         for note in notes {
             switch note {
             case .committed(let write, let written, let duration, let nextSize):
-                let ms = duration.milliseconds
-                let total = context.addBatch(rows: written.rows, ms: ms, lastKey: write.upper)
-                let cost = (written.walBytes.map { [("wal_bytes", RunEvent.Value.int($0))] } ?? [])
-                    + (written.hotShare.map { [("hot_update_ratio", RunEvent.Value.double($0))] } ?? [])
-                event(.batch, [("rows", .int(written.rows)), ("batch_size", .int(Int64(write.size))), ("keys", .int(Int64(write.keys))),
-                               ("duration_ms", .double(ms)), ("attempt", .int(Int64(write.attempt))), ("last_key", .strings(write.upper)),
-                               ("range", .int(Int64(write.claim.range))), ("rows_done", .int(total.job)), ("run_rows", .int(total.run)),
-                               ("next_batch_size", .int(Int64(nextSize))), ("bound", .string(write.bound.rawValue))] + cost)
+                let total = context.addBatch(rows: written.rows, ms: duration.milliseconds, lastKey: write.upper)
+                event(.batch(.init(rows: written.rows, batchSize: write.size, keys: write.keys, duration: duration, attempt: write.attempt,
+                                   lastKey: write.upper, range: write.claim.range, rowsDone: total.job, runRows: total.run, nextBatchSize: nextSize,
+                                   bound: write.bound, walBytes: written.walBytes, hotUpdateRatio: written.hotShare, worker: index)))
             case .retry(let reason, let attempt, let delay, let nextSize, let error, let after):
                 context.addRetry(reason)
-                var fields: [(String, RunEvent.Value)] = [("reason", .string(reason.rawValue)), ("attempt", .int(Int64(attempt))),
-                                                          ("delay_ms", .int(Int64(delay.milliseconds))), ("batch_size", .int(Int64(nextSize)))]
-                if let error {
-                    fields += [("duration_ms", .double((after ?? .zero).milliseconds)), ("sqlstate", .string(error.code.raw)), ("message", .string(error.message))]
-                }
-                event(.retry, fields)
+                event(.retry(.init(reason: reason, attempt: attempt, delay: delay, failedAfter: error == nil ? nil : after ?? .zero,
+                                   sqlstate: error?.code.raw, message: error?.message, source: .worker(index, nextBatchSize: nextSize))))
             case .blocking(let waiters, let longest, let rest, let nextSize):
-                context.addThrottle("blocking", seconds: rest.seconds)
-                event(.throttle, [("reason", .string("blocking")), ("waiters", .int(Int64(waiters))), ("longest_wait_ms", .double(longest.milliseconds)),
-                                  ("wait_ms", .double(rest.milliseconds)), ("batch_size", .int(Int64(nextSize)))])
+                context.addThrottle(ThrottleReason.blocking.rawValue, seconds: rest.seconds)
+                event(.throttle(.init(cause: .blocking(waiters: waiters, longestWait: longest, rest: rest, nextBatchSize: nextSize), worker: index)))
             case .watchdog(let waited, let rest, let nextSize):
-                context.addThrottle("blocking", seconds: rest.seconds)
-                event(.throttle, [("reason", .string("blocking")), ("watchdog", .bool(true)), ("longest_wait_ms", .double(waited.milliseconds)),
-                                  ("wait_ms", .double(rest.milliseconds)), ("batch_size", .int(Int64(nextSize)))])
+                context.addThrottle(ThrottleReason.blocking.rawValue, seconds: rest.seconds)
+                event(.throttle(.init(cause: .watchdog(longestWait: waited, rest: rest, nextBatchSize: nextSize), worker: index)))
             case .rateLimited(let wait):
-                context.addThrottle("max_rows_per_second", seconds: wait.seconds)
-                event(.throttle, [("reason", .string("max_rows_per_second")), ("wait_ms", .double(wait.milliseconds))])
+                context.addThrottle(ThrottleReason.maxRowsPerSecond.rawValue, seconds: wait.seconds)
+                event(.throttle(.init(cause: .rowBudget(wait: wait), worker: index)))
             case .healthWaiting(let reason, let detail):
-                event(.throttle, [("reason", .string(reason.rawValue)), ("detail", .string(detail)), ("state", .string("waiting"))])
+                event(.throttle(.init(cause: .waiting(reason, detail: detail), worker: index)))
             case .healthEnded(let reason, let waited, let resumed):
                 context.addThrottle(reason.rawValue, seconds: waited.seconds)
-                if resumed { event(.throttle, [("reason", .string(reason.rawValue)), ("state", .string("resumed")), ("wait_ms", .double(waited.milliseconds))]) }
+                if resumed { event(.throttle(.init(cause: .resumed(reason, waited: waited), worker: index))) }
             case .badRow(let key, let error, let range, let badRows):
                 context.addBadRow()
-                event(.badRow, [("key", .strings(key)), ("sqlstate", .string(error.code.raw)), ("message", .string(error.message)),
-                                ("detail", error.detail.map { .string($0) } ?? .null), ("range", .int(Int64(range))), ("bad_rows", .int(badRows))])
+                event(.badRow(.init(key: key, sqlstate: error.code.raw, message: error.message, detail: error.detail, range: range, badRows: badRows, worker: index)))
             case .tuned(let tuning, let applied, let retiring):
-                event(.tune, [("max_rows_per_second", .int(Int64(applied.throttle.maxRowsPerSecond))), ("target_ms", .int(Int64(applied.batch.targetMs))),
-                              ("pause_ms", .int(Int64(applied.batch.pauseMs))), ("workers", tuning?.workers.map { .int(Int64($0)) } ?? .null),
-                              ("by", tuning?.by.map { .string($0) } ?? .null), ("reset", .bool(tuning == nil)), ("stopping", .bool(retiring))])
+                event(.tune(.init(maxRowsPerSecond: applied.throttle.maxRowsPerSecond, target: .milliseconds(applied.batch.targetMs), pause: .milliseconds(applied.batch.pauseMs),
+                                  workers: tuning?.workers, by: tuning?.by, reset: tuning == nil, stopping: retiring, worker: index)))
             case .slotWaiting(let error):
-                event(.connections, [("state", .string("waiting")), ("message", .string("worker \(index) waits for a connection slot: \(error.message)"))])
+                event(.connections(.init(state: .waiting, message: "worker \(index) waits for a connection slot: \(error.message)", worker: index)))
             case .slotFound:
-                event(.connections, [("state", .string("connected")), ("message", .string("worker \(index) got a connection slot"))])
+                event(.connections(.init(state: .connected, message: "worker \(index) got a connection slot", worker: index)))
             case .origin(let name):
-                event(.cdc, [("state", .string("origin")), ("origin", .string(name))])
+                event(.cdc(.origin(name, worker: index)))
             }
         }
     }

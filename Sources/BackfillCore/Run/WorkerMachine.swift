@@ -102,7 +102,7 @@ struct WorkerMachine {
 
     /// A health wait under way.
     struct HealthWait: Sendable, Hashable {
-        var reason: HealthGate.Reason
+        var reason: ThrottleReason
         var since: Duration
         var retryAfter: Duration
     }
@@ -325,7 +325,7 @@ extension WorkerMachine {
         case rest(Duration, everyWorker: Bool)
         case heartbeat(range: Int?, rowsDone: Int64)
         case checkHealth
-        case setThrottle(HealthGate.Reason?, detail: String?)
+        case setThrottle(ThrottleReason?, detail: String?)
         case readJobState
         case claim(preferring: Int?)
         case upperKey(RangeClaim, size: Int, bySpan: Bool)
@@ -356,9 +356,9 @@ extension WorkerMachine {
         /// The watchdog cancelled a batch that live traffic waited on.
         case watchdog(waited: Duration, rest: Duration, nextSize: Int)
         case rateLimited(wait: Duration)
-        case healthWaiting(HealthGate.Reason, detail: String)
+        case healthWaiting(ThrottleReason, detail: String)
         /// A health wait ended; `resumed` false when the run stopped during it.
-        case healthEnded(HealthGate.Reason, waited: Duration, resumed: Bool)
+        case healthEnded(ThrottleReason, waited: Duration, resumed: Bool)
         case badRow(key: [String], error: PostgresError, range: Int, badRows: Int64)
         case tuned(Tuning?, applied: JobSpec, retiring: Bool)
         case slotWaiting(PostgresError)

@@ -37,11 +37,6 @@ struct WriteCost {
         hotShare = Self.share(hot: hot - baseline.hot, updates: updates - baseline.updates)
     }
 
-    /// The fields a batch event carries: `wal_bytes`, and `hot_update_ratio` once known.
-    var fields: [(String, RunEvent.Value)] {
-        (walBytes.map { [("wal_bytes", RunEvent.Value.int($0))] } ?? []) + (hotShare.map { [("hot_update_ratio", RunEvent.Value.double($0))] } ?? [])
-    }
-
     /// HOT updates over updates, nil when nothing was updated.
     static func share(hot: Int64, updates: Int64) -> Double? {
         updates > 0 ? min(max(Double(hot) / Double(updates), 0), 1) : nil
