@@ -233,7 +233,7 @@ struct WorkerMachineTests {
         #expect(m.handle(.done, at: at(1.5)) == .connect)
         guard case .fail(let failure) = m.handle(.failed(refused, after: .zero, watchdogWaited: nil), at: at(6), random: 0) else { Issue.record("should give up"); return }
         #expect(failure.message.contains("could not reconnect within 5000 ms") && failure.range == 1 && failure.afterKey == ["5"])
-        var back = try machine(state: .connecting(lost: .init(since: .zero), slotWaitSince: nil))
+        var back = try machine(state: .connecting(lost: .init(), slotWaitSince: nil))
         #expect(back.handle(.connected(origin: nil), at: at(1.5)) == .checkHealth)
     }
 

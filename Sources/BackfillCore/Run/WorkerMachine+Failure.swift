@@ -70,7 +70,7 @@ extension WorkerMachine {
     mutating func judge(_ failure: Failure, at now: Now, random: Double) -> Action {
         let error = failure.error
         if Self.isRangeCheck(error) {
-            return end(.fail(RangeViolation(range: failure.range ?? 0, lower: failure.afterKey, upper: [], keys: failure.write?.keys ?? 0,
+            return end(.fail(RangeViolation(range: failure.range ?? 0, lower: failure.afterKey, upper: [], keys: failure.write?.size ?? 0,
                                             rows: nil, outside: nil).failure))
         }
         if error.code == .queryCanceled, let waited = failure.watchdogWaited, !now.stopRequested {
@@ -86,17 +86,15 @@ extension WorkerMachine {
         // Nothing is retried blindly: every try starts again from the committed checkpoint, so
         // trying again after any failure never applies a batch twice.
         if now.stopRequested, error.code == .queryCanceled || error.isConnectionLost { return end(.stop(.signal)) }
-        switch settings.retry.decide(error, attempt: attempt, random: random) {
-        case .fail(let exhausted):
-            return end(.fail(RunFailure(
-                sqlstate: error.code.raw, range: failure.range, afterKey: failure.afterKey, attempts: attempt, exhausted: exhausted,
-                message: error.message, detail: error.detail, hint: error.hint)))
-        case .retry(let reason, let delayMs, let halve, let reconnect):
+        switch retries.failed(error, now: now.elapsed.seconds, random: random) {
+        case .fail(var given):
+            (given.range, given.afterKey) = (failure.range, failure.afterKey)
+            return end(.fail(given))
+        case .retry(let reason, let attempt, let delayMs, let halve, let reconnect):
             if halve { sizer.halve() }
             notes.append(.retry(reason: reason, attempt: attempt, delay: .milliseconds(delayMs), nextSize: sizer.size, error: error, after: failure.duration))
-            attempt += 1
             if reconnect {
-                state = .connecting(lost: LostConnection(since: now.elapsed, range: failure.range, afterKey: failure.afterKey), slotWaitSince: nil)
+                state = .connecting(lost: LostConnection(range: failure.range, afterKey: failure.afterKey), slotWaitSince: nil)
                 return .connect
             }
             return rest(.milliseconds(delayMs), then: .next)
@@ -106,7 +104,7 @@ extension WorkerMachine {
     /// A batch statement failed with a data error: bisect it (`on_error: skip`) or search its
     /// first bad key and stop (`on_error: stop`).
     private mutating func dataError(_ error: PostgresError, in write: BatchWrite, at now: Now) -> Action {
-        attempt = 1
+        retries.succeeded()
         let claim = write.claim
         if case .bisecting(var bisection) = mode {
             // A part of the bisection failed as a whole: split it next.
@@ -134,15 +132,14 @@ extension WorkerMachine {
             return end(.fail(RunFailure(sqlstate: error.code.raw, message: "worker \(settings.index) could not connect: \(error.message)", hint: error.hint)))
         }
         if let reason = stopReason(at: now) { return end(.stop(reason)) }
-        guard now.elapsed - lost.since < settings.reconnectTimeout else {
-            return end(.fail(RunFailure(
-                sqlstate: error.code.raw, range: lost.range, afterKey: lost.afterKey, attempts: attempt, exhausted: true,
-                message: "lost the connection and could not reconnect within \(settings.spec.retry.reconnectTimeoutMs) ms: \(error.message)")))
+        switch retries.reconnectFailed(error, now: now.elapsed.seconds, random: random) {
+        case .fail(var given):
+            (given.range, given.afterKey) = (lost.range, lost.afterKey)
+            return end(.fail(given))
+        case .retry(let reason, let attempt, let delayMs, _, _):
+            notes.append(.retry(reason: reason, attempt: attempt, delay: .milliseconds(delayMs), nextSize: sizer.size, error: error, after: .zero))
+            return rest(.milliseconds(delayMs), then: .connect(lost: lost, slotWaitSince: nil))
         }
-        let delay = settings.retry.delay(attempt: attempt + 1, random: 0.5 + random / 2)
-        notes.append(.retry(reason: .connectionLost, attempt: attempt, delay: .milliseconds(delay), nextSize: sizer.size, error: error, after: .zero))
-        attempt += 1
-        return rest(.milliseconds(delay), then: .connect(lost: lost, slotWaitSince: nil))
     }
 
     /// The checkpoint's check constraint refused a batch that changed rows outside its range.

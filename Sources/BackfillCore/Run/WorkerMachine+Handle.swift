@@ -9,7 +9,7 @@ extension WorkerMachine {
         case (.connecting(let lost, let since), .connected(let origin)):
             if let origin { notes.append(.origin(origin)) }
             if since != nil { notes.append(.slotFound) }
-            _ = lost
+            if lost != nil { retries.reconnected() }
             state = .idle
             return next(at: now)
         case (.connecting(let lost, let since), .noSlot(let error, let othersConnected, let walkDone)):
@@ -17,7 +17,7 @@ extension WorkerMachine {
             if walkDone { return end(.finish) }
             let began = since ?? now.elapsed
             // Alone, a worker waits for a slot only as long as it would for a reconnect.
-            if !othersConnected, now.elapsed - began >= settings.reconnectTimeout { return connectFailed(error, lost: lost, at: now, random: random) }
+            if !othersConnected, now.elapsed - began >= .milliseconds(settings.retry.reconnectTimeoutMs) { return connectFailed(error, lost: lost, at: now, random: random) }
             if since == nil { notes.append(.slotWaiting(error)) }
             return rest(.seconds(1), then: .connect(lost: lost, slotWaitSince: began))
         case (.resting(let then), .done):
@@ -59,7 +59,7 @@ extension WorkerMachine {
                 return end(.stop(reason))
             }
         case (.heartbeating, .done):
-            return claimNext()
+            return work(at: now)
         case (.transaction(let step), _):
             return transaction(step, event, at: now)
         case (.closing(let then), .done):
@@ -191,7 +191,7 @@ extension WorkerMachine {
             return .commitQuarantine(write)
         case (.committingQuarantine(let write, let error, let badRows), .done):
             notes.append(.badRow(key: write.upper, error: error, range: write.claim.range, badRows: badRows))
-            attempt = 1
+            retries.succeeded()
             if case .bisecting(var bisection) = mode {
                 _ = bisection.failed()
                 mode = .bisecting(bisection)
@@ -208,11 +208,6 @@ extension WorkerMachine {
         return .write(write)
     }
 
-    private mutating func claimNext() -> Action {
-        state = .transaction(.claiming(.next(size: sizer.size)))
-        return .claim(preferring: preferred)
-    }
-
     /// A committed batch: the sizer learns, and the rest owed after it (the pause between
     /// batches, the live-traffic throttle, the rate budget) is decided.
     private mutating func committed(_ write: BatchWrite, _ written: Written, after: Duration, at now: Now) -> Action {
@@ -221,7 +216,7 @@ extension WorkerMachine {
             return close(then: .fail(RangeViolation(range: claim.range, lower: claim.lower, upper: write.upper, keys: write.keys,
                                                     rows: written.rows, outside: written.outside).failure))
         }
-        attempt = 1
+        retries.succeeded()
         rowsDone += written.rows
         // A part of a bisection is no measure of a batch's cost.
         if case .bisecting(var bisection) = mode {

@@ -17,8 +17,7 @@ struct WorkerMachine {
         var spec: JobSpec
         /// The worker's number (a `tune --workers` below it retires the worker).
         var index: Int
-        var retry: RetryPolicy
-        var reconnectTimeout: Duration
+        var retry: JobSpec.Retry
         /// Stop this long after the run started (the time box).
         var maxRuntime: Duration?
         /// A live session that waited this long on a batch's locks makes the job back off; nil:
@@ -35,8 +34,7 @@ struct WorkerMachine {
         init(spec: JobSpec, index: Int = 0, maxRuntime: Duration? = nil) {
             self.spec = spec
             self.index = index
-            retry = RetryPolicy(spec.retry)
-            reconnectTimeout = .milliseconds(spec.retry.reconnectTimeoutMs)
+            retry = spec.retry
             self.maxRuntime = maxRuntime
             blockingWait = spec.throttle.whenBlocking ? .milliseconds(spec.throttle.blockingWaitMs ?? spec.batch.targetMs) : nil
             healthInterval = spec.throttle.maxWalMBPerSecond > 0 ? .zero : .seconds(1)
@@ -62,7 +60,7 @@ struct WorkerMachine {
         case idle
         /// Resting; then what comes after.
         case resting(then: AfterRest)
-        /// Recording the worker's progress, then the next batch.
+        /// Recording the worker's progress, then the next piece of work.
         case heartbeating
         /// Reading the health signals; while they said to wait, since when and why.
         case checkingHealth(HealthWait?)
@@ -95,7 +93,6 @@ struct WorkerMachine {
 
     /// The connection lost by a batch, kept for the failure if reconnecting gives up.
     struct LostConnection: Sendable, Hashable {
-        var since: Duration
         var range: Int?
         var afterKey: [String]?
     }
@@ -188,8 +185,10 @@ struct WorkerMachine {
     /// The job with the live overrides the last claim read (`backfill tune`).
     var tuning: Tuning?
     var tuned: JobSpec
+    /// Retries and reconnects: the rule batches share with the finalizer.
+    var retries: RetryLoop
     /// Which try of the current batch the next run is (1-based).
-    var attempt = 1
+    var attempt: Int { retries.attempt }
     var notes: [Note] = []
     /// How this worker's batches find their upper key (a dense integer key: by arithmetic).
     var density = KeyDensity()
@@ -206,6 +205,7 @@ struct WorkerMachine {
         self.state = state
         self.mode = mode
         tuned = settings.spec
+        retries = RetryLoop(settings.spec.retry)
         let batch = settings.spec.batch
         sizer = BatchSizer(initial: batch.size, min: batch.min, max: batch.max, targetMs: batch.targetMs)
     }
@@ -241,9 +241,14 @@ struct WorkerMachine {
         return work(at: now)
     }
 
-    /// The next piece of work: the bisection's next step while one is under way, else a batch
-    /// (after the heartbeat, when due).
+    /// The next piece of work: the heartbeat when due, then the bisection's next step while
+    /// one is under way, else a batch.
     mutating func work(at now: Now) -> Action {
+        if lastHeartbeat.map({ now.elapsed - $0 >= settings.heartbeatInterval }) ?? true {
+            lastHeartbeat = now.elapsed
+            state = .heartbeating
+            return .heartbeat(range: preferred, rowsDone: rowsDone)
+        }
         if case .bisecting(let bisection) = mode {
             switch bisection.step {
             case .finished:
@@ -254,11 +259,6 @@ struct WorkerMachine {
             case .attempt(let lower, let upper, let keys):
                 return claim(.part(range: bisection.range, lower: lower, upper: upper, keys: keys))
             }
-        }
-        if lastHeartbeat.map({ now.elapsed - $0 >= settings.heartbeatInterval }) ?? true {
-            lastHeartbeat = now.elapsed
-            state = .heartbeating
-            return .heartbeat(range: preferred, rowsDone: rowsDone)
         }
         return claim(.next(size: sizer.size))
     }
