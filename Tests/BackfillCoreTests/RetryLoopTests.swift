@@ -70,35 +70,4 @@ struct RetryLoopTests {
         guard case .fail(let failure) = fresh.reconnectFailed(refused, now: 7, random: 0) else { Issue.record("no time to reconnect"); return }
         #expect(failure.message == "lost the connection and could not reconnect within 0 ms: connection refused" && failure.attempts == 1)
     }
-
-    @Test("the same decisions as the worker's state machine, step for step")
-    func matchesWorkerMachine() throws {
-        let spec = try JobSpec.parse(yaml: "name: m\ntable: t\nkey: [id]\nset: {a: 1}\nretry: {max_attempts: 6, backoff_ms: 100, max_backoff_ms: 800, reconnect_timeout_ms: 3000}", file: "m.yaml")
-        var machine = WorkerMachine(settings: .init(spec: spec, maxRuntime: nil))
-        var loop = RetryLoop(spec.retry)
-        _ = machine.handle(.healthy, at: .init(seconds: 0))
-        let events: [(WorkerMachine.Event, Double, Double)] = [
-            (.failed(lockTimeout, range: 0, afterKey: nil), 0.1, 0.7), (.failed(lost, range: 0, afterKey: nil), 0.2, 0.4),
-            (.reconnectFailed(refused), 1, 0.9), (.reconnectFailed(refused), 2, 0.1), (.reconnectFailed(refused), 3.3, 0.5),
-        ]
-        for (event, now, random) in events {
-            let action = machine.handle(event, at: .init(seconds: now), random: random)
-            let decision: RetryLoop.Decision
-            switch event {
-            case .failed(let error, _, _): decision = loop.failed(error, now: now, random: random)
-            case .reconnectFailed(let error): decision = loop.reconnectFailed(error, now: now, random: random)
-            default: Issue.record("unexpected event"); return
-            }
-            switch (action, decision) {
-            case (.fail(let expected), .fail(let failure)):
-                #expect(failure.message == expected.message && failure.attempts == expected.attempts && failure.exhausted == expected.exhausted)
-            case (_, .retry(let reason, let attempt, let delayMs, _, _)):
-                guard case .retry(let r, let a, let d, _)? = machine.drainNotes().last else { Issue.record("the machine retried: \(action)"); return }
-                #expect((reason, attempt, delayMs) == (r, a, d))
-            default:
-                Issue.record("the machine did \(action), the loop \(decision)")
-            }
-            #expect(machine.attempt == loop.attempt)
-        }
-    }
 }
