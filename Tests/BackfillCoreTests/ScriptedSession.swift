@@ -23,8 +23,10 @@ class ScriptedSession: BatchSession, @unchecked Sendable {
     private(set) var quarantined: [Int] = []
     var jobStateValue: JobState = .running
     var tuning: Tuning?
-    /// Health findings returned in turn; healthy when none is left.
-    var health: [HealthFinding] = []
+    /// The slow health signals, read in turn when the worker asks for them; all quiet when none
+    /// is left.
+    var health: [HealthReading.Slow] = []
+    private(set) var slowReads = 0
     var throttles: [String?] = []
     /// Called before each step with its name and how many steps ran before it; returns an error
     /// to fail the step with (and how long the watchdog saw a waiter wait, if it cancelled it).
@@ -160,12 +162,14 @@ class ScriptedSession: BatchSession, @unchecked Sendable {
 
     func undoProbe() throws { try step("undoProbe") }
 
-    func checkHealth(at elapsed: Duration) throws -> HealthFinding {
-        try step("checkHealth")
-        return health.isEmpty ? .healthy : health.removeFirst()
+    func readHealth(slow: Bool) throws -> HealthReading {
+        try step("readHealth")
+        guard slow else { return HealthReading() }
+        slowReads += 1
+        return HealthReading(slow: health.isEmpty ? HealthReading.Slow() : health.removeFirst())
     }
 
-    func setThrottle(_ reason: HealthGate.Reason?, detail: String?) throws {
+    func setThrottle(_ reason: ThrottleReason?, detail: String?) throws {
         try step("setThrottle")
         throttles.append(reason?.rawValue)
     }

@@ -72,7 +72,7 @@ struct WorkerLoopTests {
     @Test("a pause while a health throttle holds the job: the wait ends, the throttle is cleared, the worker stops paused")
     func pauseWhileThrottled() throws {
         let session = ScriptedSession(keys: Array(1...100))
-        let lag = HealthFinding(reason: .replicationLag, detail: "replica replay lag 900 ms > 500 ms", retryAfter: .seconds(1))
+        let lag = HealthReading.Slow(replicas: .init(lagMs: 20_000))
         session.health = [lag, lag, lag]
         session.before = { name, n in if name == "jobState", session.calls.filter({ $0 == "jobState" }).count == 2 { session.jobStateValue = .paused } }
         let run = try run(session: session)
@@ -87,14 +87,17 @@ struct WorkerLoopTests {
     @Test("a health wait that ends: waiting, resumed with its length, then the walk")
     func healthResumes() throws {
         let session = ScriptedSession(keys: Array(1...100))
-        session.health = [HealthFinding(reason: .checkSQL, detail: "check_sql returned false", retryAfter: .seconds(2))]
-        let run = try run(session: session)
+        session.health = [HealthReading.Slow(checkSQL: .some(false)), HealthReading.Slow(checkSQL: .some(false))]
+        let run = try run("throttle: {when_blocking: false, check_sql: \"SELECT go FROM gate\"}", session: session)
         guard case .done = run.result else { Issue.record("expected done, got \(run.result)"); return }
         #expect(writtenOnce(session))
         let states = run.events.of(.throttle).map { $0["state"] }
         #expect(states == [.string("waiting"), .string("resumed")])
         if case .double(let ms)? = run.events.of(.throttle).last?["wait_ms"] { #expect(ms >= 2000 && ms < 2100) } else { Issue.record("no wait_ms") }
+        #expect(run.events.of(.throttle).first?["detail"] == .string("check_sql returned false"))
         #expect(session.throttles == ["check_sql", nil])
+        // Healthy, the slow signals are read once a second, not before every batch.
+        #expect(session.slowReads < session.calls.filter { $0 == "readHealth" }.count || session.calls.filter { $0 == "write" }.count == 1)
     }
 
     @Test("on_error stop: the bad-key search runs in one transaction that is rolled back, and the job fails naming the key")

@@ -45,9 +45,9 @@ struct WorkerMachineTests {
         var m = try machine("batch: {size: 700}", state: .ended)
         (m.lastHealthCheck, m.lastHeartbeat) = (nil, nil)
         #expect(m.start() == .connect)
-        #expect(m.handle(.connected(origin: "backfill_m"), at: at(0)) == .checkHealth)
+        #expect(m.handle(.connected(origin: "backfill_m"), at: at(0)) == .readHealth(slow: true))
         #expect(m.drainNotes() == [.origin("backfill_m")])
-        #expect(m.handle(.health(.healthy), at: at(0)) == .heartbeat(range: nil, rowsDone: 0))
+        #expect(m.handle(.health(HealthReading()), at: at(0)) == .heartbeat(range: nil, rowsDone: 0))
         #expect(m.handle(.done, at: at(0)) == .claim(preferring: nil))
         #expect(m.handle(.claimed(claim(3)), at: at(0)) == .upperKey(claim(3), size: 700, bySpan: false))
         guard case .write = m.handle(.upperKey(upper(700, 700)), at: at(0)) else { Issue.record("a write"); return }
@@ -234,7 +234,7 @@ struct WorkerMachineTests {
         guard case .fail(let failure) = m.handle(.failed(refused, after: .zero, watchdogWaited: nil), at: at(6), random: 0) else { Issue.record("should give up"); return }
         #expect(failure.message.contains("could not reconnect within 5000 ms") && failure.range == 1 && failure.afterKey == ["5"])
         var back = try machine(state: .connecting(lost: .init(), slotWaitSince: nil))
-        #expect(back.handle(.connected(origin: nil), at: at(1.5)) == .checkHealth)
+        #expect(back.handle(.connected(origin: nil), at: at(1.5)) == .readHealth(slow: true))
     }
 
     @Test("live traffic that waited longer than blocking_wait_ms: halve, and rest every worker at least target_ms")
@@ -310,17 +310,18 @@ struct WorkerMachineTests {
     @Test("a health wait: recorded, rechecked after its interval with the job's state, ended when healthy; a stop ends it without clearing")
     func healthWait() throws {
         var m = try machine(state: .checkingHealth(nil))
-        let lag = HealthFinding(reason: .replicationLag, detail: "lag", retryAfter: .seconds(1))
-        #expect(m.handle(.health(lag), at: at(0)) == .setThrottle(.replicationLag, detail: "lag"))
+        let lag = HealthReading(slow: .init(replicas: .init(lagMs: 12_500)))
+        let detail = "replica replay lag 12500 ms > 10000 ms"
+        #expect(m.handle(.health(lag), at: at(0)) == .setThrottle(.replicationLag, detail: detail))
         #expect(m.handle(.done, at: at(0)) == .rest(.seconds(1), everyWorker: false))
         #expect(m.handle(.done, at: at(1)) == .readJobState)
-        #expect(m.handle(.jobState(.running), at: at(1)) == .checkHealth)
+        #expect(m.handle(.jobState(.running), at: at(1)) == .readHealth(slow: true))
         #expect(m.handle(.health(lag), at: at(1)) == .rest(.seconds(1), everyWorker: false))
         #expect(m.handle(.done, at: at(2)) == .readJobState)
-        #expect(m.handle(.jobState(.running), at: at(2)) == .checkHealth)
-        #expect(m.handle(.health(.healthy), at: at(2)) == .setThrottle(nil, detail: nil))
+        #expect(m.handle(.jobState(.running), at: at(2)) == .readHealth(slow: true))
+        #expect(m.handle(.health(HealthReading(slow: .init())), at: at(2)) == .setThrottle(nil, detail: nil))
         #expect(m.handle(.done, at: at(2)) == .heartbeat(range: nil, rowsDone: 0), "2 s since the last heartbeat")
-        #expect(m.drainNotes() == [.healthWaiting(.replicationLag, detail: "lag"), .healthEnded(.replicationLag, waited: .seconds(2), resumed: true)])
+        #expect(m.drainNotes() == [.healthWaiting(.replicationLag, detail: detail), .healthEnded(.replicationLag, waited: .seconds(2), resumed: true)])
         var stopped = try machine(state: .resting(then: .healthRecheck(.init(reason: .checkSQL, since: .zero, retryAfter: .seconds(1)))))
         #expect(stopped.handle(.done, at: at(1, stop: true)) == .stop(.signal))
         #expect(stopped.drainNotes() == [.healthEnded(.checkSQL, waited: .seconds(1), resumed: false)])
@@ -328,18 +329,24 @@ struct WorkerMachineTests {
 
     @Test("the WAL budget is checked before every batch; other signals once a second")
     func healthInterval() throws {
-        var wal = try machine("throttle: {max_wal_mb_per_second: 10}", state: .checkingHealth(nil))
-        #expect(wal.handle(.health(.healthy), at: at(0)) == .claim(preferring: nil))
+        var wal = try machine("throttle: {max_wal_mb_per_second: 10}")
+        wal.lastHealthCheck = nil
+        #expect(wal.next(at: at(0)) == .readHealth(slow: true))
+        #expect(wal.handle(.health(HealthReading()), at: at(0)) == .claim(preferring: nil))
         _ = wal.handle(.claimed(claim()), at: at(0))
         _ = wal.handle(.upperKey(upper(10, 10)), at: at(0))
-        #expect(wal.handle(.written(Written(rows: 10), after: .milliseconds(5)), at: at(0.01)) == .checkHealth)
+        // The WAL budget is charged before the next batch; the slow signals wait for their second.
+        #expect(wal.handle(.written(Written(rows: 10), after: .milliseconds(5)), at: at(0.01)) == .readHealth(slow: false))
+        let over = HealthReading(walWait: .read(0.05))
+        #expect(wal.handle(.health(over), at: at(0.01)) == .setThrottle(.walRate, detail: "WAL over the budget of 10 MB/s; next batch in 50 ms"))
+        #expect(wal.handle(.done, at: at(0.01)) == .rest(.milliseconds(50), everyWorker: false))
         var plain = try machine(state: .checkingHealth(nil))
-        #expect(plain.handle(.health(.healthy), at: at(0)) == .claim(preferring: nil))
+        #expect(plain.handle(.health(HealthReading()), at: at(0)) == .claim(preferring: nil))
         _ = plain.handle(.claimed(claim()), at: at(0))
         _ = plain.handle(.upperKey(upper(10, 10)), at: at(0))
         #expect(plain.handle(.written(Written(rows: 10), after: .milliseconds(5)), at: at(0.5)) == .claim(preferring: 0))
         _ = plain.handle(.claimed(claim(after: ["10"])), at: at(0.5))
         _ = plain.handle(.upperKey(upper(20, 10)), at: at(0.5))
-        #expect(plain.handle(.written(Written(rows: 10), after: .milliseconds(5)), at: at(1)) == .checkHealth)
+        #expect(plain.handle(.written(Written(rows: 10), after: .milliseconds(5)), at: at(1)) == .readHealth(slow: true))
     }
 }

@@ -47,8 +47,8 @@ protocol BatchSession: AnyObject {
     /// Rolls a failed probe back to its savepoint.
     func undoProbe() throws
 
-    /// Reads the health signals; the first reason to wait (nil: healthy) and when to look again.
-    func checkHealth(at elapsed: Duration) throws -> HealthFinding
+    /// Reads the health signals (the slow ones when `slow`); the machine judges them.
+    func readHealth(slow: Bool) throws -> HealthReading
     func setThrottle(_ reason: ThrottleReason?, detail: String?) throws
     func jobState() throws -> JobState?
     /// Takes `rows` from the job's rate budget; returns how long to wait.
@@ -68,8 +68,6 @@ struct HealthFinding: Sendable, Hashable {
     var reason: ThrottleReason?
     var detail: String
     var retryAfter: Duration
-
-    static let healthy = HealthFinding(reason: nil, detail: "", retryAfter: .seconds(1))
 }
 
 /// A batch's upper key and the keys from the checkpoint to it.

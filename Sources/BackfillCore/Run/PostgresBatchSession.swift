@@ -19,7 +19,7 @@ final class PostgresBatchSession: BatchSession {
     private let index: Int
     private let name: String
     private var connection: Connection?
-    private var gate: HealthGate
+    private let health: HealthReader
     private var cost: WriteCost
     private var spec: JobSpec { context.spec }
     private var store: any RunStore { context.store }
@@ -36,7 +36,7 @@ final class PostgresBatchSession: BatchSession {
         self.index = index
         name = "\(context.runnerName):w\(index)"
         cost = WriteCost(tableOID: plan.tableOID)
-        gate = HealthGate(throttle: context.spec.throttle, tableOID: plan.tableOID, checkTimeoutMs: context.spec.timeouts.statementMs) { [store = context.store, spec = context.spec] db in
+        health = HealthReader(throttle: context.spec.throttle, tableOID: plan.tableOID, checkTimeoutMs: context.spec.timeouts.statementMs) { [store = context.store, spec = context.spec] db in
             try store.consumeWal(spec.name, mbPerSecond: spec.throttle.maxWalMBPerSecond, db: db)
         }
     }
@@ -269,12 +269,11 @@ final class PostgresBatchSession: BatchSession {
 
     // MARK: Between batches
 
-    func checkHealth(at elapsed: Duration) throws -> HealthFinding {
+    func readHealth(slow: Bool) throws -> HealthReading {
         let db = try db()
         context.stop.setInFlight(db.makeCancelToken(), worker: index)  // a stop cancels a hanging check_sql
         defer { context.stop.setInFlight(nil, worker: index) }
-        let found = try gate.check(at: elapsed.seconds, db: db)
-        return HealthFinding(reason: found?.0, detail: found?.1 ?? "", retryAfter: .milliseconds(Int64((gate.retryAfter * 1000).rounded())))
+        return try health.read(db, slow: slow)
     }
 
     func setThrottle(_ reason: ThrottleReason?, detail: String?) throws {

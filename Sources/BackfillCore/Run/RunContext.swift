@@ -135,7 +135,7 @@ final class RunContext: Sendable {
 
     func addRetry(_ reason: RetryReason) { state.withLock { $0.merged.retries[reason, default: 0] += 1 } }
 
-    func addThrottle(_ reason: String, seconds: Double) { state.withLock { $0.merged.throttledSeconds[reason, default: 0] += seconds } }
+    func addThrottle(_ reason: ThrottleReason, for wait: Duration) { state.withLock { $0.merged.throttledSeconds[reason.rawValue, default: 0] += wait.seconds } }
 
     /// The run's summary so far, in `state`.
     func summary(state runState: JobState) -> RunSummary {

@@ -83,7 +83,7 @@ final class Worker {
         case .heartbeat(let range, let rows):
             session.heartbeat(range: range, rowsDone: rows)
             return .done
-        case .checkHealth: return .health(try session.checkHealth(at: now.elapsed))
+        case .readHealth(let slow): return .health(try session.readHealth(slow: slow))
         case .setThrottle(let reason, let detail):
             try session.setThrottle(reason, detail: detail)
             return .done
@@ -141,18 +141,18 @@ final class Worker {
                 event(.retry(.init(reason: reason, attempt: attempt, delay: delay, failedAfter: error == nil ? nil : after ?? .zero,
                                    sqlstate: error?.code.raw, message: error?.message, source: .worker(index, nextBatchSize: nextSize))))
             case .blocking(let waiters, let longest, let rest, let nextSize):
-                context.addThrottle(ThrottleReason.blocking.rawValue, seconds: rest.seconds)
+                context.addThrottle(.blocking, for: rest)
                 event(.throttle(.init(cause: .blocking(waiters: waiters, longestWait: longest, rest: rest, nextBatchSize: nextSize), worker: index)))
             case .watchdog(let waited, let rest, let nextSize):
-                context.addThrottle(ThrottleReason.blocking.rawValue, seconds: rest.seconds)
+                context.addThrottle(.blocking, for: rest)
                 event(.throttle(.init(cause: .watchdog(longestWait: waited, rest: rest, nextBatchSize: nextSize), worker: index)))
             case .rateLimited(let wait):
-                context.addThrottle(ThrottleReason.maxRowsPerSecond.rawValue, seconds: wait.seconds)
+                context.addThrottle(.maxRowsPerSecond, for: wait)
                 event(.throttle(.init(cause: .rowBudget(wait: wait), worker: index)))
             case .healthWaiting(let reason, let detail):
                 event(.throttle(.init(cause: .waiting(reason, detail: detail), worker: index)))
             case .healthEnded(let reason, let waited, let resumed):
-                context.addThrottle(reason.rawValue, seconds: waited.seconds)
+                context.addThrottle(reason, for: waited)
                 if resumed { event(.throttle(.init(cause: .resumed(reason, waited: waited), worker: index))) }
             case .badRow(let key, let error, let range, let badRows):
                 context.addBadRow()

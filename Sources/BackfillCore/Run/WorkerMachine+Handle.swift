@@ -42,9 +42,10 @@ extension WorkerMachine {
                 state = .recordingThrottle(nil, then: .stop(reason))
                 return .setThrottle(nil, detail: nil)
             }
-            state = .checkingHealth(wait)
-            return .checkHealth
-        case (.checkingHealth(let wait), .health(let finding)):
+            return checkHealth(wait, at: now)
+        case (.checkingHealth(let wait), .health(let reading)):
+            let found = judge.judge(reading, at: now.elapsed.seconds)
+            let finding = HealthFinding(reason: found?.0, detail: found?.1 ?? "", retryAfter: .milliseconds(Int64((judge.retryAfter * 1000).rounded())))
             return health(finding, waiting: wait, at: now)
         case (.recordingThrottle(let wait, let then), .done):
             switch then {

@@ -185,6 +185,8 @@ struct WorkerMachine {
     /// The job with the live overrides the last claim read (`backfill tune`).
     var tuning: Tuning?
     var tuned: JobSpec
+    /// What the health signals say (the slow ones are read once a second).
+    var judge: HealthJudge
     /// Retries and reconnects: the rule batches share with the finalizer.
     var retries: RetryLoop
     /// Which try of the current batch the next run is (1-based).
@@ -206,6 +208,7 @@ struct WorkerMachine {
         self.mode = mode
         tuned = settings.spec
         retries = RetryLoop(settings.spec.retry)
+        judge = HealthJudge(throttle: settings.spec.throttle)
         let batch = settings.spec.batch
         sizer = BatchSizer(initial: batch.size, min: batch.min, max: batch.max, targetMs: batch.targetMs)
     }
@@ -234,10 +237,7 @@ struct WorkerMachine {
     mutating func next(at now: Now) -> Action {
         if let reason = stopReason(at: now) { return end(.stop(reason)) }
         if now.sharedRest > .zero { return rest(now.sharedRest, then: .next) }
-        if lastHealthCheck.map({ now.elapsed - $0 >= settings.healthInterval }) ?? true {
-            state = .checkingHealth(nil)
-            return .checkHealth
-        }
+        if lastHealthCheck.map({ now.elapsed - $0 >= settings.healthInterval }) ?? true { return checkHealth(nil, at: now) }
         return work(at: now)
     }
 
@@ -261,6 +261,15 @@ struct WorkerMachine {
             }
         }
         return claim(.next(size: sizer.size))
+    }
+
+    /// Reads the health signals, the slow ones when due (due again a second later even when the
+    /// reading fails).
+    mutating func checkHealth(_ wait: HealthWait?, at now: Now) -> Action {
+        state = .checkingHealth(wait)
+        let slow = judge.isDue(at: now.elapsed.seconds)
+        if slow { judge.slowSignalsRead(at: now.elapsed.seconds) }
+        return .readHealth(slow: slow)
     }
 
     private mutating func claim(_ batch: Batch) -> Action {
@@ -305,7 +314,7 @@ extension WorkerMachine {
         /// A step that reports nothing is done (a rest, a rollback, a heartbeat, a throttle
         /// recorded, a range completed, a probe opened or undone).
         case done
-        case health(HealthFinding)
+        case health(HealthReading)
         case jobState(JobState?)
         case claimed(RangeClaim?)
         case upperKey(UpperKey?)
@@ -324,7 +333,9 @@ extension WorkerMachine {
         case connect
         case rest(Duration, everyWorker: Bool)
         case heartbeat(range: Int?, rowsDone: Int64)
-        case checkHealth
+        /// Read the health signals; the slow ones (replicas, slots, archiving, `check_sql`,
+        /// autovacuum) when they are due.
+        case readHealth(slow: Bool)
         case setThrottle(ThrottleReason?, detail: String?)
         case readJobState
         case claim(preferring: Int?)
