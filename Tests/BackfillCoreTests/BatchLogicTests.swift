@@ -8,15 +8,15 @@ struct BatchLogicTests {
     func singleKeySQL() throws {
         let spec = try JobSpec.parse(yaml: "name: j\ntable: public.accounts\nkey: [id]\nwhere: c IS NULL\nset: {c: 'b * 2'}", file: "j.yaml")
         let sql = BatchStatements(spec: spec, key: [KeyColumn(name: "id", type: "bigint")])
-        #expect(sql.batch == #"WITH changed AS (UPDATE "public"."accounts" SET "c" = (b * 2) WHERE "id" > $1::bigint AND "id" <= $2::bigint AND (c IS NULL) RETURNING NOT ("id" > $1::bigint AND "id" <= $2::bigint) AS outside) SELECT count(*) AS rows, count(*) FILTER (WHERE outside) AS outside FROM changed"#)
-        #expect(sql.batchFromStart == #"WITH changed AS (UPDATE "public"."accounts" SET "c" = (b * 2) WHERE "id" <= $1::bigint AND (c IS NULL) RETURNING NOT ("id" <= $1::bigint) AS outside) SELECT count(*) AS rows, count(*) FILTER (WHERE outside) AS outside FROM changed"#)
+        #expect(sql.batch.text == #"WITH changed AS (UPDATE "public"."accounts" SET "c" = (b * 2) WHERE "id" > $1::bigint AND "id" <= $2::bigint AND (c IS NULL) RETURNING NOT ("id" > $1::bigint AND "id" <= $2::bigint) AS outside) SELECT count(*) AS rows, count(*) FILTER (WHERE outside) AS outside FROM changed"#)
+        #expect(sql.batchFromStart.text == #"WITH changed AS (UPDATE "public"."accounts" SET "c" = (b * 2) WHERE "id" <= $1::bigint AND (c IS NULL) RETURNING NOT ("id" <= $1::bigint) AS outside) SELECT count(*) AS rows, count(*) FILTER (WHERE outside) AS outside FROM changed"#)
         // With the checkpoint: the changed rows are counted once, and both read the tally.
-        #expect(sql.batch(afterKey: true, checkpoint: "UPDATE r SET n = n + (SELECT rows FROM tally)")
+        #expect(sql.batch(afterKey: true, checkpoint: "UPDATE r SET n = n + (SELECT rows FROM tally)").text
             == #"WITH changed AS (UPDATE "public"."accounts" SET "c" = (b * 2) WHERE "id" > $1::bigint AND "id" <= $2::bigint AND (c IS NULL) RETURNING NOT ("id" > $1::bigint AND "id" <= $2::bigint) AS outside), tally AS (SELECT count(*) AS rows, count(*) FILTER (WHERE outside) AS outside FROM changed), checkpoint AS (UPDATE r SET n = n + (SELECT rows FROM tally)) SELECT rows, outside FROM tally"#)
         #expect(sql.counts(afterKey: true)! == ("(SELECT rows FROM tally)", "(SELECT outside FROM tally)"))
-        #expect(sql.upperBound.contains(#"WHERE "id" > $1::bigint ORDER BY "public"."accounts"."id" OFFSET $2 LIMIT 1"#))
-        #expect(sql.upperBound.contains(#"ORDER BY "public"."accounts"."id" DESC LIMIT 1"#))
-        #expect(!sql.upperBoundFromStart.contains("WHERE"))
+        #expect(sql.upperBound.text.contains(#"WHERE "id" > $1::bigint ORDER BY "public"."accounts"."id" OFFSET $2 LIMIT 1"#))
+        #expect(sql.upperBound.text.contains(#"ORDER BY "public"."accounts"."id" DESC LIMIT 1"#))
+        #expect(!sql.upperBoundFromStart.text.contains("WHERE"))
     }
 
     @Test("composite keys use row comparison; delete and sql actions")
@@ -24,9 +24,9 @@ struct BatchLogicTests {
         let key = [KeyColumn(name: "tenant", type: "text"), KeyColumn(name: "a\"b", type: "timestamp with time zone")]
         let delete = try JobSpec.parse(yaml: "name: j\ntable: t\nkey: [tenant, 'a\"b']\naction: delete\nwhere: old", file: "j.yaml")
         let sql = BatchStatements(spec: delete, key: key)
-        #expect(sql.batch == #"WITH changed AS (DELETE FROM "t" WHERE ("tenant", "a""b") > ($1::text, $2::timestamp with time zone) AND ("tenant", "a""b") <= ($3::text, $4::timestamp with time zone) AND (old) RETURNING NOT (("tenant", "a""b") > ($1::text, $2::timestamp with time zone) AND ("tenant", "a""b") <= ($3::text, $4::timestamp with time zone)) AS outside) SELECT count(*) AS rows, count(*) FILTER (WHERE outside) AS outside FROM changed"#)
+        #expect(sql.batch.text == #"WITH changed AS (DELETE FROM "t" WHERE ("tenant", "a""b") > ($1::text, $2::timestamp with time zone) AND ("tenant", "a""b") <= ($3::text, $4::timestamp with time zone) AND (old) RETURNING NOT (("tenant", "a""b") > ($1::text, $2::timestamp with time zone) AND ("tenant", "a""b") <= ($3::text, $4::timestamp with time zone)) AS outside) SELECT count(*) AS rows, count(*) FILTER (WHERE outside) AS outside FROM changed"#)
         let custom = try JobSpec.parse(yaml: "name: j\ntable: t\nkey: [tenant, 'a\"b']\nsql: UPDATE t SET x = 1 FROM batch", file: "j.yaml")
-        #expect(BatchStatements(spec: custom, key: key).batchFromStart
+        #expect(BatchStatements(spec: custom, key: key).batchFromStart.text
             == #"WITH batch AS MATERIALIZED (SELECT "tenant", "a""b" FROM "t" WHERE ("tenant", "a""b") <= ($1::text, $2::timestamp with time zone) FOR NO KEY UPDATE) UPDATE t SET x = 1 FROM batch"#)
     }
 
@@ -175,8 +175,8 @@ struct RangeSplitterTests {
     func ceilingSQL() throws {
         let spec = try JobSpec.parse(yaml: "name: j\ntable: t\nkey: [a, b]\nset: {c: 1}", file: "j.yaml")
         let sql = BatchStatements(spec: spec, key: [KeyColumn(name: "a", type: "int"), KeyColumn(name: "b", type: "text")])
-        #expect(sql.upperBound(afterKey: true, belowCeiling: true).contains(#"WHERE ("a", "b") > ($1::int, $2::text) AND ("a", "b") <= ($3::int, $4::text) ORDER BY "t"."a", "t"."b" OFFSET $5 LIMIT 1"#))
-        #expect(sql.upperBound(afterKey: false, belowCeiling: true).contains(#"WHERE ("a", "b") <= ($1::int, $2::text) ORDER BY "t"."a", "t"."b" OFFSET $3"#))
+        #expect(sql.upperBound(afterKey: true, belowCeiling: true).text.contains(#"WHERE ("a", "b") > ($1::int, $2::text) AND ("a", "b") <= ($3::int, $4::text) ORDER BY "t"."a", "t"."b" OFFSET $5 LIMIT 1"#))
+        #expect(sql.upperBound(afterKey: false, belowCeiling: true).text.contains(#"WHERE ("a", "b") <= ($1::int, $2::text) ORDER BY "t"."a", "t"."b" OFFSET $3"#))
         #expect(sql.upperBound(afterKey: false, belowCeiling: false) == sql.upperBoundFromStart)
         #expect(sql.sampleKeys(percent: 2.5).contains(#"TABLESAMPLE SYSTEM (2.500000) ORDER BY "t"."a", "t"."b""#))
         #expect(!sql.sampleKeys(percent: 100).contains("TABLESAMPLE"))
@@ -187,11 +187,11 @@ struct RangeSplitterTests {
         let spec = try JobSpec.parse(yaml: "name: j\ntable: t\nkey: [id]\nset: {c: 1}", file: "j.yaml")
         let bigint = BatchStatements(spec: spec, key: [KeyColumn(name: "id", type: "bigint")])
         let open = try #require(bigint.spanBound(belowCeiling: false))
-        #expect(open.contains(#"WHERE "id" > $1::bigint AND "id" <= (CASE WHEN $1::bigint::bigint > 9223372036854775806 - $2::bigint THEN 9223372036854775807 ELSE $1::bigint::bigint + $2::bigint + 1 END) ORDER BY "t"."id" DESC LIMIT 1"#))
-        #expect(open.contains(#"("id"::numeric - $1::bigint::numeric)::bigint AS walked"#))
+        #expect(open.text.contains(#"WHERE "id" > $1::bigint AND "id" <= (CASE WHEN $1::bigint::bigint > 9223372036854775806 - $2::bigint THEN 9223372036854775807 ELSE $1::bigint::bigint + $2::bigint + 1 END) ORDER BY "t"."id" DESC LIMIT 1"#))
+        #expect(open.text.contains(#"("id"::numeric - $1::bigint::numeric)::bigint AS walked"#))
         // Parameters in upperBound's order: last key, ceiling, offset.
-        #expect(try #require(bigint.spanBound(belowCeiling: true)).contains(#""id" > $1::bigint AND "id" <= $2::bigint AND "id" <= (CASE WHEN $1::bigint::bigint > 9223372036854775806 - $3::bigint"#))
-        #expect(BatchStatements(spec: spec, key: [KeyColumn(name: "id", type: "integer")]).spanBound(belowCeiling: false)?.contains("$1::integer::bigint") == true)
+        #expect(try #require(bigint.spanBound(belowCeiling: true)).text.contains(#""id" > $1::bigint AND "id" <= $2::bigint AND "id" <= (CASE WHEN $1::bigint::bigint > 9223372036854775806 - $3::bigint"#))
+        #expect(BatchStatements(spec: spec, key: [KeyColumn(name: "id", type: "integer")]).spanBound(belowCeiling: false)?.text.contains("$1::integer::bigint") == true)
         for other in [[KeyColumn(name: "id", type: "uuid")], [KeyColumn(name: "id", type: "numeric")], [KeyColumn(name: "a", type: "bigint"), KeyColumn(name: "b", type: "bigint")]] {
             #expect(BatchStatements(spec: spec, key: other).spanBound(belowCeiling: false) == nil)
         }

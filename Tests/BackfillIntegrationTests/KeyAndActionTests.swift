@@ -42,7 +42,7 @@ struct KeyAndActionTests {
             """)
         let yaml = "name: k\ntable: t\nkey: [k0]\nset: {v: 1, writes: writes + 1}"
         let plan = try Planner.plan(try JobSpec.parse(yaml: yaml, file: "k.yaml"), on: db)
-        let upper = try db.query("EXPLAIN " + plan.statements.upperBound, [.text("100"), .int(999)]).rows.compactMap { $0[0].string }.joined(separator: "\n")
+        let upper = try db.query("EXPLAIN \(plan.statements.upperBound(after: ["100"], below: nil, offset: 999))" as SQL).rows.compactMap { $0[0].string }.joined(separator: "\n")
         #expect(upper.contains("Index Only Scan") && !upper.contains("Sort"), "\(upper)")
         let (outcome, _) = try runJob(yaml, url: url)
         #expect(outcome.exitCode == 0)
@@ -248,8 +248,8 @@ struct KeyAndActionTests {
         #expect(printed.out.contains(#"UPDATE "public"."accounts" SET "balance_cents""#))
         // The demo's bigint key: the span query too, and a backward index-only scan for it.
         #expect(printed.out.contains("by span:") && printed.out.contains(#"ORDER BY "public"."accounts"."id" DESC LIMIT 1"#), "\(printed.out)")
-        let span = try #require(plan.statements.spanBound)
-        let spanPlan = try db.query("EXPLAIN " + span, [.text("500000"), .int(9_999)]).rows.compactMap { $0[0].string }.joined(separator: "\n")
+        let span = try #require(plan.statements.spanBound(after: ["500000"], below: nil, offset: 9_999))
+        let spanPlan = try db.query("EXPLAIN \(span)" as SQL).rows.compactMap { $0[0].string }.joined(separator: "\n")
         #expect(spanPlan.contains("Index Only Scan Backward using accounts_pkey") && !spanPlan.contains("Sort"), "\(spanPlan)")
         #expect(try db.query("SELECT count(*) AS n FROM accounts WHERE balance_cents IS NOT NULL").first?["n"].int64 == 0)
     }

@@ -107,7 +107,7 @@ struct SQLSafetyTests {
             do {
                 try db.execute((["BEGIN"] + plan.batchSettings.map { "SET LOCAL \($0)" }).joined(separator: "; "))
                 defer { try? db.execute("ROLLBACK") }
-                let result = try db.query(plan.statements.batch, [.text("100"), .text("200")])
+                let result = try db.query(plan.statements.batch(after: ["100"], upTo: ["200"]))
                 let outside = try db.query("SELECT count(*) AS n FROM items WHERE touched > 0 AND NOT (id > 100 AND id <= 200)").first?["n"].int64
                 #expect(outside == 0, "\(fragment.debugDescription) changed rows outside its key range")
                 #expect(plan.statements.changed(by: result).outside == 0)
@@ -132,7 +132,7 @@ struct SQLSafetyTests {
         let statements = BatchStatements(spec: spec, key: [KeyColumn(name: "id", type: "bigint")])
         try db.execute("BEGIN")
         defer { try? db.execute("ROLLBACK") }
-        let changed = statements.changed(by: try db.query(statements.batch, [.text("100"), .text("200")]))
+        let changed = statements.changed(by: try db.query(statements.batch(after: ["100"], upTo: ["200"])))
         #expect(changed.rows == 1_000)
         #expect(changed.outside == 900)
     }

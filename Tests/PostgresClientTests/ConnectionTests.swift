@@ -81,6 +81,28 @@ struct ConnectionTests {
         #expect(try db.query("SELECT count(*) AS n FROM pg_prepared_statements").first?["n"].int64 == 1)
     }
 
+    @Test("a pipeline's handles read each statement's own result, also when a statement is prepared on the way; built SQL runs with its values")
+    func pipelineHandles() throws {
+        let db = try Connection(try TestDatabases.create("handles"))
+        db.preparesStatements = try db.isDirect()
+        let lower = SQL.Slot("lower")
+        let doubled: SQL = "SELECT \(lower)::int * 2 AS n, \(bind: "it's")::text AS t, \(lower)::int AS again"
+        for value in [Int64(5), 6] {
+            var pipeline = Pipeline([.init("BEGIN")])
+            let first = pipeline.append(Connection.Statement(doubled.binding(lower, to: .int(value)), prepared: true))
+            pipeline.append(.init("SELECT 0 AS n"))
+            let second = pipeline.append(Connection.Statement("SELECT \(bind: value)::int + 100 AS n" as SQL, prepared: true))
+            let commit = pipeline.append(.init("COMMIT"))
+            let results = try db.run(pipeline)
+            #expect(results[first].rows.first?["n"].int64 == value * 2)
+            #expect(results[first].rows.first?["t"].string == "it's")
+            #expect(results[first].rows.first?["again"].int64 == value)
+            #expect(results[second].rows.first?["n"].int64 == value + 100)
+            #expect(results[commit].commandTag == "COMMIT")
+        }
+        #expect(try db.query("SELECT count(*) AS n FROM pg_prepared_statements").first?["n"].int64 == 2)
+    }
+
     @Test("typed values round-trip, including NULL and non-ASCII text")
     func roundTrip() throws {
         let db = try Connection(try TestDatabases.create("roundtrip"))

@@ -44,11 +44,11 @@ public enum PlanReport {
             lines += spec.finalize.enumerated().map { "  \($0.offset + 1). \($0.element)" }
         }
         lines += ["", "batch transaction settings:", "  " + (["lock_timeout = '\(spec.timeouts.lockMs)ms'", "statement_timeout = '\(spec.timeouts.statementMs)ms'"] + plan.batchSettings).map { "SET LOCAL \($0);" }.joined(separator: " ")]
-        lines += ["", "upper key of the next batch:", "  " + plan.statements.upperBound]
+        lines += ["", "upper key of the next batch:", "  " + plan.statements.upperBound.text]
         if let span = plan.statements.spanBound {
-            lines += ["  or, while the key is dense (at least \(KeyDensity.denseEnough) keys an integer; counted again every \(KeyDensity.recountEvery) batches), by span:", "  " + span]
+            lines += ["  or, while the key is dense (at least \(KeyDensity.denseEnough) keys an integer; counted again every \(KeyDensity.recountEvery) batches), by span:", "  " + span.text]
         }
-        lines += ["", "batch statement:", "  " + plan.statements.batch, ""]
+        lines += ["", "batch statement:", "  " + plan.statements.batch.text, ""]
         lines.append("EXPLAIN of the first batch:")
         lines.append(explain.map { $0.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n") } ?? "  (the table is empty: nothing to do)")
         return lines.joined(separator: "\n")

@@ -210,15 +210,15 @@ public enum Planner {
     /// with what the guard found; throws when no setting does.
     private static func guardBatch(spec: JobSpec, statements: BatchStatements, planGuard: PlanGuard, on db: Connection) throws -> ([String], String) {
         var settings = ["enable_seqscan = off"]
-        guard let first = try db.query(statements.upperBoundFromStart, [.int(0)]).first.map({ statements.upperKey($0).key }) else {
+        guard let first = try db.query(statements.upperBound(after: nil, below: nil, offset: 0)).first.map({ statements.upperKey($0).key }) else {
             return (settings, "not checked: the table is empty (it is checked again at the next run)")
         }
-        let upper = try db.query(statements.upperBound, first.map(PostgresValue.text) + [.int(Int64(spec.batch.max - 1))]).first
+        let upper = try db.query(statements.upperBound(after: first, below: nil, offset: Int64(spec.batch.max - 1))).first
             .map { statements.upperKey($0).key } ?? first
         func explain() throws -> PlanGuard.Finding {
             do {
                 let json = try inReadOnlyTransaction(settings: settings, on: db) {
-                    try db.query("EXPLAIN (FORMAT JSON, VERBOSE) \(statements.batch)", (first + upper).map(PostgresValue.text)).rows.first?[0].string ?? ""
+                    try db.query("EXPLAIN (FORMAT JSON, VERBOSE) \(statements.batch(after: first, upTo: upper))" as SQL).rows.first?[0].string ?? ""
                 }
                 return planGuard.check(explainJSON: json)
             } catch let error as PostgresError where error.code == "42501" {
@@ -268,7 +268,7 @@ public enum Planner {
         }
         if let check = spec.throttle.checkSQL { checks.append(("throttle.check_sql", "SELECT (\(check))::boolean")) }
         let whole: String = switch spec.action { case .sql: "sql"; case .delete: "action"; case .update: "set" }
-        checks += [(whole, statements.batch), (whole, statements.batchFromStart), ("key", statements.upperBound), ("key", statements.upperBoundFromStart)]
+        checks += [(whole, statements.batch.text), (whole, statements.batchFromStart.text), ("key", statements.upperBound.text), ("key", statements.upperBoundFromStart.text)]
         try inReadOnlyTransaction(on: db) {
             for check in checks {
                 do {

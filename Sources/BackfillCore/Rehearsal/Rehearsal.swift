@@ -113,17 +113,19 @@ public enum Rehearsal {
                 return nil
             }
         }
-        let columns = plan.statements.key.map { Identifier.quote($0.name) }
-        let match = plan.statements.key.enumerated().map { i, k in "\(Identifier.quote(k.name)) = $\(i + 1)::\(k.type)" }.joined(separator: " AND ")
-        let lock = "SELECT \(columns.joined(separator: ", ")) FROM \(plan.statements.table) WHERE \(match) FOR NO KEY UPDATE"
+        let key = plan.statements.key, slots = SQL.Slot.list("key", count: key.count)
+        let columns = key.map { Identifier.quote($0.name) }
+        let match: [SQL] = zip(key, slots).map { k, slot in "\(identifier: k.name) = \(slot)::\(unescaped: k.type)" }
+        let lock: SQL = "SELECT \(unescaped: columns.joined(separator: ", ")) FROM \(unescaped: plan.statements.table) WHERE \(match.joined(separator: " AND ")) FOR NO KEY UPDATE"
         return { db in
-            let key = keys.randomElement()!.map(PostgresValue.text)
+            let values = keys.randomElement()!.map(PostgresValue.text)
+            let locked = lock.binding(slots, to: values)
             try db.execute("BEGIN")
             do {
                 let first = ContinuousClock.now
                 var waited: Duration?
                 // No row: locked (or deleted since the sample, then the second try finds none either).
-                if try db.query(lock + " SKIP LOCKED", key).rows.isEmpty, try !db.query(lock, key).rows.isEmpty {
+                if try db.query("\(locked) SKIP LOCKED" as SQL).rows.isEmpty, try !db.query(locked).rows.isEmpty {
                     waited = ContinuousClock.now - first
                 }
                 try db.execute("ROLLBACK")

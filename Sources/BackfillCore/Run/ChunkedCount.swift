@@ -66,10 +66,11 @@ struct ChunkedCount {
             [.text(table)]).first?["pages"].int64 ?? 0
     }
 
-    /// Sums `sql` (a count `n`; its last two parameters are a page range's `tid` bounds, after
-    /// `parameters`) over every page of the table, stopping once `limit` is reached. `limitAt`
-    /// is the parameter index of the per-chunk limit in `parameters`, lowered as rows are found.
-    func overPages(_ sql: String, _ parameters: [PostgresValue], limit: Int64?, limitAt: Int? = nil, settings: [String] = []) throws -> Int64 {
+    /// Sums `sql` (a count `n` over a page range, `BatchStatements.pageRange`, whose slots each
+    /// chunk binds) over every page of the table, stopping once `limit` is reached. With a
+    /// `limit`, `sql`'s `BatchStatements.Slots.limit` is the chunk's limit, lowered as rows are
+    /// found.
+    func overPages(_ sql: SQL, limit: Int64?, settings: [String] = []) throws -> Int64 {
         var sizer = ChunkSizer(start: 1024, targetMs: targetMs)
         var found: Int64 = 0
         var start: Int64 = 0
@@ -80,11 +81,11 @@ struct ChunkedCount {
                 end = try pages()
                 if start >= end { break }
             }
-            var values = parameters
-            if let limit, let limitAt { values[limitAt] = .int(limit - found) }
             let stop = start + Int64(sizer.size)
-            values += [.text("(\(start),0)"), .text("(\(stop),0)")]
-            guard let n = try attempt(&sizer, { try chunk(sql, values, settings: settings) }) else { continue }
+            var values: [SQL.Slot: PostgresValue] = [BatchStatements.Slots.pageStart: .text("(\(start),0)"), BatchStatements.Slots.pageEnd: .text("(\(stop),0)")]
+            if let limit { values[BatchStatements.Slots.limit] = .int(limit - found) }
+            let bound = sql.binding(values)
+            guard let n = try attempt(&sizer, { try chunk(bound, settings: settings) }) else { continue }
             found += n
             start = stop
         }
@@ -95,20 +96,18 @@ struct ChunkedCount {
     /// upper key is read first (`statements.upperBound`), then `count` runs on the chunk's
     /// interval. Stops once `limit` is reached.
     func overKeys(_ interval: KeyInterval, statements: BatchStatements, limit: Int64?, settings: [String] = [],
-                  count: (KeyInterval, Int64?) throws -> (sql: String, parameters: [PostgresValue])) throws -> Int64 {
+                  count: (KeyInterval, Int64?) throws -> SQL) throws -> Int64 {
         var sizer = ChunkSizer(start: 100_000, targetMs: targetMs)
         var found: Int64 = 0
         var cursor = interval.lower
         while limit.map({ found < $0 }) ?? true {
-            let upperSQL = statements.upperBound(afterKey: cursor != nil, belowCeiling: interval.upper != nil)
-            let upperParameters = (cursor ?? []).map(PostgresValue.text) + (interval.upper ?? []).map(PostgresValue.text) + [.int(Int64(sizer.size - 1))]
+            let upperSQL = statements.upperBound(after: cursor, below: interval.upper, offset: Int64(sizer.size - 1))
             let size = sizer.size
             let read = try attempt(&sizer) { () -> (n: Int64, upper: [String]?, last: Bool) in
                 try Planner.inReadOnlyTransaction(settings: chunkSettings(settings), on: db) {
-                    guard let row = try db.query(upperSQL, upperParameters).first else { return (0, nil, true) }
+                    guard let row = try db.query(upperSQL).first else { return (0, nil, true) }
                     let upper = statements.upperKey(row)
-                    let query = try count(KeyInterval(lower: cursor, upper: upper.key), limit.map { $0 - found })
-                    let n = try db.query(query.sql, query.parameters).first?["n"].int64 ?? 0
+                    let n = try db.query(count(KeyInterval(lower: cursor, upper: upper.key), limit.map { $0 - found })).first?["n"].int64 ?? 0
                     return (n, upper.key, upper.walked < size)
                 }
             }
@@ -141,9 +140,9 @@ struct ChunkedCount {
     }
 
     /// One chunk's count, in a read-only transaction of its own under the chunk settings.
-    func chunk(_ sql: String, _ values: [PostgresValue], settings: [String] = []) throws -> Int64 {
+    func chunk(_ sql: SQL, settings: [String] = []) throws -> Int64 {
         try Planner.inReadOnlyTransaction(settings: chunkSettings(settings), on: db) {
-            try db.query(sql, values).first?["n"].int64 ?? 0
+            try db.query(sql).first?["n"].int64 ?? 0
         }
     }
 }

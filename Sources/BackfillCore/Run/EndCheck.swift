@@ -154,7 +154,8 @@ final class EndCheck: Sendable {
         let pages = min(try chunks.pages(), EndCheckStart.probePages)
         guard pages > 0 else { return nil }
         let began = ContinuousClock.now
-        _ = try chunks.chunk(sql, [.int(Int64.max), .text(spec.name), .text("(0,0)"), .text("(\(pages),0)")])
+        _ = try chunks.chunk(sql.binding([BatchStatements.Slots.limit: .int(Int64.max), BatchStatements.Slots.pageStart: .text("(0,0)"),
+                                          BatchStatements.Slots.pageEnd: .text("(\(pages),0)")]))
         return (ContinuousClock.now - began).milliseconds / Double(pages)
     }
 
@@ -178,8 +179,8 @@ final class EndCheck: Sendable {
         let chunks = ChunkedCount(table: statements.table, statementMs: spec.timeouts.statementMs, db: db, cancelled: cancelled)
         func byKeys(_ interval: KeyInterval) throws -> Int64 {
             try chunks.overKeys(interval, statements: statements, limit: limit, settings: ["enable_seqscan = off"] + settings) { part, left in
-                (statements.remainingCount(spec: spec, excludingBadRowsIn: store.badRowsTable, scope: .within(part)) ?? sql,
-                 [.int(left ?? limit), .text(spec.name)] + KeyInterval.parameters([part]))
+                (statements.remainingCount(spec: spec, excludingBadRowsIn: store.badRowsTable, scope: .within(part)) ?? sql)
+                    .binding(BatchStatements.Slots.limit, to: .int(left ?? limit))
             }
         }
         switch scope {
@@ -188,11 +189,11 @@ final class EndCheck: Sendable {
         case .outside where !chunks.byPages:
             // Before 14 no early count is made (`watch`); this is its one-statement form.
             return try Planner.inReadOnlyTransaction(settings: SessionPins.settings + settings, on: db) {
-                try db.query(sql, [.int(limit), .text(spec.name)] + scope.parameters).first?["n"].int64 ?? 0
+                try db.query(sql.binding(BatchStatements.Slots.limit, to: .int(limit))).first?["n"].int64 ?? 0
             }
         case .all, .outside:
             let paged = statements.remainingCount(spec: spec, excludingBadRowsIn: store.badRowsTable, scope: scope, pages: true) ?? sql
-            return try chunks.overPages(paged, [.int(limit), .text(spec.name)] + scope.parameters, limit: limit, limitAt: 0, settings: settings)
+            return try chunks.overPages(paged, limit: limit, settings: settings)
         }
     }
 }

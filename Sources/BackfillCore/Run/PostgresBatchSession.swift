@@ -124,13 +124,11 @@ final class PostgresBatchSession: BatchSession {
 
     func upperKey(_ claim: RangeClaim, size: Int, bySpan: Bool) throws -> UpperKey? {
         try inFlight { db in
-            let lower = claim.lower.map { $0.map(PostgresValue.text) } ?? []
-            let ceiling = claim.ceiling.map { $0.map(PostgresValue.text) } ?? []
-            let values = lower + ceiling + [.int(Int64(size - 1))]
-            if bySpan, claim.lower != nil, let span = plan.statements.spanBound(belowCeiling: claim.ceiling != nil) {
-                return try db.query(span, values, prepared: db.preparesStatements).first.map { upper(plan.statements.upperKey($0), .span) }
+            let offset = Int64(size - 1)
+            if bySpan, let lower = claim.lower, let span = plan.statements.spanBound(after: lower, below: claim.ceiling, offset: offset) {
+                return try db.query(span, prepared: db.preparesStatements).first.map { upper(plan.statements.upperKey($0), .span) }
             }
-            return try db.query(plan.statements.upperBound(afterKey: claim.lower != nil, belowCeiling: claim.ceiling != nil), values, prepared: db.preparesStatements)
+            return try db.query(plan.statements.upperBound(after: claim.lower, below: claim.ceiling, offset: offset), prepared: db.preparesStatements)
                 .first.map { upper(plan.statements.upperKey($0), .counted) }
         }
     }
@@ -158,49 +156,72 @@ final class PostgresBatchSession: BatchSession {
     private func write(_ write: BatchWrite, db: Connection) throws -> Written {
         let claim = write.claim, upper = write.upper
         let afterKey = claim.lower != nil
-        let bounds = (claim.lower ?? []).map(PostgresValue.text) + upper.map(PostgresValue.text)
-        let waiters = spec.throttle.whenBlocking ? [Connection.Statement(CheckpointStore.waitersQuery, prepared: true)] : []
+        let waiters = spec.throttle.whenBlocking ? Connection.Statement(CheckpointStore.waitersQuery, prepared: true) : nil
         // cdc.messages: the batch's message, first in its last round trip (before its changes).
         let message = ChangeCapture.message(spec, run: context.runID, worker: name, range: claim.range, lower: claim.lower, upper: upper, keys: write.keys)
-        func checkpoint(rows: String, outside: String, first: Int) -> Connection.Statement? {
-            store.checkpoint(spec.name, range: claim.range, lastKey: upper, keys: write.keys, worker: name, rows: rows, outside: outside, first: first)
+        func checkpoint(rows: SQL, outside: SQL) -> SQL? {
+            store.checkpoint(spec.name, range: claim.range, lastKey: upper, keys: write.keys, worker: name, rows: rows, outside: outside)
         }
         // Just before COMMIT: who waits on the batch, the WAL position and the table's update
         // counters (WriteCost).
-        let finish = waiters + [cost.reading, Connection.Statement(store.closing)]
+        func finish(_ pipeline: inout Pipeline) -> Finish {
+            let waited = waiters.map { pipeline.append($0) }
+            let reading = pipeline.append(cost.reading)
+            pipeline.append(Connection.Statement(store.closing))
+            return Finish(waiters: waited, cost: reading)
+        }
         // A part of one key is written under a savepoint: if it fails, its row is recorded and
-        // the checkpoint moved past it in the same transaction.
+        // the checkpoint moved past it in the same transaction; its end is sent after it.
         if write.single { _ = try db.pipeline([.init("SAVEPOINT backfill_part"), .init("SET CONSTRAINTS ALL IMMEDIATE")]) }
-        let end = write.single ? [] : finish
         let changed: (rows: Int64, outside: Int64)
-        var results: [QueryResult]
-        if let counts = plan.statements.counts(afterKey: afterKey), let moved = checkpoint(rows: counts.rows, outside: counts.outside, first: bounds.count + 1) {
+        var pipeline = Pipeline(message)
+        var ending: (finish: Finish, results: Pipeline.Results)?
+        if let counts = plan.statements.counts(afterKey: afterKey), let moved = checkpoint(rows: counts.rows, outside: counts.outside) {
             // update/delete: data and checkpoint (and, with `journal`, what the batch replaced)
             // in one statement, then COMMIT, in one round trip.
-            let journal = spec.journal ? store.journal(spec.name, first: bounds.count + moved.parameters.count + 1) : nil
-            results = try db.pipeline(message + [Connection.Statement(plan.statements.batch(afterKey: afterKey, checkpoint: moved.sql, journal: journal?.sql),
-                                                                      bounds + moved.parameters + (journal?.parameters ?? []), prepared: true)] + end)
-            changed = plan.statements.changed(by: results[message.count])
+            let journal = spec.journal ? store.journal(spec.name) : nil
+            let statement = plan.statements.batch(afterKey: afterKey, checkpoint: moved, journal: journal)
+            let batch = pipeline.append(Connection.Statement(plan.statements.binding(statement, lower: claim.lower, upper: upper), prepared: true))
+            let end = write.single ? nil : finish(&pipeline)
+            let results = try db.run(pipeline)
+            changed = plan.statements.changed(by: results[batch])
+            ending = end.map { ($0, results) }
         } else {
-            let statement = Connection.Statement(afterKey ? plan.statements.batch : plan.statements.batchFromStart, bounds, prepared: true)
-            if let moved = checkpoint(rows: "0", outside: "0", first: 1) {
+            let batch = pipeline.append(Connection.Statement(plan.statements.batch(after: claim.lower, upTo: upper), prepared: true))
+            if let moved = checkpoint(rows: "0", outside: "0") {
                 // A sql action: its own statement, then the checkpoint with its row count.
-                changed = plan.statements.changed(by: try db.pipeline(message + [statement])[message.count])
-                results = try db.pipeline([checkpoint(rows: String(changed.rows), outside: "0", first: 1) ?? moved] + end)
+                changed = plan.statements.changed(by: try db.run(pipeline)[batch])
+                pipeline = Pipeline([Connection.Statement(checkpoint(rows: SQL(unescaped: String(changed.rows)), outside: "0") ?? moved)])
+                let end = write.single ? nil : finish(&pipeline)
+                let results = try db.run(pipeline)
+                ending = end.map { ($0, results) }
             } else {
                 // A dry run: the batch, who waits on it, and ROLLBACK, in one round trip.
-                results = try db.pipeline(message + [statement] + end)
-                changed = plan.statements.changed(by: results[message.count])
+                let end = write.single ? nil : finish(&pipeline)
+                let results = try db.run(pipeline)
+                changed = plan.statements.changed(by: results[batch])
+                ending = end.map { ($0, results) }
             }
         }
         if changed.outside > 0 { return Written(rows: changed.rows, outside: changed.outside) }
-        if write.single { results += try db.pipeline(finish) }
+        func finishAlone() throws -> (finish: Finish, results: Pipeline.Results) {
+            var end = Pipeline()
+            let finish = finish(&end)
+            return (finish, try db.run(end))
+        }
+        let last = try ending ?? finishAlone()
         ended()
         store.moved(spec.name, range: claim.range, lastKey: upper)
-        // The pipeline ends with the waiters (if asked), the cost reading and COMMIT.
-        cost.record(walBefore: claim.walPosition, reading: results[results.count - 2])
-        let waited = waiters.isEmpty ? Waiters(count: 0, longestMs: 0) : Waiters(results[results.count - 3].rows.first)
+        cost.record(walBefore: claim.walPosition, reading: last.results[last.finish.cost])
+        let waited = last.finish.waiters.map { Waiters(last.results[$0].rows.first) } ?? Waiters(count: 0, longestMs: 0)
         return Written(rows: changed.rows, waiters: waited, walBytes: cost.walBytes, hotShare: cost.hotShare)
+    }
+
+    /// The end of a batch's last round trip, just before `COMMIT`: the handles of who waits on
+    /// the batch and of the cost reading.
+    private struct Finish {
+        var waiters: Pipeline.Handle?
+        var cost: Pipeline.Handle
     }
 
     func quarantine(_ write: BatchWrite, error: PostgresError) throws -> Int64 {
@@ -213,8 +234,8 @@ final class PostgresBatchSession: BatchSession {
     func commitQuarantine(_ write: BatchWrite) throws {
         try inFlight { db in
             let claim = write.claim
-            let moved = store.checkpoint(spec.name, range: claim.range, lastKey: write.upper, keys: 1, worker: name, rows: "0", outside: "0", first: 1)
-            _ = try db.pipeline((moved.map { [$0] } ?? []) + [Connection.Statement(store.closing)])
+            let moved = store.checkpoint(spec.name, range: claim.range, lastKey: write.upper, keys: 1, worker: name, rows: "0", outside: "0")
+            _ = try db.pipeline((moved.map { [Connection.Statement($0)] } ?? []) + [Connection.Statement(store.closing)])
             ended()
             store.moved(spec.name, range: claim.range, lastKey: write.upper)
         }
@@ -234,14 +255,13 @@ final class PostgresBatchSession: BatchSession {
 
     func splitPoint(lower: [String]?, upper: [String], offset: Int) throws -> (key: [String], walked: Int)? {
         let db = try db()
-        let query = plan.statements.upperBound(afterKey: lower != nil, belowCeiling: true)
-        let values = (lower ?? []).map(PostgresValue.text) + upper.map(PostgresValue.text) + [.int(Int64(max(offset, 0)))]
+        let query = plan.statements.upperBound(after: lower, below: upper, offset: Int64(max(offset, 0)))
         // Inside a transaction (a part's, the search's) it reads there; else in one of its own,
         // with the session pins, so that the key's text form reads back as the same value.
-        if inTransaction { return try db.query(query, values).first.map(plan.statements.upperKey) }
+        if inTransaction { return try db.query(query).first.map(plan.statements.upperKey) }
         return try db.transaction { db in
             try db.execute(SessionPins.statements)
-            return try db.query(query, values).first.map(plan.statements.upperKey)
+            return try db.query(query).first.map(plan.statements.upperKey)
         }
     }
 
@@ -249,7 +269,9 @@ final class PostgresBatchSession: BatchSession {
         try inFlight { db in
             inTransaction = true
             _ = try db.pipeline(openingStatements(db))
-            if let pid = try db.pipeline([.init("SET CONSTRAINTS ALL IMMEDIATE"), .init("SELECT pg_backend_pid() AS pid")]).last?.rows.first?["pid"].int {
+            var pipeline = Pipeline([.init("SET CONSTRAINTS ALL IMMEDIATE")])
+            let backend = pipeline.append(.init("SELECT pg_backend_pid() AS pid"))
+            if let pid = try db.run(pipeline)[backend].rows.first?["pid"].int {
                 transactionPID = Int32(pid)
             }
         }
@@ -258,7 +280,7 @@ final class PostgresBatchSession: BatchSession {
     func probe(lower: [String]?, upper: [String]) throws {
         try inFlight { db in
             try db.execute("SAVEPOINT backfill_probe")
-            _ = try db.query(lower == nil ? plan.statements.batchFromStart : plan.statements.batch, ((lower ?? []) + upper).map(PostgresValue.text))
+            _ = try db.query(plan.statements.batch(after: lower, upTo: upper))
             try db.execute("RELEASE SAVEPOINT backfill_probe")
         }
     }

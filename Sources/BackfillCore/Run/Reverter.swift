@@ -92,7 +92,9 @@ public struct Reverter {
         let columns = try db.query(
             "SELECT attname FROM pg_attribute WHERE attrelid = $1::oid AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
             [.int(plan.tableOID)]).rows.compactMap { $0["attname"].string }
+        // Built once; each batch binds where it starts and how many rows it takes.
         let statement = plan.statements.revert(action: spec.action, tables: store.revertTables(), columns: columns)
+            .binding([BatchStatements.Slots.job: .text(spec.name), BatchStatements.Slots.token: .text(lease?.token ?? "")])
         let settings = SessionPins.setLocal(["lock_timeout = '\(spec.timeouts.lockMs)ms'", "statement_timeout = '\(Worker.statementMs(spec))ms'",
                                              "idle_in_transaction_session_timeout = '\(Worker.idleLimitMs(spec))ms'"] + SessionPins.settings)
         var sizer = BatchSizer(initial: spec.batch.size, min: spec.batch.min, max: spec.batch.max, targetMs: spec.batch.targetMs)
@@ -129,12 +131,14 @@ public struct Reverter {
             let began = ContinuousClock.now
             let row: PostgresRow?
             do {
-                let results = try db.pipeline([Connection.Statement("BEGIN ISOLATION LEVEL READ COMMITTED"), Connection.Statement(settings),
-                                               Connection.Statement(statement, [.text(spec.name), position.lastSeq.map { .int($0) } ?? .null, .int(Int64(size)),
-                                                                                .text(lease?.token ?? "")]),
-                                               Connection.Statement("SELECT state FROM \(store.jobs) WHERE name = $1", [.text(spec.name)])])
-                row = results[2].first
-                let state = results[3].first?["state"].string
+                var pipeline = Pipeline([Connection.Statement("BEGIN ISOLATION LEVEL READ COMMITTED"), Connection.Statement(settings)])
+                let batch = pipeline.append(Connection.Statement(statement.binding([
+                    BatchStatements.Slots.lastSeq: position.lastSeq.map { .int($0) } ?? .null, BatchStatements.Slots.limit: .int(Int64(size)),
+                ])))
+                let jobState = pipeline.append(Connection.Statement("SELECT state FROM \(store.jobs) WHERE name = $1", [.text(spec.name)]))
+                let results = try db.run(pipeline)
+                row = results[batch].first
+                let state = results[jobState].first?["state"].string
                 if !dryRun, row?["leased"].bool != true {
                     try db.execute("ROLLBACK")
                     outcome.exitCode = 4

@@ -28,7 +28,7 @@ extension CheckpointStore {
     /// so that two workers never both pass `on_error.max_rows` unseen. A key found again in a
     /// later pass keeps one row, with the newest error.
     public func quarantine(_ job: String, range: Int, key: [String], error: PostgresError, worker: String, db: Connection) throws -> Int64 {
-        let results = try db.pipeline([
+        var pipeline = Pipeline([
             Connection.Statement("SELECT pg_advisory_xact_lock(hashtext($1))", [.text("backfill-bad-rows:\(schema):\(job)")]),
             Connection.Statement(
                 """
@@ -39,9 +39,9 @@ extension CheckpointStore {
                 """,
                 [.text(job), .text(Self.encodeKey(key)), .int(Int64(range)), .text(error.code.raw), .text(ConnectionInfo.scrub(error.message)),
                  error.detail.map { .text(ConnectionInfo.scrub($0)) } ?? .null, .text(worker)]),
-            Connection.Statement("SELECT count(*) AS n FROM \(badRowsTable) WHERE job = $1", [.text(job)]),
         ])
-        return results.last?.first?["n"].int64 ?? 0
+        let count = pipeline.append(Connection.Statement("SELECT count(*) AS n FROM \(badRowsTable) WHERE job = $1", [.text(job)]))
+        return try db.run(pipeline)[count].first?["n"].int64 ?? 0
     }
 
     /// How many rows the job has quarantined (0 for a store made before bad rows existed).

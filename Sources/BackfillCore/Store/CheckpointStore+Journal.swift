@@ -7,12 +7,12 @@ extension CheckpointStore {
     /// The journal INSERT of a batch: a CTE of the batch statement that reads the changed rows'
     /// `backfill_key`, `backfill_old` and `backfill_new` from `changed`, tagged with the job's
     /// pass; `seq` (an identity, in the order rows were journaled) is what a revert walks back.
-    /// Parameter `$first`: the job.
-    public func journal(_ job: String, first: Int) -> Connection.Statement? {
-        Connection.Statement(
-            "INSERT INTO \(journalTable) (job, pass, key, old, new) SELECT $\(first), (SELECT pass FROM \(jobs) WHERE name = $\(first)), "
-                + "backfill_key, backfill_old, backfill_new FROM changed",
-            [.text(job)])
+    /// The job is bound.
+    public func journal(_ job: String) -> SQL? {
+        let name = SQL.Slot("job")
+        let insert: SQL = "INSERT INTO \(unescaped: journalTable) (job, pass, key, old, new) SELECT \(name), (SELECT pass FROM \(unescaped: jobs) WHERE name = \(name)), "
+            + "backfill_key, backfill_old, backfill_new FROM changed"
+        return insert.binding(name, to: .text(job))
     }
 
     /// How many rows the job's journal holds; 0 for a store made before journals existed.

@@ -40,7 +40,9 @@ extension CheckpointStore {
                 LIMIT 1 FOR UPDATE SKIP LOCKED) r ON true
             WHERE j.name = $1
             """, [.text(job), .int(Int64(preferred ?? -1)), leaseWatch.map { .text($0.specHash) } ?? .null, token.map { .text($0) } ?? .null], prepared: true)
-        guard let row = try db.pipeline(opening + [claim]).last?.first else { return nil }
+        var pipeline = Pipeline(opening)
+        let claimed = pipeline.append(claim)
+        guard let row = try db.run(pipeline)[claimed].first else { return nil }
         if row["same_spec"].bool == false { throw leaseLost("the job was started over with a different job file by another runner") }
         if row["leased"].bool == false { throw leaseLost("the lease row was taken by another runner or removed by `backfill unlock`") }
         guard let range = row["range_id"].int else { return nil }
@@ -129,8 +131,7 @@ extension CheckpointStore {
             // keys into the range, so that finding it is a short index walk under the range's lock
             // (the idle worker then takes the larger rest, which can be split again).
             let keep = min(remaining / 2, Self.splitSearchLimit)
-            let values = (lower ?? []).map(PostgresValue.text) + (ceiling ?? []).map(PostgresValue.text) + [.int(keep)]
-            guard let mid = try db.query(plan.statements.upperBound(afterKey: lower != nil, belowCeiling: ceiling != nil), values).first
+            guard let mid = try db.query(plan.statements.upperBound(after: lower, below: ceiling, offset: keep)).first
                 .map({ plan.statements.upperKey($0).key }), mid != ceiling
             else { return false }
             let next = try db.query("SELECT max(range_id) + 1 AS id FROM \(ranges) WHERE job = $1", [.text(job)]).first?["id"].int ?? 0
@@ -150,14 +151,14 @@ extension CheckpointStore {
     /// The checkpoint `UPDATE` of one batch: the range's last key, its counters, and the rows the
     /// batch changed outside its range (`outside`), which the table's check constraint
     /// `ranges_batch_within_range` requires to be 0: a batch whose SQL escaped its range fails
-    /// in its own statement and rolls back, even when its `COMMIT` was already sent.
-    public func checkpoint(_ job: String, range: Int, lastKey: [String], keys: Int, worker: String, rows: String, outside: String, first: Int) -> Connection.Statement? {
-        Connection.Statement(
-            """
-            UPDATE \(ranges) SET last_key = $\(first)::jsonb, rows_done = rows_done + \(rows), keys_walked = keys_walked + $\(first + 1),
-                batches = batches + 1, worker = $\(first + 2), last_batch_outside = \(outside), updated_at = now()
-            WHERE job = $\(first + 3) AND range_id = $\(first + 4)
-            """, [.text(Self.encodeKey(lastKey)), .int(Int64(keys)), .text(worker), .text(job), .int(Int64(range))])
+    /// in its own statement and rolls back, even when its `COMMIT` was already sent. `rows` and
+    /// `outside` are SQL expressions (over the batch statement's `tally`, or numbers).
+    public func checkpoint(_ job: String, range: Int, lastKey: [String], keys: Int, worker: String, rows: SQL, outside: SQL) -> SQL? {
+        """
+        UPDATE \(unescaped: ranges) SET last_key = \(bind: Self.encodeKey(lastKey))::jsonb, rows_done = rows_done + \(rows), keys_walked = keys_walked + \(bind: keys),
+            batches = batches + 1, worker = \(bind: worker), last_batch_outside = \(outside), updated_at = now()
+        WHERE job = \(bind: job) AND range_id = \(bind: range)
+        """
     }
 
     /// Sessions waiting on this transaction's locks right now, and the longest any of them has

@@ -13,15 +13,15 @@ protocol RunStore: Sendable {
     /// Marks the range walked to its end, inside the batch transaction.
     func completeRange(_ job: String, range: Int, db: Connection) throws
     /// The range's checkpoint `UPDATE`, for the batch statement (as a CTE) or to send after it,
-    /// with `rows` and `outside` as SQL expressions and parameters numbered from `first`; nil
-    /// for a store that keeps the checkpoint in memory.
-    func checkpoint(_ job: String, range: Int, lastKey: [String], keys: Int, worker: String, rows: String, outside: String, first: Int) -> Connection.Statement?
+    /// with `rows` and `outside` as SQL expressions; nil for a store that keeps the checkpoint in
+    /// memory.
+    func checkpoint(_ job: String, range: Int, lastKey: [String], keys: Int, worker: String, rows: SQL, outside: SQL) -> SQL?
     /// Moves a checkpoint kept in memory once the batch is done (nothing for the PostgreSQL store,
     /// whose checkpoint moved inside the batch transaction).
     func moved(_ job: String, range: Int, lastKey: [String])
     /// With `journal: true`: the INSERT of a batch's changed rows into the journal, a CTE of the
-    /// batch statement (parameters numbered from `first`); nil when nothing is committed.
-    func journal(_ job: String, first: Int) -> Connection.Statement?
+    /// batch statement; nil when nothing is committed.
+    func journal(_ job: String) -> SQL?
     /// What ends the batch transaction: `COMMIT` (the checkpoint moves with the data), or
     /// `ROLLBACK` for a store that must change nothing.
     var closing: String { get }
@@ -76,11 +76,11 @@ final class MemoryStore: RunStore {
 
     func completeRange(_ job: String, range: Int, db: Connection) throws { state.withLock { $0.done = true } }
 
-    func checkpoint(_ job: String, range: Int, lastKey: [String], keys: Int, worker: String, rows: String, outside: String, first: Int) -> Connection.Statement? { nil }
+    func checkpoint(_ job: String, range: Int, lastKey: [String], keys: Int, worker: String, rows: SQL, outside: SQL) -> SQL? { nil }
 
     func moved(_ job: String, range: Int, lastKey: [String]) { state.withLock { $0.lastKey = lastKey } }
 
-    func journal(_ job: String, first: Int) -> Connection.Statement? { nil }
+    func journal(_ job: String) -> SQL? { nil }
 
     var closing: String { "ROLLBACK" }
 
