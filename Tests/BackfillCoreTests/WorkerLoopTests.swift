@@ -96,8 +96,20 @@ struct WorkerLoopTests {
         if case .double(let ms)? = run.events.of(.throttle).last?["wait_ms"] { #expect(ms >= 2000 && ms < 2100) } else { Issue.record("no wait_ms") }
         #expect(run.events.of(.throttle).first?["detail"] == .string("check_sql returned false"))
         #expect(session.throttles == ["check_sql", nil])
-        // Healthy, the slow signals are read once a second, not before every batch.
-        #expect(session.slowReads < session.calls.filter { $0 == "readHealth" }.count || session.calls.filter { $0 == "write" }.count == 1)
+    }
+
+    @Test("healthy: the slow signals are read once a second, not before every batch; a WAL budget is charged before each")
+    func healthCadence() throws {
+        let plain = ScriptedSession(keys: Array(1...3000))
+        let quiet = try run("batch: {size: 100, max: 100}", session: plain)
+        guard case .done = quiet.result else { Issue.record("expected done, got \(quiet.result)"); return }
+        #expect(quiet.clock.elapsedTime < .seconds(1))
+        #expect(plain.calls.filter { $0 == "write" }.count == 30)
+        #expect(plain.calls.filter { $0 == "readHealth" }.count == 1 && plain.slowReads == 1)
+        let budget = ScriptedSession(keys: Array(1...3000))
+        _ = try run("batch: {size: 100, max: 100}\nthrottle: {when_blocking: false, max_wal_mb_per_second: 100}", session: budget)
+        #expect(budget.calls.filter { $0 == "readHealth" }.count >= 30 && budget.slowReads == 1)
+        #expect(writtenOnce(budget))
     }
 
     @Test("on_error stop: the bad-key search runs in one transaction that is rolled back, and the job fails naming the key")
@@ -224,6 +236,11 @@ struct WorkerLoopTests {
         let run = try run("batch: {size: 100, max: 100}", session: session, setUp: { context = $0 })
         guard case .stopped(.signal) = run.result else { Issue.record("expected a stop, got \(run.result)"); return }
         #expect(session.writes.count == 200)
+        let taken = LeaseTakenSession(keys: Array(1...1000))
+        let lost = try self.run("batch: {size: 100, max: 100}", session: taken)
+        guard case .failed(let failure) = lost.result else { Issue.record("expected a failure, got \(lost.result)"); return }
+        #expect(failure.message.contains("lease lost: taken over") && taken.writes.count == 100)
+        #expect(Array(taken.calls.suffix(3)) == ["claim", "rollback", "disconnect"])
     }
 
     @Test("the time box stops the worker between batches")
@@ -242,6 +259,15 @@ struct WorkerLoopTests {
         #expect(writtenOnce(session))
         #expect(run.events.of(.throttle).allSatisfy { $0["reason"] == .string("max_rows_per_second") && $0["wait_ms"] == .double(500) })
         #expect(run.clock.slept.filter { $0 == .milliseconds(500) }.count == 3)
+    }
+}
+
+/// A session whose second claim finds the lease taken by another runner.
+final class LeaseTakenSession: ScriptedSession, @unchecked Sendable {
+    override func claim(preferring range: Int?) throws -> RangeClaim? {
+        let claim = try super.claim(preferring: range)
+        if !writes.isEmpty { throw LeaseLost(reason: "taken over") }
+        return claim
     }
 }
 
