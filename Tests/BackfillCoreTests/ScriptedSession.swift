@@ -139,7 +139,7 @@ class ScriptedSession: BatchSession, @unchecked Sendable {
 
     func rollback() {
         calls.append("rollback")
-        if let last = quarantined.last, open != nil, calls.dropLast().last == "quarantine" { quarantined.removeLast() }
+        if !quarantined.isEmpty, open != nil, calls.dropLast().last == "quarantine" { quarantined.removeLast() }
         open = nil
         probeWritten = []
     }

@@ -9,15 +9,12 @@ extension WorkerMachine {
         case .connecting(let lost, _):
             return connectFailed(error, lost: lost, at: now, random: random)
         case .transaction(let step):
+            (failure.range, failure.afterKey) = position(in: step)
             switch step {
-            case .claiming:
-                failure.range = preferred
-            case .bounding(let claim, _, _), .completingRange(let claim):
-                (failure.range, failure.afterKey) = (claim.range, claim.lower)
-            case .checkingFirstKey(let write), .committingQuarantine(let write, _, _):
-                (failure.range, failure.afterKey) = (write.claim.range, write.claim.lower)
+            case .claiming, .bounding, .completingRange, .checkingFirstKey, .committingQuarantine:
+                break
             case .writing(let write):
-                (failure.range, failure.afterKey, failure.write) = (write.claim.range, write.claim.lower, write)
+                failure.write = write
                 // A part of one key failed with a data error under its savepoint: its row is
                 // recorded and the checkpoint moved past it, in the same transaction.
                 if write.single, Bisection.isolates(error), !Self.isRangeCheck(error) {
@@ -51,18 +48,23 @@ extension WorkerMachine {
     /// A failure that is not the database's (a lost lease, a key that cannot be decoded): the
     /// worker fails, after rolling back the transaction it has open.
     mutating func unexpected(_ message: String) -> Action {
-        var failure = RunFailure(range: preferred, message: message)
         switch state {
         case .transaction(let step):
-            switch step {
-            case .bounding(let claim, _, _), .completingRange(let claim): (failure.range, failure.afterKey) = (claim.range, claim.lower)
-            case .checkingFirstKey(let write), .writing(let write), .quarantining(let write, _), .committingQuarantine(let write, _, _):
-                (failure.range, failure.afterKey) = (write.claim.range, write.claim.lower)
-            case .claiming: break
-            }
-            return close(then: .fail(failure))
-        case .searchingBadKey: return close(then: .fail(failure))
+            let (range, afterKey) = position(in: step)
+            return close(then: .fail(RunFailure(range: range, afterKey: afterKey, message: message)))
+        case .searchingBadKey: return close(then: .fail(RunFailure(range: preferred, message: message)))
         default: return end(.fail(RunFailure(message: message)))
+        }
+    }
+
+    /// Where a batch transaction's failure happened: the claimed range and its checkpoint, or,
+    /// before the claim, the range this worker prefers.
+    private func position(in step: Step) -> (range: Int?, afterKey: [String]?) {
+        switch step {
+        case .claiming: (preferred, nil)
+        case .bounding(let claim, _, _), .completingRange(let claim): (claim.range, claim.lower)
+        case .checkingFirstKey(let write), .writing(let write), .quarantining(let write, _), .committingQuarantine(let write, _, _):
+            (write.claim.range, write.claim.lower)
         }
     }
 
