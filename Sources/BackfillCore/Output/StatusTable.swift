@@ -14,7 +14,7 @@ public enum StatusTable {
                 note = "\(job.state.rawValue) by \(by)" + (job.pausedAt.map { " at \(RunEvent.timestamp($0))" } ?? "")
             }
             if let eta = job.etaSeconds, job.state == .running {
-                note += (note.isEmpty ? "" : "; ") + "ETA ~\(ProgressTracker.clock(eta)) by the ranges' row estimates"
+                note += (note.isEmpty ? "" : "; ") + "ETA ~\(ProgressTracker.clock(eta)) by the ranges' \(job.walk == "physical" ? "heap pages left" : "row estimates")"
                     + ((job.runThrottledSeconds ?? 0) >= 1 ? ", throttled \(ProgressTracker.clock(job.runThrottledSeconds ?? 0)) not counted" : "")
             }
             if job.badRows > 0 {
@@ -28,13 +28,12 @@ public enum StatusTable {
                 note += (note.isEmpty ? "" : "; ") + "tuned: \(tuning.summary)"
             }
             let state = job.noRunnerSince.map { "stopped (no runner since \(RunEvent.timestamp($0)))" } ?? job.state.rawValue
-            return [job.name, state, String(job.rowsDone), String(job.batches),
-                    job.lastKey.map { "(" + $0.joined(separator: ", ") + ")" } ?? "-",
+            return [job.name, state, String(job.rowsDone), String(job.batches), lastKey(job.lastKey, walk: job.walk),
                     job.updatedAt.map(RunEvent.timestamp) ?? "-", note]
         }
         var text = columns([header] + rows)
         if jobs.count == 1, let ranges = jobs[0].rangeList, ranges.count > 1 || !(jobs[0].workers ?? []).isEmpty {
-            func key(_ k: [String]?) -> String { k.map { "(" + $0.joined(separator: ", ") + ")" } ?? "-" }
+            func key(_ k: [String]?) -> String { lastKey(k, walk: jobs[0].walk) }
             text += "\n\nRANGES\n" + columns([["RANGE", "FROM (EXCL)", "TO (INCL)", "AT KEY", "ROWS", "DONE", "LAST WORKER"]] + ranges.map {
                 [String($0.range), key($0.lowerKey), $0.upperKey == nil ? "(end)" : key($0.upperKey), key($0.lastKey), String($0.rowsDone), $0.done ? "yes" : "no", $0.worker ?? "-"]
             })
@@ -45,6 +44,14 @@ public enum StatusTable {
             }
         }
         return text
+    }
+
+    /// A key as the table shows it: `(a, b)`; a physical walk's ctid `(p,0)` as `page p` (a
+    /// checkpoint inside a page, after a quarantined row, as its ctid).
+    static func lastKey(_ key: [String]?, walk: String) -> String {
+        guard let key else { return "-" }
+        if walk == "physical", let page = BatchStatements.page(of: key) { return key.first?.hasSuffix(",0)") == true ? "page \(page)" : "ctid \(key[0])" }
+        return "(" + key.joined(separator: ", ") + ")"
     }
 
     /// Rows of cells as left-aligned columns, two spaces apart.

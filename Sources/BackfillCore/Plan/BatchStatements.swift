@@ -22,6 +22,9 @@ public struct BatchStatements: Sendable, Hashable {
     /// The quoted table name.
     public let table: String
     public let key: [KeyColumn]
+    /// A `walk: physical` job's statements: the key is `ctid`, and each changed row also says
+    /// whether it still matches `where` (`still`), which the checkpoint holds at 0.
+    public let physical: Bool
     /// The B-th key after the checkpoint, or failing that the last key after it; no row means no
     /// key remains. Parameters: the last key's values (`Slots.lower`), then the offset (B − 1).
     public let upperBound: SQL
@@ -103,6 +106,8 @@ public struct BatchStatements: Sendable, Hashable {
         let table = Identifier.quoteQualified(spec.tableParts)
         self.table = table
         self.key = key
+        physical = spec.walk == .physical
+        let physical = physical
         let n = key.count
         let columns = key.map { Identifier.quote($0.name) }
         let lower = Slots.lower(n), ceiling = Slots.ceiling(n), upperKey = Slots.upper(n), offset = Slots.offset
@@ -151,7 +156,11 @@ public struct BatchStatements: Sendable, Hashable {
             let keys = columns.joined(separator: ", ")
             // Each changed row returns whether its key lies outside the range (operator SQL that
             // escaped its place), so that one pass over the changed rows counts both.
-            var returning: SQL = "RETURNING NOT (\(range)) AS outside"
+            // A physical walk's range is on ctid, which RETURNING reads from the new row version
+            // (elsewhere when it moved): nothing there can escape the range, since `sql` is refused.
+            // Instead each row says whether it still matches `where` (false for a delete).
+            var returning: SQL = physical ? "RETURNING false AS outside, " + (spec.action.name == "update" ? "coalesce((\(unescaped: spec.whereClause ?? "true")), false)" : "false") + " AS still"
+                : "RETURNING NOT (\(range)) AS outside"
             // journal: each changed row's key (text forms, as the store keeps keys) and values.
             let journalKey = "jsonb_build_array(" + columns.map { "\(table).\($0)::text" }.joined(separator: ", ") + ")"
             let change: SQL
@@ -181,7 +190,7 @@ public struct BatchStatements: Sendable, Hashable {
                 return ("WITH batch AS MATERIALIZED (SELECT \(unescaped: keys) FROM \(unescaped: table) WHERE \(predicate) FOR NO KEY UPDATE) \(unescaped: sql)", nil)
             }
             let prefix: SQL = before.map { "\($0), " } ?? ""
-            return ("WITH \(prefix)changed AS (\(change)) SELECT \(unescaped: Self.tally) FROM changed", Change(sql: change, range: range, before: before))
+            return ("WITH \(prefix)changed AS (\(change)) SELECT \(unescaped: Self.tally(physical: physical)) FROM changed", Change(sql: change, range: range, before: before))
         }
         let after = statement(lower: parameters(lower), upper: parameters(upperKey))
         let fromStart = statement(lower: nil, upper: parameters(upperKey))
@@ -192,16 +201,19 @@ public struct BatchStatements: Sendable, Hashable {
     }
 
     /// The counts over the changed rows, in one pass: `rows`, and `outside` (changed rows whose key
-    /// lies outside the batch's range).
-    static let tally = "count(*) AS rows, count(*) FILTER (WHERE outside) AS outside"
+    /// lies outside the batch's range); for a physical walk also `still` (changed rows that still
+    /// match `where`).
+    static func tally(physical: Bool) -> String {
+        "count(*) AS rows, count(*) FILTER (WHERE outside) AS outside" + (physical ? ", count(*) FILTER (WHERE still) AS still" : "")
+    }
 
     /// For `update` and `delete` (nil for `sql`): SQL expressions, over the batch statement's
     /// `tally` of its changed rows, for how many rows it changed and how many of them lie outside
     /// its range, for a checkpoint `UPDATE` that runs in the same statement
     /// (`batch(afterKey:checkpoint:)`).
-    public func counts(afterKey: Bool) -> (rows: SQL, outside: SQL)? {
+    public func counts(afterKey: Bool) -> (rows: SQL, outside: SQL, still: SQL?)? {
         guard (afterKey ? change : changeFromStart) != nil else { return nil }
-        return ("(SELECT rows FROM tally)", "(SELECT outside FROM tally)")
+        return ("(SELECT rows FROM tally)", "(SELECT outside FROM tally)", physical ? "(SELECT still FROM tally)" : nil)
     }
 
     /// The batch statement of `update` or `delete` with the range's checkpoint `UPDATE` as a
@@ -216,8 +228,8 @@ public struct BatchStatements: Sendable, Hashable {
         guard let change = afterKey ? change : changeFromStart else { return plain }
         let before: SQL = change.before.map { "\($0), " } ?? ""
         let journaled: SQL = journal.map { ", journal AS (\($0))" } ?? ""
-        return "WITH \(before)changed AS (\(change.sql)), tally AS (SELECT \(unescaped: Self.tally) FROM changed), checkpoint AS (\(checkpoint))\(journaled) "
-            + "SELECT rows, outside FROM tally"
+        return "WITH \(before)changed AS (\(change.sql)), tally AS (SELECT \(unescaped: Self.tally(physical: physical)) FROM changed), checkpoint AS (\(checkpoint))\(journaled) "
+            + (physical ? "SELECT rows, outside, still FROM tally" : "SELECT rows, outside FROM tally")
     }
 
     /// `sql`, one of these statements, with the values of its slots: the last key walked (none
@@ -257,8 +269,29 @@ public struct BatchStatements: Sendable, Hashable {
     /// What a batch statement's result says it changed: rows, and rows outside the key range
     /// (0 for a `sql` action, whose statement is the operator's own).
     public func changed(by result: QueryResult) -> (rows: Int64, outside: Int64) {
-        guard result.columns == ["rows", "outside"], let row = result.rows.first else { return (result.affectedRows, 0) }
+        guard result.columns.starts(with: ["rows", "outside"]), let row = result.rows.first else { return (result.affectedRows, 0) }
         return (row["rows"].int64 ?? 0, row["outside"].int64 ?? 0)
+    }
+
+    /// A physical walk's page position: `(p,0)` for page p (a ctid's text form).
+    public static func page(_ page: Int64) -> [String] { ["(\(page),0)"] }
+
+    /// The page of a ctid key `(p,o)`; nil when it is not one.
+    public static func page(of key: [String]?) -> Int64? {
+        guard let text = key?.first, text.hasPrefix("("), let comma = text.firstIndex(of: ",") else { return nil }
+        return Int64(text[text.index(after: text.startIndex)..<comma])
+    }
+
+    /// A physical walk's next batch, by arithmetic (no query): after `lower` (a ctid; the batch
+    /// starts on its page, or on the next when it is `(p,0)`), `pages` pages on, held at the range's
+    /// `ceiling` page; the upper key and the pages it covers. Nil when nothing is left: the lower
+    /// bound is at or past the ceiling. A lower bound inside a page (`(p,o)`, after a quarantined
+    /// row) ends its batch at the end of a page like any other.
+    public static func pageBatch(after lower: [String]?, ceiling: [String]?, pages: Int) -> (upper: [String], pages: Int)? {
+        let from = page(of: lower) ?? 0
+        guard let end = page(of: ceiling), from < end else { return nil }
+        let upper = min(end, from + Int64(max(pages, 1)))
+        return (page(upper), Int(upper - from))
     }
 
     /// The upper-bound query for a range position: after a last key or from the start, below a

@@ -21,12 +21,16 @@ public struct PlanGuard: Sendable, Hashable {
     public var isSQLAction: Bool
     /// Whether the statement has a lower bound (a range after a checkpoint) as well as an upper.
     public var hasLowerBound: Bool
+    /// A `walk: physical` batch: every scan of the table (each partition's) must be a `Tid Range
+    /// Scan` whose `TID Cond` holds both bounds (`ctid > …` and `ctid <= …`).
+    public var physical: Bool
 
-    public init(relations: Set<[String]>, indexes: Set<String>, isSQLAction: Bool, hasLowerBound: Bool = true) {
+    public init(relations: Set<[String]>, indexes: Set<String>, isSQLAction: Bool, hasLowerBound: Bool = true, physical: Bool = false) {
         self.relations = relations
         self.indexes = indexes
         self.isSQLAction = isSQLAction
         self.hasLowerBound = hasLowerBound
+        self.physical = physical
     }
 
     /// What the check found.
@@ -80,7 +84,7 @@ public struct PlanGuard: Sendable, Hashable {
             if let index { line += " using \(index)" }
             if let name = subplanName { line = String(repeating: "  ", count: depth) + name + ": " + line.trimmingCharacters(in: .whitespaces) }
             var lines = [line]
-            for key in ["Index Cond", "Recheck Cond", "Filter"] {
+            for key in ["Index Cond", "TID Cond", "Recheck Cond", "Filter"] {
                 if let value = fields[key] as? String { lines.append(String(repeating: "  ", count: depth + 2) + "\(key): \(value)") }
             }
             return lines + children.flatMap { $0.render(depth: depth + 1) }
@@ -137,6 +141,7 @@ public struct PlanGuard: Sendable, Hashable {
     /// A scan of the table that walks only the key range: the key's index, both bounds in its
     /// index condition.
     private func boundedRange(_ scan: Node) -> Result<String, Problem> {
+        if physical { return pageRange(scan) }
         let indexNode: Node
         switch scan.type {
         case "Index Scan", "Index Only Scan":
@@ -159,6 +164,19 @@ public struct PlanGuard: Sendable, Hashable {
             return .failure(Problem(text: "the batch's range is not an index condition on \(index) (Index Cond: \(indexNode.indexCond ?? "none")): the \(missing == ["<="] ? "upper" : missing == [">"] ? "lower" : "lower and upper") bound would be checked row by row, not by the index"))
         }
         return .success("\(scan.type == "Bitmap Heap Scan" ? "Bitmap Index Scan" : scan.type) using \(index), both bounds in the index condition")
+    }
+
+    /// A physical walk's scan: a TID Range Scan, both bounds in its TID condition.
+    private func pageRange(_ scan: Node) -> Result<String, Problem> {
+        guard scan.type == "Tid Range Scan" else {
+            return .failure(Problem(text: "the batch reads the table with a \(scan.type), not a TID Range Scan of its heap pages: every batch would read \(scan.type.contains("Index") ? "rows through an index, not only its pages" : "the whole table")"))
+        }
+        let condition = scan.fields["TID Cond"] as? String ?? ""
+        let missing = [">", "<="].filter { !Self.operators(in: condition).contains($0) }
+        guard missing.isEmpty else {
+            return .failure(Problem(text: "the batch's page range is not the TID Range Scan's condition (TID Cond: \(condition.isEmpty ? "none" : condition)): the \(missing == ["<="] ? "upper" : missing == [">"] ? "lower" : "lower and upper") bound would be checked row by row"))
+        }
+        return .success("Tid Range Scan on \(scan.relation?.joined(separator: ".") ?? "?"), both bounds in the TID condition")
     }
 
     /// The operators of an `Index Cond`, outside string literals and quoted names.

@@ -8,13 +8,20 @@ public enum PlanReport {
     public static func render(_ plan: JobPlan, explain: String?, requirement: (met: Bool, detail: String)? = nil,
                               budget: ConnectionBudget? = nil, workers: Int? = nil, cdc: [String]? = nil) -> String {
         let spec = plan.spec
+        let physical = spec.walk == .physical
         var lines = [
             "job:        \(spec.name) (\(spec.file))",
-            "table:      \(plan.statements.table), key (\(spec.key.joined(separator: ", "))) by unique index \(plan.keyIndex)",
+            physical ? "table:      \(plan.statements.table), walked in heap page order (walk: physical; ~\(plan.pages) pages now), batches `ctid > '(p,0)' AND ctid <= '(p+k,0)'`"
+                : "table:      \(plan.statements.table), key (\(spec.key.joined(separator: ", "))) by unique index \(plan.keyIndex)",
             "action:     \(spec.action.name)" + (spec.whereClause.map { " where \($0)" } ?? ""),
-            "batches:    first \(spec.batch.size) keys, then sized for \(spec.batch.targetMs) ms each (\(spec.batch.min)…\(spec.batch.max)); lock_timeout \(spec.timeouts.lockMs) ms, statement_timeout \(spec.timeouts.statementMs) ms",
+            "batches:    first \(spec.batch.size) \(physical ? "pages" : "keys"), then sized for \(spec.batch.targetMs) ms each (\(spec.batch.min)…\(spec.batch.max)); lock_timeout \(spec.timeouts.lockMs) ms, statement_timeout \(spec.timeouts.statementMs) ms",
         ]
-        if let rows = plan.estimatedRows {
+        if physical {
+            lines.append("estimate:   ~\(plan.pages) pages, \(plan.estimatedRows.map { "~\($0) rows by statistics" } ?? "no statistics"); every page is read once a pass, and once more by the end check")
+            if spec.action.name == "update" {
+                lines.append("rule:       `set` must make `where` false for every row it changes; a batch whose rows still match afterwards rolls back and stops the job (docs/physical-walk.md)")
+            }
+        } else if let rows = plan.estimatedRows {
             let batches = (rows + Int64(spec.batch.size) - 1) / Int64(max(spec.batch.size, 1))
             lines.append("estimate:   ~\(rows) rows by statistics; ≤ \(batches) batches at the first size, fewer as batches grow toward \(spec.batch.targetMs) ms")
         } else {
@@ -44,8 +51,8 @@ public enum PlanReport {
             lines += spec.finalize.enumerated().map { "  \($0.offset + 1). \($0.element)" }
         }
         lines += ["", "batch transaction settings:", "  " + (["lock_timeout = '\(spec.timeouts.lockMs)ms'", "statement_timeout = '\(spec.timeouts.statementMs)ms'"] + plan.batchSettings).map { "SET LOCAL \($0);" }.joined(separator: " ")]
-        lines += ["", "upper key of the next batch:", "  " + plan.statements.upperBound.text]
-        if let span = plan.statements.spanBound {
+        lines += ["", "upper key of the next batch:", "  " + (physical ? "by arithmetic: the checkpoint's page + the batch's pages, at most the range's last page (no query)" : plan.statements.upperBound.text)]
+        if !physical, let span = plan.statements.spanBound {
             lines += ["  or, while the key is dense (at least \(KeyDensity.denseEnough) keys an integer; counted again every \(KeyDensity.recountEvery) batches), by span:", "  " + span.text]
         }
         lines += ["", "batch statement:", "  " + plan.statements.batch.text, ""]

@@ -6,12 +6,20 @@ extension Planner {
     public static func explain(_ plan: JobPlan, size: Int, skip: Int = 0, analyze: Bool = false, on db: Connection) throws -> String? {
         let statements = plan.statements
         var lower: [String]?
+        let upper: [String]
+        if statements.physical {
+            // Pages: `skip` pages in, `size` pages long.
+            lower = BatchStatements.page(Int64(skip))
+            upper = BatchStatements.page(Int64(skip + size))
+        } else {
         if skip > 0 {
             guard let row = try db.query(statements.upperBound(after: nil, below: nil, offset: Int64(skip - 1))).first else { return nil }
             lower = statements.upperKey(row).key
         }
         guard let upperRow = try db.query(statements.upperBound(after: lower, below: nil, offset: Int64(size - 1))).first else { return nil }
-        let batch = statements.batch(after: lower, upTo: statements.upperKey(upperRow).key)
+        upper = statements.upperKey(upperRow).key
+        }
+        let batch = statements.batch(after: lower, upTo: upper)
         let prefix = analyze ? "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)" : "EXPLAIN"
         // EXPLAIN ANALYZE runs the batch: always inside a transaction that is rolled back, and
         // read-only unless asked to analyze.

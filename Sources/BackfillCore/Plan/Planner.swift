@@ -90,6 +90,10 @@ public enum Planner {
             return fail(field, "column `\(column)` does not exist in table \(qualified)" + (near.map { " (did you mean \(written($0))?)" } ?? ""),
                         "use one of: \(columns.keys.sorted().map(written).joined(separator: ", ")); names with capitals or spaces are written quoted, e.g. `'\"Line ID\"'`")
         }
+        if spec.walk == .physical {
+            return try planPhysical(spec, oid: oid, qualified: qualified, quotedTable: quotedTable, partitioned: table["kind"].string == "p",
+                                    columns: Set(columns.keys), missing: missing, estimatedRows: table["rows"].int64, pages: table["pages"].int64 ?? 0, on: db)
+        }
         var key: [KeyColumn] = []
         for name in spec.key {
             guard let column = columns[name] else { throw missing("key", name) }
@@ -160,14 +164,23 @@ public enum Planner {
         let statements = BatchStatements(spec: spec, key: key)
         try prove(spec: spec, statements: statements, table: quotedTable, on: db)
         // The table and its key index, and their partitions when the table is partitioned.
-        var planGuard = PlanGuard(relations: [[table["schema"].string!, table["name"].string!]], indexes: [keyIndex], isSQLAction: spec.action.name == "sql")
+        let planGuard = try relations(PlanGuard(relations: [[table["schema"].string!, table["name"].string!]], indexes: [keyIndex], isSQLAction: spec.action.name == "sql"), table: oid, index: indexOIDs[keyIndex] ?? 0, on: db)
+        let (settings, finding) = try guardBatch(spec: spec, statements: statements, planGuard: planGuard, on: db)
+        return JobPlan(spec: spec, statements: statements, tableOID: oid, estimatedRows: table["rows"].int64, pages: table["pages"].int64 ?? 0, keyIndex: keyIndex,
+                       batchSettings: settings, guardFinding: finding)
+    }
+
+    /// The plan guard with the table's partitions and their indexes (the key index's partitions)
+    /// added to what it checks.
+    static func relations(_ planGuard: PlanGuard, table oid: Int64, index: Int64, on db: Connection) throws -> PlanGuard {
+        var planGuard = planGuard
         for row in try db.query(
             """
             SELECT n.nspname AS schema, c.relname AS name, c.relkind::text AS kind
             FROM pg_partition_tree($1::oid) t JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace
             UNION ALL
             SELECT n.nspname, c.relname, c.relkind::text FROM pg_partition_tree($2::oid) t JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace
-            """, [.int(oid), .int(indexOIDs[keyIndex] ?? 0)]).rows
+            """, [.int(oid), .int(index)]).rows
         {
             if ["r", "p"].contains(row["kind"].string ?? "") {
                 planGuard.relations.insert([row["schema"].string ?? "", row["name"].string ?? ""])
@@ -175,15 +188,13 @@ public enum Planner {
                 planGuard.indexes.insert(row["name"].string ?? "")
             }
         }
-        let (settings, finding) = try guardBatch(spec: spec, statements: statements, planGuard: planGuard, on: db)
-        return JobPlan(spec: spec, statements: statements, tableOID: oid, estimatedRows: table["rows"].int64, pages: table["pages"].int64 ?? 0, keyIndex: keyIndex,
-                       batchSettings: settings, guardFinding: finding)
+        return planGuard
     }
 
     /// The table privileges the job needs, checked for the role that runs it: `SELECT`, and
     /// `UPDATE` of every `set` column or `DELETE`. (A `sql` action's own statement is checked by
     /// the plan guard's `EXPLAIN`, which checks every table it names.)
-    private static func checkPrivileges(_ spec: JobSpec, oid: Int64, qualified: String, on db: Connection) throws {
+    static func checkPrivileges(_ spec: JobSpec, oid: Int64, qualified: String, on db: Connection) throws {
         var needed: [(privilege: String, column: String?)] = [("SELECT", nil)]
         switch spec.action {
         case .update(let assignments): needed += assignments.map { ("UPDATE", $0.column) }
@@ -209,6 +220,7 @@ public enum Planner {
     /// settings, and returns the settings that keep it a bounded range scan of the key's index
     /// with what the guard found; throws when no setting does.
     private static func guardBatch(spec: JobSpec, statements: BatchStatements, planGuard: PlanGuard, on db: Connection) throws -> ([String], String) {
+        if spec.walk == .physical { return try guardPageBatch(spec: spec, statements: statements, planGuard: planGuard, on: db) }
         var settings = ["enable_seqscan = off"]
         guard let first = try db.query(statements.upperBound(after: nil, below: nil, offset: 0)).first.map({ statements.upperKey($0).key }) else {
             return (settings, "not checked: the table is empty (it is checked again at the next run)")
@@ -256,7 +268,7 @@ public enum Planner {
     /// protocol's Parse message (`PQprepare`), which takes exactly one statement, so that text
     /// that tries to end the statement early is a syntax error, and a typo is reported against
     /// its field. Nothing is executed; the statements are deallocated at once.
-    private static func prove(spec: JobSpec, statements: BatchStatements, table: String, on db: Connection) throws {
+    static func prove(spec: JobSpec, statements: BatchStatements, table: String, on db: Connection) throws {
         var checks: [(field: String, sql: String)] = []
         if let whereClause = spec.whereClause {
             checks.append(("where", "SELECT 1 FROM \(table) WHERE (\(whereClause))"))

@@ -56,15 +56,7 @@ struct ChunkedCount {
     var byPages: Bool { db.serverVersion >= 140_000 }
 
     /// The table's size in pages (the largest partition's, for a partitioned table).
-    func pages() throws -> Int64 {
-        try db.query(
-            // pg_partition_tree lists nothing for a table that is not partitioned.
-            """
-            SELECT (coalesce((SELECT max(pg_relation_size(relid)) FROM pg_partition_tree($1::regclass)), pg_relation_size($1::regclass))
-                    / current_setting('block_size')::int)::bigint AS pages
-            """,
-            [.text(table)]).first?["pages"].int64 ?? 0
-    }
+    func pages() throws -> Int64 { try CheckpointStore.heapPages(table, db: db) }
 
     /// Sums `sql` (a count `n` over a page range, `BatchStatements.pageRange`, whose slots each
     /// chunk binds) over every page of the table, stopping once `limit` is reached. With a

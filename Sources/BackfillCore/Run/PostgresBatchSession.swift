@@ -123,7 +123,13 @@ final class PostgresBatchSession: BatchSession {
     }
 
     func upperKey(_ claim: RangeClaim, size: Int, bySpan: Bool) throws -> UpperKey? {
-        try inFlight { db in
+        if plan.statements.physical {
+            // Pages: by arithmetic, no query. A store that keeps no ranges (a dry run's) has no
+            // ceiling: the table's size at planning time is.
+            return BatchStatements.pageBatch(after: claim.lower, ceiling: claim.ceiling ?? BatchStatements.page(plan.pages), pages: size)
+                .map { UpperKey(key: $0.upper, walked: $0.pages, bound: .pages) }
+        }
+        return try inFlight { db in
             let offset = Int64(size - 1)
             if bySpan, let lower = claim.lower, let span = plan.statements.spanBound(after: lower, below: claim.ceiling, offset: offset) {
                 return try db.query(span, prepared: db.preparesStatements).first.map { upper(plan.statements.upperKey($0), .span) }
@@ -159,8 +165,8 @@ final class PostgresBatchSession: BatchSession {
         let waiters = spec.throttle.whenBlocking ? Connection.Statement(CheckpointStore.waitersQuery, prepared: true) : nil
         // cdc.messages: the batch's message, first in its last round trip (before its changes).
         let message = ChangeCapture.message(spec, run: context.runID, worker: name, range: claim.range, lower: claim.lower, upper: upper, keys: write.keys)
-        func checkpoint(rows: SQL, outside: SQL) -> SQL? {
-            store.checkpoint(spec.name, range: claim.range, lastKey: upper, keys: write.keys, worker: name, rows: rows, outside: outside)
+        func checkpoint(rows: SQL, outside: SQL, still: SQL? = nil) -> SQL? {
+            store.checkpoint(spec.name, range: claim.range, lastKey: upper, keys: write.keys, worker: name, rows: rows, outside: outside, stillMatching: still)
         }
         // Just before COMMIT: who waits on the batch, the WAL position and the table's update
         // counters (WriteCost).
@@ -176,7 +182,7 @@ final class PostgresBatchSession: BatchSession {
         let changed: (rows: Int64, outside: Int64)
         var pipeline = Pipeline(message)
         var ending: (finish: Finish, results: Pipeline.Results)?
-        if let counts = plan.statements.counts(afterKey: afterKey), let moved = checkpoint(rows: counts.rows, outside: counts.outside) {
+        if let counts = plan.statements.counts(afterKey: afterKey), let moved = checkpoint(rows: counts.rows, outside: counts.outside, still: counts.still) {
             // update/delete: data and checkpoint (and, with `journal`, what the batch replaced)
             // in one statement, then COMMIT, in one round trip.
             let journal = spec.journal ? store.journal(spec.name) : nil
@@ -234,7 +240,7 @@ final class PostgresBatchSession: BatchSession {
     func commitQuarantine(_ write: BatchWrite) throws {
         try inFlight { db in
             let claim = write.claim
-            let moved = store.checkpoint(spec.name, range: claim.range, lastKey: write.upper, keys: 1, worker: name, rows: "0", outside: "0")
+            let moved = store.checkpoint(spec.name, range: claim.range, lastKey: write.upper, keys: 1, worker: name, rows: "0", outside: "0", stillMatching: nil)
             _ = try db.pipeline((moved.map { [Connection.Statement($0)] } ?? []) + [Connection.Statement(store.closing)])
             ended()
             store.moved(spec.name, range: claim.range, lastKey: write.upper)

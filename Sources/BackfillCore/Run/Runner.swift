@@ -217,7 +217,7 @@ public final class Runner {
                 return .failed(RunFailure(message: "walked every key\(catchUps > 0 ? " and \(catchUps) catch-up passes" : ""), but \(remaining >= 1000 ? "at least 1000" : String(remaining)) rows still match `where`: a `set` that leaves rows matching, or rows that keep changing behind the walk, cause this; check with `backfill verify`, raise `catch_up_passes`, or use `repeat: true` for work that never ends"), summary)
             }
             catchUps += 1
-            try db.transaction { try options.store.startPass(spec.name, db: $0) }
+            try db.transaction { try options.store.startPass(spec.name, plan: plan, db: $0) }
             try options.store.markRunning(spec.name, runner: context.runnerName, db: db)
             context.emit(.pass(.init(pass: catchUps + 1, remaining: remaining,
                                      reason: "catch-up \(catchUps) of \(spec.catchUpPasses): \(remaining >= 1000 ? "1000 or more" : String(remaining)) rows still match `where` behind the walk",
@@ -302,8 +302,11 @@ public final class Runner {
     /// one (a `where`, not a `sql` action, not a dry run).
     /// It borrows the coordinator's connection, idle while the workers run (`finish` hands it
     /// back), so that it needs no connection slot of its own.
+    ///
+    /// A physical walk has none: rows move anywhere in the heap, behind the walk too, so its check
+    /// reads every page once the walk is over.
     private func overlappedEndCheck(_ plan: JobPlan, db: Connection) -> EndCheck? {
-        guard context.holdsLease, !options.dryRun, !isSQLAction, spec.whereClause != nil else { return nil }
+        guard context.holdsLease, !options.dryRun, !isSQLAction, spec.whereClause != nil, spec.walk == .key else { return nil }
         return EndCheck(spec: spec, plan: plan, store: options.store, borrowing: EndCheck.Borrowed(db))
     }
 

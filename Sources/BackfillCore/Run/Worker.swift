@@ -202,9 +202,18 @@ struct RangeViolation: Error, CustomStringConvertible {
     var rows: Int64?
     var outside: Int64?
     var stuck = false
+    /// A physical walk's batch changed rows that still match `where`: the job, for its `where`
+    /// and `set`.
+    var stillMatching: JobSpec?
 
     var description: String {
         let from = lower.map { "(" + $0.joined(separator: ", ") + ")" } ?? "the start"
+        if let spec = stillMatching {
+            let sets: String = if case .update(let assignments) = spec.action { assignments.map { "\($0.column): \($0.expression)" }.joined(separator: ", ") } else { "" }
+            return "batch in range \(range) over pages after ctid \(from) up to \(upper.first ?? "?") changed rows that still match `where` afterwards, so its checkpoint's check constraint (ranges_batch_leaves_where_false) refused it; it was rolled back and the job stopped: "
+                + "in \(spec.file), `set` (\(sets)) must make `where` (\(spec.whereClause ?? "")) false for every row it changes, or a physical walk would change a row again when it reaches the row's new version; "
+                + "add to `set` what makes `where` false (e.g. the column `where` tests), or narrow `where`"
+        }
         guard let rows, let outside else {
             return "batch in range \(range) after key \(from) (at most \(keys) keys) changed rows outside its key range, so its checkpoint's check constraint (ranges_batch_within_range) refused it; it was rolled back and the job stopped: the job's `where` or `set` reaches beyond its place, check them with `backfill plan`"
         }

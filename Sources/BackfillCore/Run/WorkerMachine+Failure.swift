@@ -72,8 +72,10 @@ extension WorkerMachine {
     mutating func judge(_ failure: Failure, at now: Now, random: Double) -> Action {
         let error = failure.error
         if Self.isRangeCheck(error) {
-            return end(.fail(RangeViolation(range: failure.range ?? 0, lower: failure.afterKey, upper: [], keys: failure.write?.size ?? 0,
-                                            rows: nil, outside: nil).failure))
+            var violation = RangeViolation(range: failure.range ?? 0, lower: failure.afterKey, upper: failure.write?.upper ?? [], keys: failure.write?.size ?? 0,
+                                           rows: nil, outside: nil)
+            if Self.isStillMatching(error) { violation.stillMatching = settings.spec }
+            return end(.fail(violation.failure))
         }
         if error.code == .queryCanceled, let waited = failure.watchdogWaited, !now.stopRequested {
             // The watchdog cancelled the batch, which rolled back: halve it, and let every worker
@@ -115,7 +117,9 @@ extension WorkerMachine {
             state = .idle
             return next(at: now)
         }
-        let search = Bisection(range: claim.range, lower: claim.lower, upper: write.upper, keys: write.keys)
+        // A page batch does not know how many rows it holds: the first split reads them all,
+        // counting (its offset past the last row), and the search then halves rows, not pages.
+        let search = Bisection(range: claim.range, lower: claim.lower, upper: write.upper, keys: write.bound == .pages ? Int(Int32.max) : write.keys)
         switch settings.spec.onError.action {
         case .stop:
             state = .searchingBadKey(search, DataError(error: error, range: claim.range, afterKey: claim.lower), .opening)
@@ -146,7 +150,12 @@ extension WorkerMachine {
 
     /// The checkpoint's check constraint refused a batch that changed rows outside its range.
     static func isRangeCheck(_ error: PostgresError) -> Bool {
-        error.code == "23514" && error.message.contains("ranges_batch_within_range")
+        error.code == "23514" && (error.message.contains("ranges_batch_within_range") || isStillMatching(error))
+    }
+
+    /// A physical walk's batch changed rows that still match `where` (`ranges_batch_leaves_where_false`).
+    static func isStillMatching(_ error: PostgresError) -> Bool {
+        error.code == "23514" && error.message.contains("ranges_batch_leaves_where_false")
     }
 }
 

@@ -38,7 +38,8 @@ struct WorkerMachine {
             self.maxRuntime = maxRuntime
             blockingWait = spec.throttle.whenBlocking ? .milliseconds(spec.throttle.blockingWaitMs ?? spec.batch.targetMs) : nil
             healthInterval = spec.throttle.maxWalMBPerSecond > 0 ? .zero : .seconds(1)
-            splitMinimumRows = Int64(max(4 * spec.batch.min, 1000))
+            // A physical walk's ranges count pages.
+            splitMinimumRows = spec.walk == .physical ? 64 : Int64(max(4 * spec.batch.min, 1000))
         }
     }
 

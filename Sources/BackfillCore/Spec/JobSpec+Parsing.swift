@@ -3,8 +3,8 @@ import Yams
 
 extension JobSpec {
     /// The fields a job file may contain, by section.
-    static let topLevelFields = ["name", "table", "key", "where", "set", "action", "sql", "batch", "timeouts", "retry", "throttle", "on_error", "workers", "repeat", "catch_up_passes", "requires", "finalize", "cdc", "journal"]
-    static let batchFields = ["size", "min", "max", "target_ms", "max_ms", "pause_ms"]
+    static let topLevelFields = ["name", "table", "key", "where", "set", "action", "sql", "batch", "timeouts", "retry", "throttle", "on_error", "workers", "repeat", "catch_up_passes", "requires", "finalize", "cdc", "journal", "walk"]
+    static let batchFields = ["size", "min", "max", "target_ms", "max_ms", "pause_ms", "pages", "min_pages", "max_pages"]
     static let timeoutFields = ["lock_ms", "statement_ms"]
     static let retryFields = ["max_attempts", "backoff_ms", "max_backoff_ms", "reconnect_timeout_ms"]
     static let throttleFields = ["max_rows_per_second", "max_replication_lag_ms", "when_blocking", "blocking_wait_ms", "check_sql", "pause_during_autovacuum",
@@ -35,7 +35,8 @@ extension JobSpec {
             }
             return (table, parts)
         }
-        let key = reader.attempt { () throws(JobFileError) in try reader.key(fields) }
+        let walk = reader.attempt { () throws(JobFileError) in try reader.walk(fields) } ?? .key
+        let key = walk == .physical ? [JobSpec.physicalKey] : reader.attempt { () throws(JobFileError) in try reader.key(fields) }
         let whereClause = reader.attempt { () throws(JobFileError) in
             try reader.optionalString(fields, "where").map { text throws(JobFileError) in
                 try reader.checkFragment(text, field: "where", node: fields["where"])
@@ -45,11 +46,24 @@ extension JobSpec {
 
         var spec = JobSpec(name: name ?? "", table: table?.0 ?? "", key: key ?? [], whereClause: whereClause, action: action ?? .delete, file: file)
         spec.tableParts = table?.1 ?? []
+        spec.walk = walk
+        if walk == .physical {
+            reader.checkPhysical(fields, spec: spec)
+            spec.batch = JobSpec.Batch(size: 8, min: 1, max: 8192)
+        }
 
         if let node = fields["batch"], let b = reader.attempt({ () throws(JobFileError) in try reader.mapping(node, path: "batch", allowed: batchFields) }) {
-            spec.batch.size = reader.int(b, "batch.size", spec.batch.size, 1...10_000_000)
-            spec.batch.min = reader.int(b, "batch.min", spec.batch.min, 1...10_000_000)
-            spec.batch.max = reader.int(b, "batch.max", spec.batch.max, 1...10_000_000)
+            // A physical walk's batches are sized in heap pages, a key walk's in keys: each has its
+            // own fields, so that a size is never read in the other unit.
+            let (size, min, max) = walk == .physical ? ("pages", "min_pages", "max_pages") : ("size", "min", "max")
+            for (field, other) in walk == .physical ? [("size", "pages"), ("min", "min_pages"), ("max", "max_pages")] : [("pages", "size"), ("min_pages", "min"), ("max_pages", "max")] where b[field] != nil {
+                reader.report(reader.error("batch.\(field)", b[field],
+                                           walk == .physical ? "`batch.\(field)` counts keys; a `walk: physical` job's batches are sized in heap pages" : "`batch.\(field)` counts heap pages, which only a `walk: physical` job's batches are sized in",
+                                           fix: "write `batch.\(other)` instead"))
+            }
+            spec.batch.size = reader.int(b, "batch.\(size)", spec.batch.size, 1...10_000_000)
+            spec.batch.min = reader.int(b, "batch.\(min)", spec.batch.min, 1...10_000_000)
+            spec.batch.max = reader.int(b, "batch.\(max)", spec.batch.max, 1...10_000_000)
             spec.batch.targetMs = reader.int(b, "batch.target_ms", spec.batch.targetMs, 1...600_000)
             if b["max_ms"] != nil {
                 spec.batch.maxMs = reader.int(b, "batch.max_ms", 4 * spec.batch.targetMs, 1...86_400_000)
@@ -59,9 +73,9 @@ extension JobSpec {
             }
             spec.batch.pauseMs = reader.int(b, "batch.pause_ms", spec.batch.pauseMs, 0...3_600_000)
             if spec.batch.min > spec.batch.max {
-                reader.report(reader.error("batch.min", b["min"], "`batch.min` (\(spec.batch.min)) is larger than `batch.max` (\(spec.batch.max))", fix: "make `batch.min` at most `batch.max`"))
+                reader.report(reader.error("batch.\(min)", b[min], "`batch.\(min)` (\(spec.batch.min)) is larger than `batch.\(max)` (\(spec.batch.max))", fix: "make `batch.\(min)` at most `batch.\(max)`"))
             } else if !(spec.batch.min...spec.batch.max).contains(spec.batch.size) {
-                reader.report(reader.error("batch.size", b["size"] ?? node, "`batch.size` (\(spec.batch.size)) is outside `batch.min`…`batch.max` (\(spec.batch.min)…\(spec.batch.max))", fix: "pick a first batch size between `batch.min` and `batch.max`"))
+                reader.report(reader.error("batch.\(size)", b[size] ?? node, "`batch.\(size)` (\(spec.batch.size)) is outside `batch.\(min)`…`batch.\(max)` (\(spec.batch.min)…\(spec.batch.max))", fix: "pick a first batch size between `batch.\(min)` and `batch.\(max)`"))
             }
         }
         if let node = fields["timeouts"], let t = reader.attempt({ () throws(JobFileError) in try reader.mapping(node, path: "timeouts", allowed: timeoutFields) }) {
@@ -112,6 +126,10 @@ extension JobSpec {
         spec.workers = reader.int(fields, "workers", 1, 1...1024)
         spec.repeats = reader.bool(fields, "repeat", false)
         spec.journal = reader.bool(fields, "journal", false)
+        if spec.journal, walk == .physical {
+            reader.report(reader.error("journal", fields["journal"], "`journal` keeps each changed row's key so that `backfill revert` can find it again; a `walk: physical` job has no key, and a row's ctid changes with every update",
+                                       fix: "remove `journal: true`, or walk the table by a unique key (`key: [...]`)"))
+        }
         if spec.journal, case .sql = spec.action {
             reader.report(reader.error("journal", fields["journal"], "`journal` records what `set` or `action: delete` replaced; an `sql` action's changes cannot be journaled",
                                        fix: "remove `journal: true`, or write the change as `set` (or `action: delete`)"))
@@ -307,6 +325,32 @@ final class FieldReader {
             throw error("cdc.origin", node, "`\(name)` is not a usable replication origin name", fix: rule)
         }
         return name
+    }
+
+    func walk(_ fields: [String: Node]) throws(JobFileError) -> JobSpec.Walk {
+        guard let text = try optionalString(fields, "walk") else { return .key }
+        guard let walk = JobSpec.Walk(rawValue: text.lowercased()) else {
+            throw error("walk", fields["walk"], "`\(text)` is not a walk", fix: "write `walk: physical` (heap page order, for a table without a usable unique key) or leave it out to walk by `key`")
+        }
+        return walk
+    }
+
+    /// What a `walk: physical` job cannot have: a `key` (the walk is by page), no `where` (a row is
+    /// changed only while it matches `where`, which is what makes the walk exactly once), an `sql`
+    /// action (its statement's changes cannot be checked against `where`).
+    func checkPhysical(_ fields: [String: Node], spec: JobSpec) {
+        if let node = fields["key"] {
+            report(error("key", node, "`key` and `walk: physical` exclude each other: a physical walk goes by heap page, not by key",
+                         fix: "remove `key` to walk in page order, or remove `walk: physical` to walk by the key"))
+        }
+        if spec.whereClause == nil {
+            report(error("where", nil, "is required with `walk: physical`: without a key, a row is changed exactly once only because the job changes rows that match `where` and its change makes `where` false",
+                         fix: "add the condition that says a row still needs the change, e.g. `where: kind IS NULL` with `set: {kind: ...}`"))
+        }
+        if case .sql = spec.action {
+            report(error("sql", fields["sql"], "`sql` cannot be used with `walk: physical`: its statement's changes cannot be checked to leave `where` false, so a row could be changed twice",
+                         fix: "write the change as `set` (or `action: delete`), or walk the table by a unique key (`key: [...]`)"))
+        }
     }
 
     func key(_ fields: [String: Node]) throws(JobFileError) -> [String] {

@@ -32,6 +32,19 @@ public struct JobSpec: Sendable, Hashable {
         }
     }
 
+    /// `walk:`: how the table is walked. `key` (the default) walks a unique key's index in key
+    /// order; `physical` walks the heap in page order, `ctid` ranges run as TID Range Scans
+    /// (PostgreSQL 14+), for tables with no usable unique key or with a random one
+    /// (docs/physical-walk.md).
+    public enum Walk: String, Sendable, Hashable {
+        case key, physical
+    }
+
+    /// The pseudo-key of a physical walk: a row version's `ctid`, `(page,line)`. Its ranges run from
+    /// `(p,0)` (exclusive: line pointers start at 1) to `(p+k,0)` (inclusive: no row has line 0),
+    /// which is pages p … p+k-1, so the key walk's bounds `> last AND <= upper` hold unchanged.
+    public static let physicalKey = "ctid"
+
     /// `batch:`: how many keys a batch walks and how the size adapts.
     public struct Batch: Sendable, Hashable {
         public var size = 1000
@@ -45,6 +58,10 @@ public struct JobSpec: Sendable, Hashable {
         public var ceilingMs: Int { maxMs ?? 4 * targetMs }
         public var pauseMs = 0
         public init() {}
+        /// A physical walk's defaults, in heap pages.
+        init(size: Int, min: Int, max: Int) {
+            (self.size, self.min, self.max) = (size, min, max)
+        }
     }
 
     /// `timeouts:`: applied with `SET LOCAL` in every batch transaction.
@@ -136,8 +153,9 @@ public struct JobSpec: Sendable, Hashable {
     public var table: String
     /// The table's name parts as PostgreSQL reads them (`["public", "accounts"]`).
     public var tableParts: [String]
-    /// The key columns, in index order.
+    /// The key columns, in index order; `[ctid]` for a physical walk.
     public var key: [String]
+    public var walk = Walk.key
     /// The optional predicate selecting rows that still need work.
     public var whereClause: String?
     public var action: Action
@@ -184,7 +202,7 @@ public struct JobSpec: Sendable, Hashable {
     /// written, never what a written row gets, so a job that stopped at a bad row can be rerun
     /// with `on_error: {action: skip}` from its checkpoint.
     public var fingerprint: String {
-        var parts = ["table=\(tableParts.joined(separator: "."))", "key=\(key.joined(separator: ","))",
+        var parts = ["table=\(tableParts.joined(separator: "."))", "key=\(walk == .physical ? "walk=physical" : key.joined(separator: ","))",
                      "where=\(whereClause ?? "")", "action=\(action.name)"]
         switch action {
         case .update(let assignments): parts += assignments.map { "set \($0.column)=\($0.expression)" }

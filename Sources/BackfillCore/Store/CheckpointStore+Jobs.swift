@@ -35,7 +35,7 @@ extension CheckpointStore {
                 let state = JobState(rawValue: existing["state"].string ?? "") ?? .pending
                 switch state {
                 case .done where spec.repeats:
-                    try startPass(spec.name, db: db)
+                    try startPass(spec.name, plan: plan, db: db)
                     return .ready
                 case .done: return .alreadyDone
                 case .paused, .cancelled: return .notRunnable(state, by: existing["paused_by"].string)
@@ -47,8 +47,8 @@ extension CheckpointStore {
                 try dropJournal(spec.name, db: db)
             }
             try db.query(
-                "INSERT INTO \(jobs) (name, spec_hash, table_name) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
-                [.text(spec.name), .text(spec.fingerprint), .text(spec.table)])
+                "INSERT INTO \(jobs) (name, spec_hash, table_name, walk) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+                [.text(spec.name), .text(spec.fingerprint), .text(spec.table), .text(spec.walk.rawValue)])
             let hasRanges = try db.query("SELECT EXISTS (SELECT 1 FROM \(ranges) WHERE job = $1) AS present", [.text(spec.name)]).first?["present"].bool ?? false
             if !hasRanges { try createRanges(spec.name, plan: plan, workers: workers, db: db) }
             return .ready
@@ -58,10 +58,12 @@ extension CheckpointStore {
     /// Starts a new pass over the whole key space: every range walks again from its lower bound,
     /// keeping its row and batch counters; the keys it walked last pass become its estimate.
     /// Runs inside the caller's transaction.
-    public func startPass(_ job: String, db: Connection) throws {
+    /// A physical walk's pass ends at the table's size as it starts (`extendPageWalk`).
+    public func startPass(_ job: String, plan: JobPlan, db: Connection) throws {
         try db.query(
             "UPDATE \(ranges) SET done = false, last_key = NULL, worker = NULL, estimated_rows = keys_walked, keys_walked = 0, updated_at = now() WHERE job = $1",
             [.text(job)])
+        if plan.spec.walk == .physical { try extendPageWalk(job, table: plan.statements.table, db: db) }
         try db.query("UPDATE \(jobs) SET pass = pass + 1, state = 'pending', finished_at = NULL, updated_at = now() WHERE name = $1", [.text(job)])
     }
 

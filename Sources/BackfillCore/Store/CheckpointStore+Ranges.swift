@@ -7,6 +7,7 @@ extension CheckpointStore {
     /// Splits the key space at quantiles of a sample of the key (read through TABLESAMPLE, so it
     /// works for any key type and for skewed keys) and stores the ranges.
     func createRanges(_ job: String, plan: JobPlan, workers: Int, db: Connection) throws {
+        if plan.spec.walk == .physical { return try createPageRanges(job, plan: plan, workers: workers, db: db) }
         let count = RangeSplitter.rangeCount(estimatedRows: plan.estimatedRows, workers: workers)
         let sample = count > 1 ? try plan.sampleKeys(on: db) : []
         let bounds = RangeSplitter.boundaries(sample: sample, count: count)
@@ -130,10 +131,15 @@ extension CheckpointStore {
             // The split point: the middle of what is left, but never more than `splitSearchLimit`
             // keys into the range, so that finding it is a short index walk under the range's lock
             // (the idle worker then takes the larger rest, which can be split again).
-            let keep = min(remaining / 2, Self.splitSearchLimit)
-            guard let mid = try db.query(plan.statements.upperBound(after: lower, below: ceiling, offset: keep)).first
-                .map({ plan.statements.upperKey($0).key }), mid != ceiling
-            else { return false }
+            // Pages: the middle page of what is left, by arithmetic.
+            let keep = plan.spec.walk == .physical ? remaining / 2 : min(remaining / 2, Self.splitSearchLimit)
+            let middle: [String]?
+            if plan.spec.walk == .physical {
+                middle = BatchStatements.pageBatch(after: lower, ceiling: ceiling, pages: Int(keep))?.upper
+            } else {
+                middle = try db.query(plan.statements.upperBound(after: lower, below: ceiling, offset: keep)).first.map { plan.statements.upperKey($0).key }
+            }
+            guard let mid = middle, mid != ceiling else { return false }
             let next = try db.query("SELECT max(range_id) + 1 AS id FROM \(ranges) WHERE job = $1", [.text(job)]).first?["id"].int ?? 0
             try db.query(
                 "UPDATE \(ranges) SET upper_key = $3::jsonb, estimated_rows = keys_walked + $4 WHERE job = $1 AND range_id = $2",
@@ -145,6 +151,44 @@ extension CheckpointStore {
         }
     }
 
+    /// A physical walk's ranges: the table's pages now, `[0, n)` (the largest partition's, for a
+    /// partitioned table), split evenly (`RangeSplitter.pageBounds`); each range's estimate and
+    /// keys walked count pages. The last range ends at `n`, the table's size as the pass starts:
+    /// the walk never follows its own new row versions, nor inserts, past it.
+    private func createPageRanges(_ job: String, plan: JobPlan, workers: Int, db: Connection) throws {
+        let pages = try Self.heapPages(plan.statements.table, db: db)
+        let bounds = RangeSplitter.pageBounds(pages: pages, workers: workers, minimumPages: Int64(plan.spec.batch.max))
+        for (i, range) in zip(bounds.indices, zip(bounds, bounds.dropFirst())) {
+            try db.query(
+                "INSERT INTO \(ranges) (job, range_id, lower_key, upper_key, estimated_rows) VALUES ($1, $2, $3::jsonb, $4::jsonb, $5)",
+                [.text(job), .int(Int64(i)), .text(Self.encodeKey(BatchStatements.page(range.0))), .text(Self.encodeKey(BatchStatements.page(range.1))), .int(range.1 - range.0)])
+        }
+    }
+
+    /// A physical walk's new pass ends at the table's size now: the range that ends last is
+    /// extended to it, so the pages live updates and inserts added since the last pass started
+    /// are walked too. Inside the caller's transaction.
+    func extendPageWalk(_ job: String, table: String, db: Connection) throws {
+        let pages = try Self.heapPages(table, db: db)
+        try db.query(
+            """
+            UPDATE \(ranges) SET upper_key = $2::jsonb, estimated_rows = coalesce(estimated_rows, 0) + ($3::bigint - ((upper_key->>0)::point)[0]::bigint)
+            WHERE job = $1 AND range_id = (SELECT range_id FROM \(ranges) WHERE job = $1 ORDER BY (upper_key->>0)::tid DESC LIMIT 1)
+              AND (upper_key->>0)::tid < ($2::jsonb->>0)::tid
+            """, [.text(job), .text(Self.encodeKey(BatchStatements.page(pages))), .int(pages)])
+    }
+
+    /// A table's size in heap pages now (its largest partition's, for a partitioned table).
+    static func heapPages(_ table: String, db: Connection) throws -> Int64 {
+        try db.query(
+            // pg_partition_tree lists nothing for a table that is not partitioned.
+            """
+            SELECT (coalesce((SELECT max(pg_relation_size(relid)) FROM pg_partition_tree($1::regclass)), pg_relation_size($1::regclass))
+                    / current_setting('block_size')::int)::bigint AS pages
+            """,
+            [.text(table)]).first?["pages"].int64 ?? 0
+    }
+
     /// At most this many keys are walked to find a split point.
     static let splitSearchLimit: Int64 = 100_000
 
@@ -153,10 +197,15 @@ extension CheckpointStore {
     /// `ranges_batch_within_range` requires to be 0: a batch whose SQL escaped its range fails
     /// in its own statement and rolls back, even when its `COMMIT` was already sent. `rows` and
     /// `outside` are SQL expressions (over the batch statement's `tally`, or numbers).
-    public func checkpoint(_ job: String, range: Int, lastKey: [String], keys: Int, worker: String, rows: SQL, outside: SQL) -> SQL? {
-        """
+    ///
+    /// A physical walk's batch also sets `last_batch_still_matching`, the changed rows that still
+    /// match `where`, which the check constraint `ranges_batch_leaves_where_false` requires to
+    /// be 0: a version the job wrote must never be changed again when the walk reaches its page.
+    public func checkpoint(_ job: String, range: Int, lastKey: [String], keys: Int, worker: String, rows: SQL, outside: SQL, stillMatching: SQL? = nil) -> SQL? {
+        let still: SQL = stillMatching.map { ", last_batch_still_matching = \($0)" } ?? ""
+        return """
         UPDATE \(unescaped: ranges) SET last_key = \(bind: Self.encodeKey(lastKey))::jsonb, rows_done = rows_done + \(rows), keys_walked = keys_walked + \(bind: keys),
-            batches = batches + 1, worker = \(bind: worker), last_batch_outside = \(outside), updated_at = now()
+            batches = batches + 1, worker = \(bind: worker), last_batch_outside = \(outside)\(still), updated_at = now()
         WHERE job = \(bind: job) AND range_id = \(bind: range)
         """
     }

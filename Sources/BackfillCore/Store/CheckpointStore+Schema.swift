@@ -60,6 +60,13 @@ extension CheckpointStore {
                 ALTER TABLE \(ranges) ADD CONSTRAINT ranges_batch_within_range CHECK (last_batch_outside = 0);
             END IF;
         END $$;
+        ALTER TABLE \(ranges) ADD COLUMN IF NOT EXISTS last_batch_still_matching bigint NOT NULL DEFAULT 0;
+        ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS walk text NOT NULL DEFAULT 'key';
+        DO $$ BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'ranges_batch_leaves_where_false' AND conrelid = '\(ranges.replacingOccurrences(of: "'", with: "''"))'::regclass) THEN
+                ALTER TABLE \(ranges) ADD CONSTRAINT ranges_batch_leaves_where_false CHECK (last_batch_still_matching = 0);
+            END IF;
+        END $$;
         CREATE TABLE IF NOT EXISTS \(leases) (
             job text PRIMARY KEY,
             token text NOT NULL,
@@ -133,7 +140,7 @@ extension CheckpointStore {
     }
 
     /// The store's schema version; `migrate` changes tables only when the stored one is older.
-    static let version = 10
+    static let version = 11
 
     /// The version recorded in the store, or nil when it has none (no store, or one made before
     /// versions were recorded).

@@ -24,12 +24,13 @@ extension CheckpointStore {
         let hasBadRows = try db.query("SELECT to_regclass($1) IS NOT NULL AS present", [.text(badRowsTable)]).first?["present"].bool ?? false
         let badRowCount = hasBadRows ? "(SELECT count(*) FROM \(badRowsTable) b WHERE b.job = j.name)" : "0"
         let tuning = try (storedVersion(db) ?? 0) >= 9 ? Self.tuningColumns("j") : Self.noTuningColumns
+        let walk = try (storedVersion(db) ?? 0) >= 11 ? "j.walk" : "'key'::text AS walk"
         let revert = try (storedVersion(db) ?? 0) >= 10
             ? "CASE WHEN j.revert_last IS NOT NULL OR j.state IN ('reverting', 'reverted') THEN j.revert_restored END AS revert_restored, j.revert_conflicts"
             : "NULL::bigint AS revert_restored, 0::bigint AS revert_conflicts"
         return try db.query(
             """
-            SELECT j.name, j.state, \(tuning), r.keys_walked AS pass_keys, j.table_name, j.last_error, j.pass, j.runner, j.paused_by, j.paused_at, j.started_at, j.finished_at,
+            SELECT j.name, j.state, \(walk), \(tuning), r.keys_walked AS pass_keys, j.table_name, j.last_error, j.pass, j.runner, j.paused_by, j.paused_at, j.started_at, j.finished_at,
                    j.throttle_reason, j.throttle_detail, j.throttled_since,
                    extract(epoch FROM CASE WHEN j.state = 'running' THEN now() ELSE greatest(j.updated_at, r.updated_at) END - j.run_started_at)::float8 AS run_seconds,
                    (j.run_throttled_seconds + coalesce(extract(epoch FROM now() - j.throttled_since)::float8, 0)) AS run_throttled,
@@ -71,6 +72,7 @@ extension CheckpointStore {
             status.etaSeconds = estimate?.etaSeconds
             status.runThrottledSeconds = estimate.map { $0.throttledSeconds }
             status.badRows = row["bad_rows"].int64 ?? 0
+            status.walk = row["walk"].string ?? "key"
             status.tuning = Self.tuning(in: row)
             status.revertRestored = row["revert_restored"].int64
             status.revertConflicts = row["revert_conflicts"].int64 ?? 0

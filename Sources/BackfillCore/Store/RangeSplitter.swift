@@ -8,6 +8,15 @@ public enum RangeSplitter {
         return min(max(4 * max(workers, 1), bySize, 1), 1024)
     }
 
+    /// A physical walk's range ends, from page 0 to `pages` (both included, ascending): at least
+    /// 4 ranges a worker, at most 1,024, none smaller than `minimumPages` (so that a range is at
+    /// least one batch at the largest size), at least one (empty for an empty table).
+    public static func pageBounds(pages: Int64, workers: Int, minimumPages: Int64) -> [Int64] {
+        let wanted = Int64(min(4 * max(workers, 1), 1024))
+        let count = max(1, min(wanted, pages / max(minimumPages, 1)))
+        return (0...count).map { pages * $0 / count }
+    }
+
     /// The sample percentage (of pages) that yields about 20,000 keys, and never more than 500
     /// pages (at most about 145,000 keys, whatever the statistics say: a table that was never
     /// analyzed, or grew since, is not read whole); 100 for small tables.

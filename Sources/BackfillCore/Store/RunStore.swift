@@ -13,9 +13,9 @@ protocol RunStore: Sendable {
     /// Marks the range walked to its end, inside the batch transaction.
     func completeRange(_ job: String, range: Int, db: Connection) throws
     /// The range's checkpoint `UPDATE`, for the batch statement (as a CTE) or to send after it,
-    /// with `rows` and `outside` as SQL expressions; nil for a store that keeps the checkpoint in
+    /// with `rows`, `outside` and (a physical walk's) `stillMatching` as SQL expressions; nil for a store that keeps the checkpoint in
     /// memory.
-    func checkpoint(_ job: String, range: Int, lastKey: [String], keys: Int, worker: String, rows: SQL, outside: SQL) -> SQL?
+    func checkpoint(_ job: String, range: Int, lastKey: [String], keys: Int, worker: String, rows: SQL, outside: SQL, stillMatching: SQL?) -> SQL?
     /// Moves a checkpoint kept in memory once the batch is done (nothing for the PostgreSQL store,
     /// whose checkpoint moved inside the batch transaction).
     func moved(_ job: String, range: Int, lastKey: [String])
@@ -76,7 +76,7 @@ final class MemoryStore: RunStore {
 
     func completeRange(_ job: String, range: Int, db: Connection) throws { state.withLock { $0.done = true } }
 
-    func checkpoint(_ job: String, range: Int, lastKey: [String], keys: Int, worker: String, rows: SQL, outside: SQL) -> SQL? { nil }
+    func checkpoint(_ job: String, range: Int, lastKey: [String], keys: Int, worker: String, rows: SQL, outside: SQL, stillMatching: SQL?) -> SQL? { nil }
 
     func moved(_ job: String, range: Int, lastKey: [String]) { state.withLock { $0.lastKey = lastKey } }
 

@@ -75,6 +75,8 @@ public struct JobStatus: Sendable, Hashable, Codable {
     public var noRunnerSince: Date?
     /// Which pass over the key space the job is in (catch-up passes and `repeat` add passes).
     public var pass: Int = 1
+    /// `key`, or `physical`: the keys are then ctids, `(page,0)`, and the ETA goes by pages.
+    public var walk = "key"
     /// Seconds left, estimated from the keys its ranges have left (from the catalog's row
     /// estimate, or the keys of the last pass) at the rate of the last run's active time (time
     /// throttled left out); nil when done or not yet measurable.
