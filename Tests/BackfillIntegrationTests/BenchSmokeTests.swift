@@ -23,17 +23,17 @@ struct BenchSmokeTests {
         let report = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
         let main = try #require(report["main"] as? [String: Any])
         let results = try #require(main["results"] as? [[String: Any]])
-        #expect(results.compactMap { $0["strategy"] as? String } == ["single-update", "offset-5k", "cte-1k", "backfill-defaults", "backfill-tuned", "backfill-2-workers", "loop"])
+        #expect(results.compactMap { $0["strategy"] as? String } == ["single-update", "offset-5k", "cte-1k", "backfill-defaults", "backfill-tuned", "backfill-2-workers", "loop", "backfill-physical"])
         #expect(results.allSatisfy { ($0["rows"] as? Int) == 20000 && ($0["rows_right"] as? Int) == 20000 && (($0["rows_per_second"] as? Double) ?? 0) > 0 })
         // Both rounds of every strategy, each with its own rows checked; the loop took the key
         // span of Backfill's median batch, and it is compared with.
         #expect(results.allSatisfy { (($0["rounds"] as? [[String: Any]]) ?? []).compactMap { $0["rows_right"] as? Int } == [20000, 20000] })
-        let loop = try #require(results.last)
+        let loop = try #require(results.first { $0["strategy"] as? String == "loop" })
         #expect(loop["batch_size_p50"] as? Int == results[3]["rounds"].flatMap { ($0 as? [[String: Any]])?.first?["batch_size_p50"] as? Int })
         #expect(results.allSatisfy { $0["ratio_to_loop"] is Double })
-        // The uuid table: one UPDATE and Backfill's defaults, every row right, no loop.
+        // The uuid table: one UPDATE, Backfill's defaults and its physical walk, every row right, no loop.
         let uuid = try #require((report["uuid"] as? [String: Any])?["results"] as? [[String: Any]])
-        #expect(uuid.compactMap { $0["strategy"] as? String } == ["single-update", "backfill-defaults"])
+        #expect(uuid.compactMap { $0["strategy"] as? String } == ["single-update", "backfill-defaults", "backfill-physical"])
         #expect(uuid.allSatisfy { ($0["rows_right"] as? Int) == 5000 && (($0["rounds"] as? [Any])?.count ?? 0) == 2 && $0["ratio_to_loop"] == nil })
         #expect(results.allSatisfy { (($0["live"] as? [String: Any])?["transactions"] as? Int ?? 0) > 0 })
         #expect((report["series"] as? [[String: Any]])?.first?["rows"] as? Int == 5000)
@@ -45,8 +45,8 @@ struct BenchSmokeTests {
         func chart(_ name: String) throws -> XMLDocument {
             try XMLDocument(xmlString: String(contentsOfFile: output + "/results/" + name, encoding: .utf8))
         }
-        #expect(try chart("live-latency.svg").nodes(forXPath: "//*[@data-panel]").count == 8)
-        #expect(try chart("rows-per-second.svg").nodes(forXPath: "//*[@data-category]/*[local-name()='rect']").count == 7)
-        #expect(try chart("scale-series.svg").nodes(forXPath: "//*[@data-series]").count == 7)
+        #expect(try chart("live-latency.svg").nodes(forXPath: "//*[@data-panel]").count == 9)
+        #expect(try chart("rows-per-second.svg").nodes(forXPath: "//*[@data-category]/*[local-name()='rect']").count == 8)
+        #expect(try chart("scale-series.svg").nodes(forXPath: "//*[@data-series]").count == 8)
     }
 }

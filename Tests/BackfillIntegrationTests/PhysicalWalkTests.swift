@@ -145,6 +145,33 @@ struct PhysicalWalkTests {
         }
     }
 
+    @Test("on_error skip: bad rows are isolated by ctid and quarantined, every other row changed once; stop names the bad row's ctid")
+    func badRows() throws {
+        let (url, db) = try logsDatabase("phys_bad", rows: 30_000)
+        try db.execute("ALTER TABLE logs ADD COLUMN n int; UPDATE logs SET payload = origin_id::text; UPDATE logs SET payload = 'oops' WHERE origin_id IN (7, 12345, 29999)")
+        try db.execute("VACUUM logs")
+        let yaml = """
+            table: logs
+            walk: physical
+            where: done IS NOT TRUE
+            set:
+              done: "true"
+              n: payload::int
+              writes: writes + 1
+            """
+        let first = try #require(try db.query("SELECT ctid::text AS c FROM logs WHERE payload = 'oops' ORDER BY ctid LIMIT 1").first?["c"].string)
+        let stop = try backfill(["run", try jobFile("name: phys-bad-stop\n" + yaml), "--database", url])
+        #expect(stop.code == 1 && stop.err.contains("22P02") && stop.err.contains(first), "\(first): \(stop.err)")
+        try db.execute("UPDATE logs SET done = NULL, writes = 0, n = NULL")
+        let run = try backfill(["run", try jobFile("name: phys-bad\n" + yaml + "\non_error: {action: skip}"), "--database", url])
+        #expect(run.code == 1 && run.err.contains("done with 3 bad rows"), "\(run.err)")
+        let row = try #require(try db.query("SELECT count(*) FILTER (WHERE writes = 1 AND n = origin_id) AS good, count(*) FILTER (WHERE writes = 0) AS untouched, max(writes) AS most FROM logs").first)
+        #expect(row["good"].int64 == 29_997 && row["untouched"].int64 == 3 && row["most"].int64 == 1, "\(row)")
+        let listed = try backfill(["bad-rows", "phys-bad", "--database", url])
+        let ctids = try db.query("SELECT ctid::text AS c FROM logs WHERE payload = 'oops'").rows.compactMap { $0["c"].string }
+        #expect(ctids.count == 3 && ctids.allSatisfy { listed.out.contains($0) }, "\(ctids) \(listed.out)")
+    }
+
     @Test("refused with exit 2 and nothing stored: no where, sql, key with walk, batch.size, a published table without replica identity")
     func refusals() throws {
         let (url, db) = try logsDatabase("phys_refuse", rows: 1000)

@@ -70,7 +70,7 @@ struct BackfillBench: ParsableCommand {
             : nil
         // The loop needs keys it can add to; a uuid's range cannot be computed by addition.
         let uuid = uuidRows > 0
-            ? try bench.with(clients: 0).measure(.uuid, rows: uuidRows, strategies: selected.filter { [.singleUpdate, .backfillDefaults].contains($0) }, baselineSeconds: 0)
+            ? try bench.with(clients: 0).measure(.uuid, rows: uuidRows, strategies: selected.filter { [.singleUpdate, .backfillDefaults, .backfillPhysical].contains($0) }, baselineSeconds: 0)
             : nil
         let rehearsal = rehearsalRows > 0 ? try bench.rehearse(rows: rehearsalRows) : nil
         var seriesRuns: [SizeRun] = []

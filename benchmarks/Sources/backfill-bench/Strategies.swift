@@ -12,6 +12,7 @@ enum Strategy: String, CaseIterable, Codable, Sendable {
     case backfillTuned = "backfill-tuned"
     case backfillWorkers = "backfill-2-workers"
     case loop
+    case backfillPhysical = "backfill-physical"
 
     /// The table's title; the loop's names its key span `loopBatch`.
     func title(loopBatch: Int) -> String {
@@ -23,6 +24,7 @@ enum Strategy: String, CaseIterable, Codable, Sendable {
         case .backfillTuned: "5. Backfill, tuned (\(Self.tunedSettings))"
         case .backfillWorkers: "6. Backfill, defaults, 2 workers"
         case .loop: "7. hand-written loop (psql), keys \(loopBatch)/statement"
+        case .backfillPhysical: "8. Backfill, walk: physical (heap pages), defaults"
         }
     }
 
@@ -34,7 +36,7 @@ enum Strategy: String, CaseIterable, Codable, Sendable {
         var yaml = """
             name: bench-\(strategy.rawValue)
             table: \(table.name)
-            key: [id]
+            \(strategy == .backfillPhysical ? "walk: physical" : "key: [id]")
             where: \(whereClause)
             set:
               balance_cents: '\(setExpression)'
@@ -135,7 +137,7 @@ func execute(_ strategy: Strategy, table benchTable: BenchTable, conninfo: Strin
             samples.append(BatchSample(ms: ms, position: Double(min(a, top)) / Double(top), size: loopBatch))
         }
         return Execution(samples: samples)
-    case .backfillDefaults, .backfillTuned, .backfillWorkers:
+    case .backfillDefaults, .backfillTuned, .backfillWorkers, .backfillPhysical:
         let spec = try JobSpec.parse(yaml: Strategy.jobYAML(strategy, table: benchTable), file: "bench-\(strategy.rawValue).yaml")
         // Events arrive from the worker threads.
         let seen = Mutex((samples: [BatchSample](), lastBatch: Date(), finished: Date()))
@@ -144,7 +146,7 @@ func execute(_ strategy: Strategy, table benchTable: BenchTable, conninfo: Strin
                 if event.kind == .done { seen.finished = event.time }
                 guard event.kind == .batch, case .double(let ms) = event["duration_ms"], case .int(let size) = event["batch_size"],
                       case .strings(let key) = event["last_key"], case .int(let done) = event["rows_done"] else { return }
-                // A uuid key has no numeric place in its range: the rows done stand in for it.
+                // A uuid key (or a ctid) has no numeric place in its range: the rows done stand in for it.
                 let position = key.first.flatMap(Double.init) ?? Double(done)
                 seen.lastBatch = event.time
                 seen.samples.append(BatchSample(ms: ms, position: position / Double(rows), size: Int(size)))
