@@ -286,6 +286,9 @@ struct PhysicalWalkTests {
         let run = try backfill(["run", job, "--database", url, "--log-format", "json"])
         #expect(run.code == 0, "\(run.err.suffix(3000))")
         try expectLogsOnce(db, rows: 100_000)
+        // Partition after partition: each range holds the pages of one partition, in tree order.
+        let heaps = try db.query("SELECT relation FROM backfill.ranges WHERE job = 'phys-parts' ORDER BY range_id").rows.compactMap { $0["relation"].string }
+        #expect(heaps.reduce(into: [String]()) { if $0.last != $1 { $0.append($1) } } == ["logs_1", "logs_2", "logs_3", "logs_other"].map { "\"public\".\"\($0)\"" }, "\(heaps)")
 
         let moving = try backfill(["run", try jobFile("""
             name: phys-parts-move

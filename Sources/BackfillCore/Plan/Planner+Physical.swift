@@ -22,16 +22,17 @@ extension Planner {
             throw fail("walk", "`walk: physical` needs PostgreSQL 14 or later (TID Range Scans); this server is \(db.serverVersion / 10000).\(db.serverVersion % 10000)",
                        "walk the table by a unique key (`key: [...]`), or upgrade the server")
         }
-        // Every heap of the table (its partitions' for a partitioned table) must be a heap: other
-        // access methods have no TID Range Scan, or no stable ctid.
+        // The heaps in walk order: the table, or its partitions in partition-tree order. Each must
+        // be a heap: other access methods have no TID Range Scan, or no stable ctid.
         let heaps = try db.query(
             """
-            SELECT n.nspname || '.' || c.relname AS name, coalesce(am.amname, '') AS am
-            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_am am ON am.oid = c.relam
-            WHERE c.relkind = 'r' AND c.oid IN (SELECT $1::oid UNION ALL SELECT relid FROM pg_partition_tree($1::oid))
-            """, [.int(oid)]).rows
+            SELECT n.nspname AS schema, c.relname AS name, coalesce(am.amname, '') AS am
+            FROM (SELECT $1::oid AS relid, 0::bigint AS ord WHERE NOT $2 UNION ALL SELECT t.relid, t.ord FROM pg_partition_tree($1::oid) WITH ORDINALITY t(relid, parentrelid, isleaf, level, ord) WHERE $2 AND t.isleaf) h
+            JOIN pg_class c ON c.oid = h.relid JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_am am ON am.oid = c.relam
+            WHERE c.relkind = 'r' ORDER BY h.ord
+            """, [.int(oid), .bool(partitioned)]).rows
         if let other = heaps.first(where: { $0["am"].string != "heap" }) {
-            throw fail("walk", "\(other["name"].string ?? qualified) uses table access method `\(other["am"].string ?? "?")`, not heap: `walk: physical` reads heap pages by ctid",
+            throw fail("walk", "\(other["schema"].string ?? "").\(other["name"].string ?? qualified) uses table access method `\(other["am"].string ?? "?")`, not heap: `walk: physical` reads heap pages by ctid",
                        "walk the table by a unique key (`key: [...]`)")
         }
         let partitionKey = Set(try db.query(
@@ -47,18 +48,35 @@ extension Planner {
             }
         }
         if partitioned, spec.onError.action == .skip {
-            throw fail("on_error", "`on_error: {action: skip}` cannot name a bad row of a partitioned table in a physical walk: a ctid is a row's place within one partition, and a batch reads the same pages of every partition",
+            throw fail("on_error", "`on_error: {action: skip}` cannot name a bad row of a partitioned table in a physical walk: a bad row is recorded by its ctid, a place within one partition, while the end check reads every partition and would pass over the rows at that ctid in the others",
                        "remove `on_error.action: skip` (the job then stops at a bad row and names it), or walk the table by a unique key")
         }
         try checkReplicaIdentity(spec, oid: oid, qualified: qualified, on: db)
         try checkPrivileges(spec, oid: oid, qualified: qualified, on: db)
-        let statements = BatchStatements(spec: spec, key: [KeyColumn(name: JobSpec.physicalKey, type: "tid")])
+        let key = [KeyColumn(name: JobSpec.physicalKey, type: "tid")]
+        let statements = BatchStatements(spec: spec, key: key)
         try prove(spec: spec, statements: statements, table: quotedTable, on: db)
         let planGuard = try relations(PlanGuard(relations: [Identifier.parseQualified(qualified) ?? [qualified]], indexes: [], isSQLAction: false, physical: true),
                                       table: oid, index: 0, on: db)
-        let (settings, finding) = try guardPageBatch(spec: spec, statements: statements, planGuard: planGuard, on: db)
-        return JobPlan(spec: spec, statements: statements, tableOID: oid, estimatedRows: estimatedRows, pages: pages, keyIndex: "none (walk: physical, heap pages by ctid)",
-                       batchSettings: settings, guardFinding: finding)
+        // A partitioned table is walked partition after partition: a ctid is a place in one
+        // partition, and a batch through the parent would read its pages in every partition.
+        var partitions: [String: BatchStatements] = [:]
+        var walked: [String] = []
+        for heap in heaps {
+            let parts = [heap["schema"].string ?? "", heap["name"].string ?? ""]
+            var leaf = spec
+            leaf.tableParts = parts
+            let leafStatements = partitioned ? BatchStatements(spec: leaf, key: key) : statements
+            walked.append(leafStatements.table)
+            if partitioned { partitions[leafStatements.table] = leafStatements }
+        }
+        let findings = try (partitioned ? walked.compactMap { partitions[$0] } : [statements]).map {
+            try guardPageBatch(spec: spec, statements: $0, planGuard: planGuard, on: db)
+        }
+        var plan = JobPlan(spec: spec, statements: statements, tableOID: oid, estimatedRows: estimatedRows, pages: pages, keyIndex: "none (walk: physical, heap pages by ctid)",
+                           batchSettings: pageBatchSettings, guardFinding: findings.joined(separator: "; "))
+        (plan.heaps, plan.partitions) = (walked, partitions)
+        return plan
     }
 
     /// A table that a publication publishes updates or deletes of needs a replica identity, or
@@ -85,15 +103,21 @@ extension Planner {
 
     /// EXPLAINs a batch of `batch.max_pages` pages under the pinned settings: it must be a TID
     /// Range Scan with both bounds on the table and on each partition.
-    static func guardPageBatch(spec: JobSpec, statements: BatchStatements, planGuard: PlanGuard, on db: Connection) throws -> ([String], String) {
-        let settings = pageBatchSettings
-        let json = try inReadOnlyTransaction(settings: settings, on: db) {
-            try db.query("EXPLAIN (FORMAT JSON, VERBOSE) \(statements.batch(after: BatchStatements.page(0), upTo: BatchStatements.page(Int64(spec.batch.max))))" as SQL)
-                .rows.first?[0].string ?? ""
+    static func guardPageBatch(spec: JobSpec, statements: BatchStatements, planGuard: PlanGuard, on db: Connection) throws -> String {
+        let json: String
+        do {
+            json = try inReadOnlyTransaction(settings: pageBatchSettings, on: db) {
+                try db.query("EXPLAIN (FORMAT JSON, VERBOSE) \(statements.batch(after: BatchStatements.page(0), upTo: BatchStatements.page(Int64(spec.batch.max))))" as SQL)
+                    .rows.first?[0].string ?? ""
+            }
+        } catch let error as PostgresError where error.code == "42501" {
+            // A partition's batch needs the privileges on the partition itself.
+            throw JobFileError(file: spec.file, field: "table", problem: "the batch statement on \(statements.table) is refused: \(error.message)",
+                               fix: "grant the role what the job needs on that table (`GRANT SELECT, UPDATE ON \(statements.table) TO …`, or DELETE for a purge)")
         }
         switch planGuard.check(explainJSON: json) {
         case .bounded(let scans):
-            return (settings, "\(scans) at batch.max_pages = \(spec.batch.max) pages")
+            return "\(scans) at batch.max_pages = \(spec.batch.max) pages"
         case .unbounded(let problem), .joinsWholeTable(let problem):
             throw JobFileError(
                 file: spec.file, field: "where",

@@ -19,6 +19,17 @@ public struct JobPlan: Sendable {
     /// What the plan guard found at `batch.max` keys, for people: the scans, or why it could
     /// not look (an empty table).
     public let guardFinding: String
+    /// A physical walk's heaps, in walk order: the table, or a partitioned table's partitions
+    /// (quoted names, as its ranges name them).
+    public var heaps: [String] = []
+    /// A partitioned table's physical walk: each partition's statements (`UPDATE` of that
+    /// partition alone), by heap.
+    public var partitions: [String: BatchStatements] = [:]
+
+    /// The statements of a range's heap (`RangeClaim.relation`): a partition's, else the table's.
+    public func statements(for relation: String?) -> BatchStatements {
+        relation.flatMap { partitions[$0] } ?? statements
+    }
 }
 
 extension JobPlan {
@@ -220,7 +231,6 @@ public enum Planner {
     /// settings, and returns the settings that keep it a bounded range scan of the key's index
     /// with what the guard found; throws when no setting does.
     private static func guardBatch(spec: JobSpec, statements: BatchStatements, planGuard: PlanGuard, on db: Connection) throws -> ([String], String) {
-        if spec.walk == .physical { return try guardPageBatch(spec: spec, statements: statements, planGuard: planGuard, on: db) }
         var settings = ["enable_seqscan = off"]
         guard let first = try db.query(statements.upperBound(after: nil, below: nil, offset: 0)).first.map({ statements.upperKey($0).key }) else {
             return (settings, "not checked: the table is empty (it is checked again at the next run)")

@@ -29,6 +29,10 @@ final class PostgresBatchSession: BatchSession {
     /// Whether a transaction of the session's is open (a batch's, or the bad-key search's).
     private var inTransaction = false
     private(set) var watchdogWaited: Duration?
+    /// The heap the claimed range walks: a partition of a physical walk's partitioned table (its
+    /// statements `UPDATE` that partition), else the job's table.
+    private var relation: String?
+    private var statements: BatchStatements { plan.statements(for: relation) }
 
     init(context: RunContext, plan: JobPlan, index: Int) {
         self.context = context
@@ -118,12 +122,13 @@ final class PostgresBatchSession: BatchSession {
             inTransaction = true
             let claim = try store.open(openingStatements(db), job: spec.name, preferring: range, db: db)
             transactionPID = claim?.backendPID
+            relation = claim?.relation
             return claim
         }
     }
 
     func upperKey(_ claim: RangeClaim, size: Int, bySpan: Bool) throws -> UpperKey? {
-        if plan.statements.physical {
+        if statements.physical {
             // Pages: by arithmetic, no query. A store that keeps no ranges (a dry run's) has no
             // ceiling: the table's size at planning time is.
             return BatchStatements.pageBatch(after: claim.lower, ceiling: claim.ceiling ?? BatchStatements.page(plan.pages), pages: size)
@@ -131,11 +136,11 @@ final class PostgresBatchSession: BatchSession {
         }
         return try inFlight { db in
             let offset = Int64(size - 1)
-            if bySpan, let lower = claim.lower, let span = plan.statements.spanBound(after: lower, below: claim.ceiling, offset: offset) {
-                return try db.query(span, prepared: db.preparesStatements).first.map { upper(plan.statements.upperKey($0), .span) }
+            if bySpan, let lower = claim.lower, let span = statements.spanBound(after: lower, below: claim.ceiling, offset: offset) {
+                return try db.query(span, prepared: db.preparesStatements).first.map { upper(statements.upperKey($0), .span) }
             }
-            return try db.query(plan.statements.upperBound(after: claim.lower, below: claim.ceiling, offset: offset), prepared: db.preparesStatements)
-                .first.map { upper(plan.statements.upperKey($0), .counted) }
+            return try db.query(statements.upperBound(after: claim.lower, below: claim.ceiling, offset: offset), prepared: db.preparesStatements)
+                .first.map { upper(statements.upperKey($0), .counted) }
         }
     }
 
@@ -182,21 +187,21 @@ final class PostgresBatchSession: BatchSession {
         let changed: (rows: Int64, outside: Int64)
         var pipeline = Pipeline(message)
         var ending: (finish: Finish, results: Pipeline.Results)?
-        if let counts = plan.statements.counts(afterKey: afterKey), let moved = checkpoint(rows: counts.rows, outside: counts.outside, still: counts.still) {
+        if let counts = statements.counts(afterKey: afterKey), let moved = checkpoint(rows: counts.rows, outside: counts.outside, still: counts.still) {
             // update/delete: data and checkpoint (and, with `journal`, what the batch replaced)
             // in one statement, then COMMIT, in one round trip.
             let journal = spec.journal ? store.journal(spec.name) : nil
-            let statement = plan.statements.batch(afterKey: afterKey, checkpoint: moved, journal: journal)
-            let batch = pipeline.append(Connection.Statement(plan.statements.binding(statement, lower: claim.lower, upper: upper), prepared: true))
+            let statement = statements.batch(afterKey: afterKey, checkpoint: moved, journal: journal)
+            let batch = pipeline.append(Connection.Statement(statements.binding(statement, lower: claim.lower, upper: upper), prepared: true))
             let end = write.single ? nil : finish(&pipeline)
             let results = try db.run(pipeline)
-            changed = plan.statements.changed(by: results[batch])
+            changed = statements.changed(by: results[batch])
             ending = end.map { ($0, results) }
         } else {
-            let batch = pipeline.append(Connection.Statement(plan.statements.batch(after: claim.lower, upTo: upper), prepared: true))
+            let batch = pipeline.append(Connection.Statement(statements.batch(after: claim.lower, upTo: upper), prepared: true))
             if let moved = checkpoint(rows: "0", outside: "0") {
                 // A sql action: its own statement, then the checkpoint with its row count.
-                changed = plan.statements.changed(by: try db.run(pipeline)[batch])
+                changed = statements.changed(by: try db.run(pipeline)[batch])
                 pipeline = Pipeline([Connection.Statement(checkpoint(rows: SQL(unescaped: String(changed.rows)), outside: "0") ?? moved)])
                 let end = write.single ? nil : finish(&pipeline)
                 let results = try db.run(pipeline)
@@ -205,7 +210,7 @@ final class PostgresBatchSession: BatchSession {
                 // A dry run: the batch, who waits on it, and ROLLBACK, in one round trip.
                 let end = write.single ? nil : finish(&pipeline)
                 let results = try db.run(pipeline)
-                changed = plan.statements.changed(by: results[batch])
+                changed = statements.changed(by: results[batch])
                 ending = end.map { ($0, results) }
             }
         }
@@ -261,13 +266,13 @@ final class PostgresBatchSession: BatchSession {
 
     func splitPoint(lower: [String]?, upper: [String], offset: Int) throws -> (key: [String], walked: Int)? {
         let db = try db()
-        let query = plan.statements.upperBound(after: lower, below: upper, offset: Int64(max(offset, 0)))
+        let query = statements.upperBound(after: lower, below: upper, offset: Int64(max(offset, 0)))
         // Inside a transaction (a part's, the search's) it reads there; else in one of its own,
         // with the session pins, so that the key's text form reads back as the same value.
-        if inTransaction { return try db.query(query).first.map(plan.statements.upperKey) }
+        if inTransaction { return try db.query(query).first.map(statements.upperKey) }
         return try db.transaction { db in
             try db.execute(SessionPins.statements)
-            return try db.query(query).first.map(plan.statements.upperKey)
+            return try db.query(query).first.map(statements.upperKey)
         }
     }
 
@@ -286,7 +291,7 @@ final class PostgresBatchSession: BatchSession {
     func probe(lower: [String]?, upper: [String]) throws {
         try inFlight { db in
             try db.execute("SAVEPOINT backfill_probe")
-            _ = try db.query(plan.statements.batch(after: lower, upTo: upper))
+            _ = try db.query(statements.batch(after: lower, upTo: upper))
             try db.execute("RELEASE SAVEPOINT backfill_probe")
         }
     }

@@ -58,8 +58,6 @@ extension RunEvent {
 
     /// `batch`: a batch of a run committed.
     public struct Batch: Sendable, Hashable {
-        /// How the batch found its upper key: by arithmetic on a dense integer key, or by
-        /// counting keys through the index.
         /// How the upper key was found: by arithmetic on a dense integer key (`span`), counted
         /// through the key's index, or a physical walk's page range (`pages`).
         public enum Bound: String, Sendable, Hashable {

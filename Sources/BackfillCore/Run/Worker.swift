@@ -210,7 +210,7 @@ struct RangeViolation: Error, CustomStringConvertible {
         let from = lower.map { "(" + $0.joined(separator: ", ") + ")" } ?? "the start"
         if let spec = stillMatching {
             let sets: String = if case .update(let assignments) = spec.action { assignments.map { "\($0.column): \($0.expression)" }.joined(separator: ", ") } else { "" }
-            return "batch in range \(range) over pages after ctid \(from) up to \(upper.first ?? "?") changed rows that still match `where` afterwards, so its checkpoint's check constraint (ranges_batch_leaves_where_false) refused it; it was rolled back and the job stopped: "
+            return "batch in range \(range) over pages after ctid \(lower?.first ?? "(0,0)") up to \(upper.first ?? "?") changed rows that still match `where` afterwards, so its checkpoint's check constraint (ranges_batch_leaves_where_false) refused it; it was rolled back and the job stopped: "
                 + "in \(spec.file), `set` (\(sets)) must make `where` (\(spec.whereClause ?? "")) false for every row it changes, or a physical walk would change a row again when it reaches the row's new version; "
                 + "add to `set` what makes `where` false (e.g. the column `where` tests), or narrow `where`"
         }

@@ -63,7 +63,7 @@ extension CheckpointStore {
         try db.query(
             "UPDATE \(ranges) SET done = false, last_key = NULL, worker = NULL, estimated_rows = keys_walked, keys_walked = 0, updated_at = now() WHERE job = $1",
             [.text(job)])
-        if plan.spec.walk == .physical { try extendPageWalk(job, table: plan.statements.table, db: db) }
+        if plan.spec.walk == .physical { try extendPageWalk(job, heaps: plan.heaps, db: db) }
         try db.query("UPDATE \(jobs) SET pass = pass + 1, state = 'pending', finished_at = NULL, updated_at = now() WHERE name = $1", [.text(job)])
     }
 

@@ -30,7 +30,7 @@ extension CheckpointStore {
         let token = leaseWatch?.token
         let claim = Connection.Statement(
             """
-            SELECT r.range_id, r.lower_key::text AS lower_key, r.upper_key::text AS upper_key, r.last_key::text AS last_key, j.state,
+            SELECT r.range_id, r.lower_key::text AS lower_key, r.upper_key::text AS upper_key, r.last_key::text AS last_key, r.relation, j.state,
                    (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint AS wal_lsn, pg_backend_pid() AS backend_pid,
                    \(Self.tuningColumns("j")),
                    $3::text IS NULL OR j.spec_hash = $3 AS same_spec,
@@ -52,6 +52,7 @@ extension CheckpointStore {
             lower: try (row["last_key"].string ?? row["lower_key"].string).map(Self.decodeKey),
             ceiling: try row["upper_key"].string.map(Self.decodeKey),
             jobState: JobState(rawValue: row["state"].string ?? "") ?? .running,
+            relation: row["relation"].string,
             tuning: Self.tuning(in: row),
             walPosition: row["wal_lsn"].int64,
             backendPID: row["backend_pid"].int.map(Int32.init))
@@ -145,40 +146,48 @@ extension CheckpointStore {
                 "UPDATE \(ranges) SET upper_key = $3::jsonb, estimated_rows = keys_walked + $4 WHERE job = $1 AND range_id = $2",
                 [.text(job), .int(Int64(range)), .text(Self.encodeKey(mid)), .int(keep)])
             try db.query(
-                "INSERT INTO \(ranges) (job, range_id, lower_key, upper_key, estimated_rows) VALUES ($1, $2, $3::jsonb, $4::jsonb, $5)",
-                [.text(job), .int(Int64(next)), .text(Self.encodeKey(mid)), ceiling.map { .text(Self.encodeKey($0)) } ?? .null, .int(remaining - keep)])
+                "INSERT INTO \(ranges) (job, range_id, lower_key, upper_key, estimated_rows, relation) SELECT $1, $2, $3::jsonb, $4::jsonb, $5, relation FROM \(ranges) WHERE job = $1 AND range_id = $6",
+                [.text(job), .int(Int64(next)), .text(Self.encodeKey(mid)), ceiling.map { .text(Self.encodeKey($0)) } ?? .null, .int(remaining - keep), .int(Int64(range))])
             return true
         }
     }
 
-    /// A physical walk's ranges: the table's pages now, `[0, n)` (the largest partition's, for a
-    /// partitioned table), split evenly (`RangeSplitter.pageBounds`); each range's estimate and
-    /// keys walked count pages. The last range ends at `n`, the table's size as the pass starts:
-    /// the walk never follows its own new row versions, nor inserts, past it.
+    /// A physical walk's ranges: each heap's pages now, `[0, n)`, split evenly
+    /// (`RangeSplitter.pageBounds`), heap after heap (a partitioned table's partitions in the
+    /// plan's order, so that claims, in range order, walk them one after the other); each range's
+    /// estimate and keys walked count pages. A heap's last range ends at `n`, its size as the pass
+    /// starts: the walk never follows its own new row versions, nor inserts, past it.
     private func createPageRanges(_ job: String, plan: JobPlan, workers: Int, db: Connection) throws {
-        let pages = try Self.heapPages(plan.statements.table, db: db)
-        let bounds = RangeSplitter.pageBounds(pages: pages, workers: workers, minimumPages: Int64(plan.spec.batch.max))
-        for (i, range) in zip(bounds.indices, zip(bounds, bounds.dropFirst())) {
-            try db.query(
-                "INSERT INTO \(ranges) (job, range_id, lower_key, upper_key, estimated_rows) VALUES ($1, $2, $3::jsonb, $4::jsonb, $5)",
-                [.text(job), .int(Int64(i)), .text(Self.encodeKey(BatchStatements.page(range.0))), .text(Self.encodeKey(BatchStatements.page(range.1))), .int(range.1 - range.0)])
+        var id: Int64 = 0
+        for heap in plan.heaps {
+            let pages = try Self.heapPages(heap, db: db)
+            let bounds = RangeSplitter.pageBounds(pages: pages, workers: workers, minimumPages: Int64(plan.spec.batch.max))
+            for (lower, upper) in zip(bounds, bounds.dropFirst()) {
+                try db.query(
+                    "INSERT INTO \(ranges) (job, range_id, lower_key, upper_key, estimated_rows, relation) VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, $6)",
+                    [.text(job), .int(id), .text(Self.encodeKey(BatchStatements.page(lower))), .text(Self.encodeKey(BatchStatements.page(upper))), .int(upper - lower), .text(heap)])
+                id += 1
+            }
         }
     }
 
-    /// A physical walk's new pass ends at the table's size now: the range that ends last is
+    /// A physical walk's new pass ends at each heap's size now: the heap's range that ends last is
     /// extended to it, so the pages live updates and inserts added since the last pass started
     /// are walked too. Inside the caller's transaction.
-    func extendPageWalk(_ job: String, table: String, db: Connection) throws {
-        let pages = try Self.heapPages(table, db: db)
-        try db.query(
-            """
-            UPDATE \(ranges) SET upper_key = $2::jsonb, estimated_rows = coalesce(estimated_rows, 0) + ($3::bigint - ((upper_key->>0)::point)[0]::bigint)
-            WHERE job = $1 AND range_id = (SELECT range_id FROM \(ranges) WHERE job = $1 ORDER BY (upper_key->>0)::tid DESC LIMIT 1)
-              AND (upper_key->>0)::tid < ($2::jsonb->>0)::tid
-            """, [.text(job), .text(Self.encodeKey(BatchStatements.page(pages))), .int(pages)])
+    func extendPageWalk(_ job: String, heaps: [String], db: Connection) throws {
+        for heap in heaps {
+            let pages = try Self.heapPages(heap, db: db)
+            try db.query(
+                """
+                UPDATE \(ranges) SET upper_key = $2::jsonb, estimated_rows = coalesce(estimated_rows, 0) + ($3::bigint - ((upper_key->>0)::point)[0]::bigint)
+                WHERE job = $1 AND range_id = (SELECT range_id FROM \(ranges) WHERE job = $1 AND relation = $4 ORDER BY (upper_key->>0)::tid DESC LIMIT 1)
+                  AND (upper_key->>0)::tid < ($2::jsonb->>0)::tid
+                """, [.text(job), .text(Self.encodeKey(BatchStatements.page(pages))), .int(pages), .text(heap)])
+        }
     }
 
-    /// A table's size in heap pages now (its largest partition's, for a partitioned table).
+    /// A table's size in heap pages now (its largest partition's, for a partitioned table; a
+    /// partition's own).
     static func heapPages(_ table: String, db: Connection) throws -> Int64 {
         try db.query(
             // pg_partition_tree lists nothing for a table that is not partitioned.

@@ -132,6 +132,8 @@ public struct RangeClaim: Sendable, Hashable {
     /// Where the range ends (inclusive); nil for the open-ended last range.
     public var ceiling: [String]?
     public var jobState: JobState
+    /// A physical walk's heap: the partition whose pages the range holds (nil: the job's table).
+    public var relation: String? = nil
     /// The job's live overrides (`backfill tune`), read by the same statement.
     public var tuning: Tuning? = nil
     /// The server's WAL insert position as the batch transaction began (bytes), read by the same
