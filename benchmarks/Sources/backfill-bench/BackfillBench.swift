@@ -88,7 +88,8 @@ struct BackfillBench: ParsableCommand {
             uuid: uuid, rehearsal: rehearsal, series: seriesRuns, offsetLimit: offsetLimit, liveClients: liveClients, rounds: rounds, memory: memory,
             costBreakdown: ((try? String(contentsOfFile: results + "/cost-breakdown.md", encoding: .utf8)) ?? "").split(separator: "\n").filter { $0.hasPrefix("|") }.map(String.init),
             separate: [Report.Separate.read("What `journal: true` costs", file: "journal.md", in: results),
-                       Report.Separate.read("A fleet of databases: concurrency 1 against 2", file: "fleet.md", in: results)].compactMap { $0 })
+                       Report.Separate.read("A fleet of databases: concurrency 1 against 2", file: "fleet.md", in: results),
+                       Report.Separate.read("walk: physical against the key walk", file: "physical-walk.md", in: results)].compactMap { $0 })
         print(report.markdown)
         try FileManager.default.createDirectory(atPath: results, withIntermediateDirectories: true)
         let encoder = JSONEncoder()
