@@ -64,6 +64,14 @@ struct PhysicalWalkLogicTests {
         #expect(RangeSplitter.pageBounds(pages: 1_000_000, workers: 2, minimumPages: 64).count == 9)
     }
 
+    @Test("a catch-up pass walks the pages that still hold matching rows, merged into runs across small gaps")
+    func catchUpRuns() {
+        let runs = RangeSplitter.pageRuns([900, 5, 3, 4, 3, 20, 40, 2000, 2127, 2255], gap: 16)
+        #expect(runs.map { [$0.first, $0.end] } == [[3, 21], [40, 41], [900, 901], [2000, 2001], [2127, 2128], [2255, 2256]])
+        #expect(RangeSplitter.pageRuns([0, 127, 254]).map { [$0.first, $0.end] } == [[0, 255]])
+        #expect(RangeSplitter.pageRuns([]).isEmpty)
+    }
+
     @Test("the batch statement: ctid bounds, `where`, each changed row's `where` read on its new version, the count in the checkpoint")
     func statement() throws {
         let spec = try JobSpec.parse(yaml: Self.job, file: "logs.yaml")

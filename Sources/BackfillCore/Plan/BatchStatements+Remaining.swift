@@ -38,8 +38,9 @@ extension BatchStatements {
     /// the job (`$2`, bound) quarantined in `badRows` (their text forms read back as the key's
     /// types), within `scope` (its bounds from `$3`, bound). With `pages`, only the rows of a
     /// range of heap pages, its `tid` bounds the two parameters after the scope's (`pageRange`'s
-    /// slots, bound by `ChunkedCount`).
-    public func remainingCount(spec: JobSpec, excludingBadRowsIn badRows: String, scope: RemainingScope = .all, pages: Bool = false) -> SQL? {
+    /// slots, bound by `ChunkedCount`). With `byPage` (a physical walk's end check, over a page
+    /// range), one row per heap page that holds such rows: `page` and its rows `n`.
+    public func remainingCount(spec: JobSpec, excludingBadRowsIn badRows: String, scope: RemainingScope = .all, pages: Bool = false, byPage: Bool = false) -> SQL? {
         guard let whereClause = spec.whereClause else { return nil }
         let columns = key.map { "\(table).\(Identifier.quote($0.name))" }
         let stored = key.enumerated().map { i, column in "(b.key ->> \(i))::\(column.type)" }
@@ -60,8 +61,10 @@ extension BatchStatements {
         }
         if pages { bounds = "\(Self.pageRange) AND \(bounds)" }
         var sql = SQL(declaring: [Slots.limit, Slots.job] + scopeSlots + (pages ? [Slots.pageStart, Slots.pageEnd] : []))
-        sql += "SELECT count(*) AS n FROM (SELECT 1 FROM \(unescaped: table) WHERE \(bounds)(\(unescaped: whereClause)) "
+        sql += (byPage ? "SELECT (s.ctid::text::point)[0]::bigint AS page, count(*) AS n FROM (SELECT ctid" : "SELECT count(*) AS n FROM (SELECT 1")
+            + " FROM \(unescaped: table) WHERE \(bounds)(\(unescaped: whereClause)) "
             + "AND NOT EXISTS (SELECT 1 FROM \(unescaped: badRows) b WHERE b.job = \(Slots.job) AND \(unescaped: match)) LIMIT \(Slots.limit)) s"
+            + (byPage ? " GROUP BY 1" : "")
         return sql.binding(Slots.job, to: .text(spec.name)).binding(scopeSlots, to: scope.parameters)
     }
 }

@@ -62,7 +62,8 @@ struct ChunkedCount {
     /// chunk binds) over every page of the table, stopping once `limit` is reached. With a
     /// `limit`, `sql`'s `BatchStatements.Slots.limit` is the chunk's limit, lowered as rows are
     /// found.
-    func overPages(_ sql: SQL, limit: Int64?, settings: [String] = []) throws -> Int64 {
+    /// `read` runs one chunk's bound statement and returns its rows (the chunk's `n` unless given).
+    func overPages(_ sql: SQL, limit: Int64?, settings: [String] = [], read: ((SQL) throws -> Int64)? = nil) throws -> Int64 {
         var sizer = ChunkSizer(start: 1024, targetMs: targetMs)
         var found: Int64 = 0
         var start: Int64 = 0
@@ -77,7 +78,8 @@ struct ChunkedCount {
             var values: [SQL.Slot: PostgresValue] = [BatchStatements.Slots.pageStart: .text("(\(start),0)"), BatchStatements.Slots.pageEnd: .text("(\(stop),0)")]
             if let limit { values[BatchStatements.Slots.limit] = .int(limit - found) }
             let bound = sql.binding(values)
-            guard let n = try attempt(&sizer, { try chunk(bound, settings: settings) }) else { continue }
+            guard let n = try attempt(&sizer, { try read.map { read in try Planner.inReadOnlyTransaction(settings: chunkSettings(settings), on: db) { try read(bound) } } ?? chunk(bound, settings: settings) })
+            else { continue }
             found += n
             start = stop
         }

@@ -159,6 +159,25 @@ final class EndCheck: Sendable {
         return (ContinuousClock.now - began).milliseconds / Double(pages)
     }
 
+    /// A physical walk's end check: rows still matching `where` (at most `limit`), quarantined
+    /// rows left out, read in page chunks of each heap (each partition of a partitioned table),
+    /// and the pages that hold them, by heap. `pages` is nil when the limit was reached: the
+    /// pages are then not all known, and the catch-up pass walks every page.
+    static func stragglers(spec: JobSpec, plan: JobPlan, store: CheckpointStore, limit: Int64, db: Connection) throws -> (rows: Int64, pages: [String: [Int64]]?) {
+        var rows: Int64 = 0
+        var pages: [String: [Int64]] = [:]
+        for heap in plan.heaps where rows < limit {
+            let statements = plan.statements(for: heap)
+            guard let sql = statements.remainingCount(spec: spec, excludingBadRowsIn: store.badRowsTable, scope: .all, pages: true, byPage: true) else { continue }
+            rows += try ChunkedCount(table: heap, statementMs: spec.timeouts.statementMs, db: db).overPages(sql, limit: limit - rows) { chunk in
+                let found = try db.query(chunk).rows
+                pages[heap, default: []] += found.compactMap { $0["page"].int64 }
+                return found.reduce(0) { $0 + ($1["n"].int64 ?? 0) }
+            }
+        }
+        return (rows, rows < limit ? pages : nil)
+    }
+
     /// Rows still matching `where` after the walk, at most `limit`: the early count plus each
     /// interval it left out, read through the key's index.
     static func remaining(after early: Early, spec: JobSpec, statements: BatchStatements, store: CheckpointStore, limit: Int64, db: Connection) throws -> Int64 {

@@ -72,6 +72,11 @@ public struct RunOptions: Sendable {
 /// of its own, not from the cooperative pool.
 public final class Runner {
     let context: RunContext
+    /// A physical walk's last end check: the pages that hold rows still matching `where`, by heap,
+    /// for its catch-up pass; nil (every page is walked again) when it found `stragglerLimit` rows.
+    private var stragglers: [String: [Int64]]?
+    /// How many rows a physical walk's end check reads before it stops listing their pages.
+    static let stragglerLimit: Int64 = 10_000
 
     public init(spec: JobSpec, options: RunOptions, stop: StopSignal = StopSignal(), emit: @escaping @Sendable (RunEvent) -> Void = { _ in }) {
         context = RunContext(spec: spec, options: options, stop: stop, emit: emit)
@@ -217,7 +222,7 @@ public final class Runner {
                 return .failed(RunFailure(message: "walked every key\(catchUps > 0 ? " and \(catchUps) catch-up passes" : ""), but \(remaining >= 1000 ? "at least 1000" : String(remaining)) rows still match `where`: a `set` that leaves rows matching, or rows that keep changing behind the walk, cause this; check with `backfill verify`, raise `catch_up_passes`, or use `repeat: true` for work that never ends"), summary)
             }
             catchUps += 1
-            try db.transaction { try options.store.startPass(spec.name, plan: plan, db: $0) }
+            try db.transaction { try options.store.startPass(spec.name, plan: plan, stragglers: stragglers, db: $0) }
             try options.store.markRunning(spec.name, runner: context.runnerName, db: db)
             context.emit(.pass(.init(pass: catchUps + 1, remaining: remaining,
                                      reason: "catch-up \(catchUps) of \(spec.catchUpPasses): \(remaining >= 1000 ? "1000 or more" : String(remaining)) rows still match `where` behind the walk",
@@ -294,6 +299,11 @@ public final class Runner {
     /// the intervals it left out are read.
     private func remainingRows(_ plan: JobPlan, _ db: Connection, early: EndCheck.Early?) throws -> Int64? {
         guard !options.dryRun, !isSQLAction, spec.whereClause != nil else { return nil }
+        if spec.walk == .physical {
+            let found = try EndCheck.stragglers(spec: spec, plan: plan, store: options.store, limit: Self.stragglerLimit, db: db)
+            stragglers = found.pages
+            return found.rows
+        }
         if let early { return try EndCheck.remaining(after: early, spec: spec, statements: plan.statements, store: options.store, limit: 1000, db: db) }
         return try EndCheck.count(.all, spec: spec, statements: plan.statements, store: options.store, limit: 1000, db: db)
     }

@@ -58,12 +58,27 @@ extension CheckpointStore {
     /// Starts a new pass over the whole key space: every range walks again from its lower bound,
     /// keeping its row and batch counters; the keys it walked last pass become its estimate.
     /// Runs inside the caller's transaction.
-    /// A physical walk's pass ends at the table's size as it starts (`extendPageWalk`).
-    public func startPass(_ job: String, plan: JobPlan, db: Connection) throws {
-        try db.query(
-            "UPDATE \(ranges) SET done = false, last_key = NULL, worker = NULL, estimated_rows = keys_walked, keys_walked = 0, updated_at = now() WHERE job = $1",
-            [.text(job)])
-        if plan.spec.walk == .physical { try extendPageWalk(job, heaps: plan.heaps, db: db) }
+    /// A physical walk's pass ends at the table's size as it starts (`extendPageWalk`). Given the
+    /// pages that still hold matching rows (`stragglers`, by heap), a physical walk's catch-up
+    /// pass walks only those (`RangeSplitter.pageRuns`), in ranges of their own, marked
+    /// `catch_up` and kept done afterwards with their counters; a full pass leaves them out.
+    public func startPass(_ job: String, plan: JobPlan, stragglers: [String: [Int64]]? = nil, db: Connection) throws {
+        if plan.spec.walk == .physical, let stragglers {
+            var next = try db.query("SELECT coalesce(max(range_id) + 1, 0)::bigint AS id FROM \(ranges) WHERE job = $1", [.text(job)]).first?["id"].int64 ?? 0
+            for heap in plan.heaps {
+                for run in RangeSplitter.pageRuns(stragglers[heap] ?? []) {
+                    try db.query(
+                        "INSERT INTO \(ranges) (job, range_id, lower_key, upper_key, estimated_rows, relation, catch_up) VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, $6, true)",
+                        [.text(job), .int(next), .text(Self.encodeKey(BatchStatements.page(run.first))), .text(Self.encodeKey(BatchStatements.page(run.end))), .int(run.end - run.first), .text(heap)])
+                    next += 1
+                }
+            }
+        } else {
+            try db.query(
+                "UPDATE \(ranges) SET done = false, last_key = NULL, worker = NULL, estimated_rows = keys_walked, keys_walked = 0, updated_at = now() WHERE job = $1 AND NOT catch_up",
+                [.text(job)])
+            if plan.spec.walk == .physical { try extendPageWalk(job, heaps: plan.heaps, db: db) }
+        }
         try db.query("UPDATE \(jobs) SET pass = pass + 1, state = 'pending', finished_at = NULL, updated_at = now() WHERE name = $1", [.text(job)])
     }
 

@@ -180,7 +180,7 @@ extension CheckpointStore {
             try db.query(
                 """
                 UPDATE \(ranges) SET upper_key = $2::jsonb, estimated_rows = coalesce(estimated_rows, 0) + ($3::bigint - ((upper_key->>0)::point)[0]::bigint)
-                WHERE job = $1 AND range_id = (SELECT range_id FROM \(ranges) WHERE job = $1 AND relation = $4 ORDER BY (upper_key->>0)::tid DESC LIMIT 1)
+                WHERE job = $1 AND range_id = (SELECT range_id FROM \(ranges) WHERE job = $1 AND relation = $4 AND NOT catch_up ORDER BY (upper_key->>0)::tid DESC LIMIT 1)
                   AND (upper_key->>0)::tid < ($2::jsonb->>0)::tid
                 """, [.text(job), .text(Self.encodeKey(BatchStatements.page(pages))), .int(pages), .text(heap)])
         }

@@ -63,6 +63,7 @@ extension CheckpointStore {
         ALTER TABLE \(ranges) ADD COLUMN IF NOT EXISTS last_batch_still_matching bigint NOT NULL DEFAULT 0;
         ALTER TABLE \(jobs) ADD COLUMN IF NOT EXISTS walk text NOT NULL DEFAULT 'key';
         ALTER TABLE \(ranges) ADD COLUMN IF NOT EXISTS relation text;
+        ALTER TABLE \(ranges) ADD COLUMN IF NOT EXISTS catch_up boolean NOT NULL DEFAULT false;
         DO $$ BEGIN
             IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'ranges_batch_leaves_where_false' AND conrelid = '\(ranges.replacingOccurrences(of: "'", with: "''"))'::regclass) THEN
                 ALTER TABLE \(ranges) ADD CONSTRAINT ranges_batch_leaves_where_false CHECK (last_batch_still_matching = 0);
