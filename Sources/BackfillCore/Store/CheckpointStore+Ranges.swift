@@ -146,7 +146,7 @@ extension CheckpointStore {
                 "UPDATE \(ranges) SET upper_key = $3::jsonb, estimated_rows = keys_walked + $4 WHERE job = $1 AND range_id = $2",
                 [.text(job), .int(Int64(range)), .text(Self.encodeKey(mid)), .int(keep)])
             try db.query(
-                "INSERT INTO \(ranges) (job, range_id, lower_key, upper_key, estimated_rows, relation) SELECT $1, $2, $3::jsonb, $4::jsonb, $5, relation FROM \(ranges) WHERE job = $1 AND range_id = $6",
+                "INSERT INTO \(ranges) (job, range_id, lower_key, upper_key, estimated_rows, relation, catch_up) SELECT $1, $2, $3::jsonb, $4::jsonb, $5, relation, catch_up FROM \(ranges) WHERE job = $1 AND range_id = $6",
                 [.text(job), .int(Int64(next)), .text(Self.encodeKey(mid)), ceiling.map { .text(Self.encodeKey($0)) } ?? .null, .int(remaining - keep), .int(Int64(range))])
             return true
         }
