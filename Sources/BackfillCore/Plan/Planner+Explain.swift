@@ -12,12 +12,12 @@ extension Planner {
             lower = BatchStatements.page(Int64(skip))
             upper = BatchStatements.page(Int64(skip + size))
         } else {
-        if skip > 0 {
-            guard let row = try db.query(statements.upperBound(after: nil, below: nil, offset: Int64(skip - 1))).first else { return nil }
-            lower = statements.upperKey(row).key
-        }
-        guard let upperRow = try db.query(statements.upperBound(after: lower, below: nil, offset: Int64(size - 1))).first else { return nil }
-        upper = statements.upperKey(upperRow).key
+            if skip > 0 {
+                guard let row = try db.query(statements.upperBound(after: nil, below: nil, offset: Int64(skip - 1))).first else { return nil }
+                lower = statements.upperKey(row).key
+            }
+            guard let upperRow = try db.query(statements.upperBound(after: lower, below: nil, offset: Int64(size - 1))).first else { return nil }
+            upper = statements.upperKey(upperRow).key
         }
         let batch = statements.batch(after: lower, upTo: upper)
         let prefix = analyze ? "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)" : "EXPLAIN"

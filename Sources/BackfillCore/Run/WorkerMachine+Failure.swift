@@ -148,7 +148,8 @@ extension WorkerMachine {
         }
     }
 
-    /// The checkpoint's check constraint refused a batch that changed rows outside its range.
+    /// The checkpoint's check constraint refused a batch that changed rows outside its range, or
+    /// (a physical walk) rows that still match `where`: never a bad row, always the job's end.
     static func isRangeCheck(_ error: PostgresError) -> Bool {
         error.code == "23514" && (error.message.contains("ranges_batch_within_range") || isStillMatching(error))
     }
