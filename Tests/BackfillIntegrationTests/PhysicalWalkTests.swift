@@ -243,6 +243,56 @@ struct PhysicalWalkTests {
         #expect(deleted == 100_000 + counts.old)
     }
 
+    @Test("a nightly physical purge (repeat: true): rows that turn old behind the walk are left for the next night, which starts pass 2 over every page, the freed ones too")
+    func nightlyPurge() throws {
+        let url = try TestDatabases.create("phys_nightly")
+        let db = try Connection(url)
+        try db.execute(
+            """
+            CREATE TABLE events (created_at timestamptz NOT NULL, old boolean NOT NULL, payload text NOT NULL) WITH (autovacuum_enabled = false);
+            INSERT INTO events SELECT CASE WHEN g % 2 = 0 THEN '2020-01-01'::timestamptz ELSE '2030-01-01'::timestamptz END, g % 2 = 0, md5(g::text) FROM generate_series(1, 100000) g;
+            ANALYZE events;
+            """)
+        let job = try jobFile("""
+            name: phys-nightly
+            table: events
+            walk: physical
+            where: created_at < '2025-01-01'
+            action: delete
+            batch: {pages: 16, max_pages: 16}
+            repeat: true
+            """)
+        let pages = try #require(try db.query("SELECT pg_relation_size('events') / 8192 AS p").first?["p"].int64)
+        // Night 1: once the walk is past the middle page, rows on the first 50 pages turn old.
+        let turnedBehind = Once()
+        let night1 = Runner(spec: try JobSpec.load(path: job), options: RunOptions(database: url)) { event in
+            guard event.kind == .batch, case .strings(let key) = event["last_key"],
+                  let page = Int64(key.first?.dropFirst().split(separator: ",").first ?? ""), page > pages / 2, turnedBehind.first()
+            else { return }
+            try? Connection(url).execute("UPDATE events SET created_at = '2020-02-02', old = true WHERE NOT old AND ctid < '(50,0)'")
+        }.run()
+        #expect(night1.exitCode == 0, "\(night1)")
+        #expect(!turnedBehind.first(), "the walk never passed page \(pages / 2)")
+        let behind = try #require(try db.query("SELECT count(*) AS n FROM events WHERE old").first?["n"].int64)
+        #expect(behind > 0, "rows that turned old behind the walk are left for the next night")
+        // Night 2: VACUUM frees the deleted rows' space at the start of the heap; old and new
+        // rows inserted now land there, behind where night 1's walk began.
+        try db.execute("VACUUM events")
+        try db.execute("INSERT INTO events SELECT CASE WHEN g % 2 = 0 THEN '2020-03-03'::timestamptz ELSE '2030-03-03'::timestamptz END, g % 2 = 0, 'night 2' FROM generate_series(1, 20000) g")
+        #expect(try db.query("SELECT count(*) AS n FROM events WHERE payload = 'night 2' AND ctid < '(100,0)'").first?["n"].int64 ?? 0 > 0,
+                "the inserted rows reuse the freed pages")
+        let newRows = try #require(try db.query("SELECT count(*) AS n FROM events WHERE NOT old").first?["n"].int64)
+        let night2 = try CLIProcess(["run", job, "--database", url, "--log-format", "json"])
+        #expect(night2.wait(timeout: 120) == 0, "\(notable(night2))")
+        let done = night2.events.first { $0["event"] as? String == "done" }
+        #expect(done?["run_rows"] as? Int == Int(behind) + 10_000, "\(notable(night2))")
+        let left = try #require(try db.query("SELECT count(*) FILTER (WHERE old) AS old, count(*) FILTER (WHERE NOT old) AS new FROM events").first)
+        #expect(left["old"].int64 == 0)
+        #expect(left["new"].int64 == newRows)
+        let status = try backfill(["status", "phys-nightly", "--database", url, "--format", "json"]).out
+        #expect(status.contains("\"pass\":2") && status.contains("\"state\":\"done\"") && status.contains("\"walk\":\"physical\""), "\(status)")
+    }
+
     @Test("two workers and a --join process share a physical walk; kill -9 of the joined one; every row once")
     func workersAndJoin() throws {
         let rows = 300_000

@@ -96,7 +96,7 @@ public struct JobStatus: Sendable, Hashable, Codable {
     public var revertConflicts: Int64 = 0
 
     enum CodingKeys: String, CodingKey {
-        case name, state, table, batches, runner, ranges
+        case name, state, table, walk, batches, runner, ranges
         case rowsDone = "rows_done", lastKey = "last_key", lastError = "last_error", pausedBy = "paused_by"
         case pausedAt = "paused_at", startedAt = "started_at", updatedAt = "updated_at", finishedAt = "finished_at"
         case rangesDone = "ranges_done", throttleReason = "throttle_reason", throttleDetail = "throttle_detail", throttledSince = "throttled_since"
