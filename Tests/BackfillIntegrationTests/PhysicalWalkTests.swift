@@ -267,7 +267,7 @@ struct PhysicalWalkTests {
         let turnedBehind = Once()
         let night1 = Runner(spec: try JobSpec.load(path: job), options: RunOptions(database: url)) { event in
             guard event.kind == .batch, case .strings(let key) = event["last_key"],
-                  let page = Int64(key.first?.dropFirst().split(separator: ",").first ?? ""), page > pages / 2, turnedBehind.first()
+                  let page = BatchStatements.page(of: key), page > pages / 2, turnedBehind.first()
             else { return }
             try? Connection(url).execute("UPDATE events SET created_at = '2020-02-02', old = true WHERE NOT old AND ctid < '(50,0)'")
         }.run()
